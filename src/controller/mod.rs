@@ -1,0 +1,206 @@
+//! The reconcilers and the operator process that runs them.
+//!
+//! Each reconciler reads as load → decide → apply → report; the decisions are pure
+//! functions in the reconciler's module. Status is written with server-side apply under
+//! the `keyward` field manager; `spec` is never written.
+
+pub mod context;
+pub mod encryption_key;
+pub mod oauth_client;
+
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use context::Context;
+
+use crate::crd::{ConditionStatus, ConditionType, ConditionedStatus, set_condition};
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// Options of the operator process.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Watch one namespace only; `None` watches all.
+    pub namespace: Option<String>,
+}
+
+/// Runs both controllers until SIGTERM or Ctrl-C, then lets in-flight reconciles
+/// finish and returns.
+pub async fn run(client: Client, options: RunOptions) -> Result<()> {
+    let context = Arc::new(Context::new(client.clone()));
+    let oauth_clients = oauth_client::controller(api(&client, &options), context.clone())
+        .shutdown_on_signal()
+        .run(oauth_client::reconcile, error_policy, context.clone())
+        .for_each(|result| async move { log_outcome("OAuthClient", result) });
+    let encryption_keys = encryption_key::controller(api(&client, &options), context.clone())
+        .shutdown_on_signal()
+        .run(encryption_key::reconcile, error_policy, context)
+        .for_each(|result| async move { log_outcome("EncryptionKey", result) });
+    tracing::info!(
+        namespace = options.namespace.as_deref().unwrap_or("<all>"),
+        "controllers started"
+    );
+    futures::join!(oauth_clients, encryption_keys);
+    tracing::info!("controllers stopped");
+    Ok(())
+}
+
+fn api<K>(client: &Client, options: &RunOptions) -> Api<K>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    match &options.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn watcher_config() -> watcher::Config {
+    watcher::Config::default().any_semantic()
+}
+
+fn log_outcome<T: Debug, E: std::fmt::Display>(kind: &str, result: Result<T, E>) {
+    match result {
+        Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
+        Err(error) => tracing::warn!(kind, %error, "reconcile failed"),
+    }
+}
+
+/// Retries a failed reconcile with exponential backoff, per object.
+fn error_policy<K: Resource<DynamicType = ()>>(
+    object: Arc<K>,
+    error: &Error,
+    context: Arc<Context>,
+) -> Action {
+    let attempt = context.record_failure(object.as_ref());
+    let delay = backoff(attempt);
+    tracing::warn!(
+        kind = %K::kind(&()), namespace = ?object.namespace(), name = %object.name_any(),
+        error = %error, reason = error.metric_label(), retry_in = ?delay, "reconcile failed"
+    );
+    Action::requeue(delay)
+}
+
+/// Delay before retry number `attempt` (from 1): 1s, 2s, 4s, … capped at five minutes.
+pub fn backoff(attempt: u32) -> Duration {
+    const CAP: Duration = Duration::from_secs(300);
+    let exponent = attempt.saturating_sub(1).min(16);
+    Duration::from_secs(1u64 << exponent).min(CAP)
+}
+
+/// Writes `status` with server-side apply, unless it already equals `current`.
+///
+/// Skipping the identical write keeps re-reconciles of an unchanged object from
+/// touching it at all, so GitOps tools and watchers see no churn.
+async fn apply_status<K, S>(api: &Api<K>, object: &K, current: Option<&S>, status: &S) -> Result<()>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize + PartialEq,
+{
+    if current == Some(status) {
+        return Ok(());
+    }
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
+        .await?;
+    Ok(())
+}
+
+/// `status` reporting, for `generation`, that the resource is not reconciled by this
+/// version: `Ready=False` with reason `NotImplemented` and `message`.
+fn not_implemented<S: ConditionedStatus>(
+    mut status: S,
+    generation: Option<i64>,
+    message: &str,
+    now: Timestamp,
+) -> S {
+    status.set_observed_generation(generation);
+    set_condition(
+        status.conditions_mut(),
+        ConditionType::Ready,
+        ConditionStatus::False,
+        "NotImplemented",
+        message,
+        generation,
+        now,
+    );
+    status
+}
+
+/// The namespaced API for `object`'s own namespace.
+fn namespaced_api<K>(client: &Client, object: &K) -> Result<Api<K>>
+where
+    K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+{
+    let namespace = object.namespace().ok_or(Error::MissingObjectField {
+        kind: "namespaced object",
+        field: "metadata.namespace",
+    })?;
+    Ok(Api::namespaced(client.clone(), &namespace))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::OAuthClientStatus;
+
+    #[test]
+    fn not_implemented_reports_ready_false_for_the_observed_generation() {
+        let status = not_implemented(
+            OAuthClientStatus::default(),
+            Some(3),
+            "later",
+            Timestamp::UNIX_EPOCH,
+        );
+        assert_eq!(status.observed_generation, Some(3));
+        let ready = &status.conditions[0];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str()),
+            ("Ready", "False")
+        );
+        assert_eq!(
+            (ready.reason.as_str(), ready.message.as_str()),
+            ("NotImplemented", "later")
+        );
+        assert_eq!(ready.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn not_implemented_is_stable_across_reconciles() {
+        let first = not_implemented(
+            OAuthClientStatus::default(),
+            Some(1),
+            "later",
+            Timestamp::UNIX_EPOCH,
+        );
+        let later = Timestamp::from_second(60).expect("valid timestamp");
+        assert_eq!(
+            not_implemented(first.clone(), Some(1), "later", later),
+            first
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_then_caps() {
+        assert_eq!(backoff(1), Duration::from_secs(1));
+        assert_eq!(backoff(2), Duration::from_secs(2));
+        assert_eq!(backoff(5), Duration::from_secs(16));
+        assert_eq!(backoff(9), Duration::from_secs(256));
+        assert_eq!(backoff(10), Duration::from_secs(300));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+    }
+}

@@ -1,0 +1,344 @@
+//! `EncryptionKey`: one AES-256-GCM key shared by every pod of the API-manager
+//! workloads, kept as a versioned keyring and rotated as a resumable process.
+//!
+//! The operator never writes `spec`; everything it decides lands in `status`, which
+//! never holds key material (only versions, states and non-secret fingerprints).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::core::Duration;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{DNS_SUBDOMAIN, GO_DURATION, SecretKeyRef};
+
+/// Desired state of a shared symmetric key.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "keyward.io",
+    version = "v1alpha1",
+    kind = "EncryptionKey",
+    namespaced,
+    status = "EncryptionKeyStatus",
+    shortname = "ek",
+    category = "keyward",
+    doc = "An AES-256-GCM key that keyward keeps in a versioned keyring, distributes to every pod of the target workloads, and rotates by re-encrypting what was written under older versions.",
+    printcolumn(
+        name = "Primary",
+        type_ = "integer",
+        json_path = ".status.primaryVersion"
+    ),
+    printcolumn(
+        name = "In Sync",
+        type_ = "integer",
+        json_path = ".status.distribution.podsInSync"
+    ),
+    printcolumn(
+        name = "Pods",
+        type_ = "integer",
+        json_path = ".status.distribution.podsTotal"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].reason"#
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(oldSelf.source) || (has(self.source) && self.source == oldSelf.source)")
+    .message("spec.source is immutable: to use other key material, rotate or create a new EncryptionKey").field_path(".source"))]
+pub struct EncryptionKeySpec {
+    /// Where the key material comes from. Absent: the operator generates it from the
+    /// operating system's CSPRNG.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<KeySource>,
+
+    /// A key-encryption key under which the keyring is stored wrapped, so the keyring
+    /// Secret at rest does not hold the plaintext key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_encryption_key_ref: Option<SecretKeyRef>,
+
+    /// The workloads whose pods must all hold the key.
+    #[serde(default)]
+    #[schemars(length(max = 32))]
+    pub targets: Vec<DistributionTarget>,
+
+    /// How the pods receive the key.
+    #[serde(default)]
+    pub distribution: Distribution,
+
+    /// When the key rotates and how many retired versions stay available for decryption.
+    #[serde(default)]
+    pub rotation: KeyRotation,
+
+    /// How ciphertext written under older versions is found and rewritten on rotation.
+    #[serde(default)]
+    pub reencryption: Reencryption,
+}
+
+/// User-supplied key material.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeySource {
+    /// A Secret key holding 32 bytes as 64 hex characters or as base64 (e.g. the output
+    /// of `openssl rand -hex 32`).
+    pub secret_ref: SecretKeyRef,
+}
+
+/// A workload whose pods must hold the key: by name, or every one matching a selector.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.name) != has(self.selector)")
+    .message("exactly one of name or selector must be set").field_path(".name"))]
+pub struct DistributionTarget {
+    /// `Deployment` or `StatefulSet`.
+    pub kind: WorkloadKind,
+    /// Name of the workload in the EncryptionKey's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: Option<String>,
+    /// Every workload of `kind` in the namespace whose labels match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+}
+
+/// The workload kinds keyward distributes keys to.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum WorkloadKind {
+    Deployment,
+    StatefulSet,
+}
+
+/// How pods receive the key.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.projection != 'Env' || self.format == 'Hex' || self.format == 'Base64'")
+    .message("spec.distribution.format must be Hex or Base64 when projection is Env").field_path(".format"))]
+pub struct Distribution {
+    /// What the pods see: a WSO2 `deployment.toml` `[encryption]` fragment
+    /// (`Wso2Toml`), the primary key as `Hex` or `Base64`, or every decryptable version
+    /// as a `Keyring` JSON file.
+    #[serde(default)]
+    pub format: KeyFormat,
+    /// A file in a mounted volume (`Volume`) or an environment variable (`Env`).
+    #[serde(default)]
+    pub projection: Projection,
+    /// Directory the volume is mounted at.
+    #[serde(default = "default_mount_path")]
+    #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^:]*$"))]
+    pub mount_path: String,
+    /// Name of the environment variable, for `Env`.
+    #[serde(default = "default_env_name")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub env_name: String,
+    /// Containers that receive the key; empty means every container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub containers: Vec<String>,
+    /// `Rolling` restarts the pods when the key changes; `None` leaves that to
+    /// applications that reload the file themselves.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+}
+
+impl Default for Distribution {
+    fn default() -> Self {
+        Self {
+            format: KeyFormat::default(),
+            projection: Projection::default(),
+            mount_path: default_mount_path(),
+            env_name: default_env_name(),
+            containers: Vec::new(),
+            restart: RestartPolicy::default(),
+        }
+    }
+}
+
+fn default_mount_path() -> String {
+    "/etc/keyward".to_owned()
+}
+
+fn default_env_name() -> String {
+    "KEYWARD_ENCRYPTION_KEY".to_owned()
+}
+
+/// The rendering of the key the pods receive.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum KeyFormat {
+    /// A WSO2 API Manager `deployment.toml` `[encryption]` table.
+    #[default]
+    Wso2Toml,
+    /// The primary key as 64 hex characters.
+    Hex,
+    /// The primary key as base64.
+    Base64,
+    /// Every decryptable version, as keyring JSON.
+    Keyring,
+}
+
+/// How the key reaches a container.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Projection {
+    #[default]
+    Volume,
+    Env,
+}
+
+/// What happens to the pods when the key they must hold changes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum RestartPolicy {
+    #[default]
+    Rolling,
+    None,
+}
+
+/// Key rotation settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyRotation {
+    /// Bump to rotate now. It may only grow.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("spec.rotation.generation may only increase"))]
+    pub generation: i64,
+    /// Rotate automatically this long after the primary version was created (at least 24h).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = GO_DURATION))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('24h')").message("spec.rotation.period must be at least 24h"))]
+    pub period: Option<Duration>,
+    /// Retired versions kept for decrypting ciphertext that still lives elsewhere (in
+    /// git, in backups).
+    #[serde(default = "default_keep_retired_versions")]
+    #[schemars(range(min = 0, max = 16))]
+    pub keep_retired_versions: i32,
+}
+
+impl Default for KeyRotation {
+    fn default() -> Self {
+        Self {
+            generation: 0,
+            period: None,
+            keep_retired_versions: default_keep_retired_versions(),
+        }
+    }
+}
+
+fn default_keep_retired_versions() -> i32 {
+    2
+}
+
+/// Re-encryption settings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reencryption {
+    /// Secrets holding ciphertext under this key. Default: the label
+    /// `keyward.io/encryption-key=<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
+    /// Secrets rewritten per batch.
+    #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub batch_size: i32,
+    /// Upper bound on writes per second to the API server.
+    #[serde(default = "default_writes_per_second")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub writes_per_second: i32,
+}
+
+impl Default for Reencryption {
+    fn default() -> Self {
+        Self {
+            selector: None,
+            batch_size: default_batch_size(),
+            writes_per_second: default_writes_per_second(),
+        }
+    }
+}
+
+fn default_batch_size() -> i32 {
+    100
+}
+
+fn default_writes_per_second() -> i32 {
+    200
+}
+
+/// Observed state of a key. Never holds key material.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EncryptionKeyStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Distributed`, `Rotating` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Name of the keyring Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring_secret_name: Option<String>,
+
+    /// The version new ciphertext is written under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_version: Option<i64>,
+
+    /// Every version in the keyring.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<KeyVersionStatus>,
+
+    /// How many pods hold the current keyring.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<DistributionStatus>,
+}
+
+/// One version of the key, as status shows it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyVersionStatus {
+    /// Version number, from 1.
+    pub version: i64,
+    /// `Primary`, `DecryptOnly` or `Retired`.
+    pub state: String,
+    /// When the version was created.
+    pub created_at: Time,
+    /// A non-secret fingerprint of the key material.
+    pub fingerprint: String,
+}
+
+/// Distribution progress.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DistributionStatus {
+    /// Hash of the keyring every pod must hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keyring_hash: Option<String>,
+    /// Ready pods that hold it.
+    pub pods_in_sync: i32,
+    /// Ready pods of all targets.
+    pub pods_total: i32,
+}
+
+impl super::ConditionedStatus for EncryptionKeyStatus {
+    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
+        &mut self.conditions
+    }
+
+    fn set_observed_generation(&mut self, generation: Option<i64>) {
+        self.observed_generation = generation;
+    }
+}

@@ -1,0 +1,72 @@
+//! The custom resources keyward serves (group `keyward.io`, version `v1alpha1`) and the
+//! pieces they share: object references, durations and status conditions.
+//!
+//! These types are the API. Their generated schema (see [`crds`]) is what the API server
+//! validates at apply time, so every bound and cross-field rule lives here, next to the
+//! field it guards. Nothing in this module talks to a cluster.
+
+pub mod condition;
+pub mod encryption_key;
+pub mod oauth_client;
+
+pub use condition::{
+    ConditionStatus, ConditionType, ConditionedStatus, find_condition, set_condition,
+};
+pub use encryption_key::{EncryptionKey, EncryptionKeySpec, EncryptionKeyStatus};
+pub use oauth_client::{OAuthClient, OAuthClientSpec, OAuthClientStatus};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The API group of every keyward resource.
+pub const GROUP: &str = "keyward.io";
+
+/// Regular expression for a Kubernetes object name (an RFC 1123 DNS subdomain).
+pub(crate) const DNS_SUBDOMAIN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
+/// Regular expression for a key inside a Secret's `data`.
+pub(crate) const SECRET_DATA_KEY: &str = r"^[-._a-zA-Z0-9]+$";
+
+/// Regular expression for a Go duration without sign, as `metav1.Duration` writes it
+/// (`90s`, `1h30m`, `720h`).
+pub(crate) const GO_DURATION: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+
+/// A reference to a Secret in the resource's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Name of the Secret, in the namespace of the resource that refers to it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+}
+
+/// A reference to one key of a Secret in the resource's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Name of the Secret, in the namespace of the resource that refers to it.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// Key within the Secret's data.
+    #[schemars(length(min = 1, max = 253), regex(pattern = SECRET_DATA_KEY))]
+    pub key: String,
+}
+
+/// Every CustomResourceDefinition keyward serves, in a stable order.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    vec![EncryptionKey::crd(), OAuthClient::crd()]
+}
+
+/// The CRDs as a multi-document YAML stream, as `keyward crds` prints it and `crds/`
+/// holds it.
+pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&serde_yaml::to_string(&crd)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,45 @@
+//! The errors of the operator. Each variant names the thing that failed; none carries
+//! secret material in its message.
+
+/// Everything that can fail in keyward.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A request to the Kubernetes API failed.
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+
+    /// The kubeconfig or in-cluster configuration could not be loaded.
+    #[error("cannot load the Kubernetes client configuration: {0}")]
+    Config(#[from] kube::config::InferConfigError),
+
+    /// An object came back from the API server without a field it always has.
+    #[error("{kind} has no {field}")]
+    MissingObjectField {
+        kind: &'static str,
+        field: &'static str,
+    },
+
+    /// The CRDs could not be rendered as YAML.
+    #[error("cannot render the CRDs as YAML: {0}")]
+    RenderCrds(#[from] serde_yaml::Error),
+
+    /// Status could not be serialized.
+    #[error("cannot serialize status: {0}")]
+    SerializeStatus(#[from] serde_json::Error),
+}
+
+impl Error {
+    /// A short, stable label for metrics (never contains object names or values).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube",
+            Self::Config(_) => "config",
+            Self::MissingObjectField { .. } => "missing_object_field",
+            Self::RenderCrds(_) => "render_crds",
+            Self::SerializeStatus(_) => "serialize_status",
+        }
+    }
+}
+
+/// Result with keyward's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
