@@ -1,0 +1,161 @@
+//! Test support: one real control plane per test binary (etcd, kube-apiserver,
+//! kube-controller-manager, kube-scheduler and kwok, started by
+//! `hack/control-plane.sh`), one namespace per test, and the operator as a real process.
+//!
+//! The control plane lives as long as the test binary: the script watches its standard
+//! input, which closes when this process exits for any reason, and then stops every
+//! component and removes its directory.
+
+pub mod manifest;
+pub mod operator;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::{Client, Config, ResourceExt};
+
+pub use operator::Operator;
+
+/// How long a test waits for anything the cluster or the operator should do.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// The control plane this test binary shares.
+pub struct ControlPlane {
+    /// Path of the admin kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// The script that runs the control plane; kept so its standard input stays open.
+    _script: Mutex<Child>,
+}
+
+static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The shared control plane, started on first use.
+pub fn control_plane() -> &'static ControlPlane {
+    CONTROL_PLANE.get_or_init(ControlPlane::start)
+}
+
+impl ControlPlane {
+    fn start() -> Self {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(format!("keyward-test-{}", std::process::id()));
+        let mut script = Command::new("bash")
+            .arg(root.join("hack/control-plane.sh"))
+            .arg("run")
+            .arg(&dir)
+            .arg("--until-stdin-closes")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("hack/control-plane.sh starts");
+        let stdout = script.stdout.take().expect("piped stdout");
+        let kubeconfig = BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.strip_prefix("ready ").map(PathBuf::from))
+            .expect("the control plane came up (its log is above)");
+        Self {
+            kubeconfig,
+            _script: Mutex::new(script),
+        }
+    }
+
+    /// A client with cluster-admin rights.
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig is valid");
+        Client::try_from(config).expect("client builds")
+    }
+}
+
+/// What one test works in: an admin client and a namespace of its own.
+pub struct TestCluster {
+    pub client: Client,
+    pub namespace: String,
+}
+
+/// Starts (or reuses) the control plane, installs the CRDs and creates a fresh
+/// namespace named after `test`.
+pub async fn cluster(test: &str) -> TestCluster {
+    let control_plane = control_plane();
+    let client = control_plane.client().await;
+    report_server_version(&client).await;
+    install_crds(&client).await;
+    let namespace = create_namespace(&client, test).await;
+    TestCluster { client, namespace }
+}
+
+/// Prints the API server's version once per test binary, past the test harness's output
+/// capture, so every run shows which real Kubernetes it talked to.
+async fn report_server_version(client: &Client) {
+    static REPORTED: OnceLock<()> = OnceLock::new();
+    if REPORTED.get().is_some() {
+        return;
+    }
+    let version = client
+        .apiserver_version()
+        .await
+        .expect("the apiserver answers /version");
+    if REPORTED.set(()).is_ok() {
+        let _ = writeln!(
+            std::io::stderr(),
+            "integration tests run against kube-apiserver {} ({})",
+            version.git_version,
+            version.platform
+        );
+    }
+}
+
+/// Applies the CRDs exactly as `keyward crds` prints them and waits until they serve.
+pub async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply("keyward-tests").force();
+    for crd in keyward::crd::crds() {
+        let name = crd.name_any();
+        crds.patch(&name, &params, &Patch::Apply(&crd))
+            .await
+            .expect("CRD applies");
+        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
+        tokio::time::timeout(WAIT, established)
+            .await
+            .expect("CRD is established in time")
+            .expect("CRD watch works");
+    }
+}
+
+async fn create_namespace(client: &Client, test: &str) -> String {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let prefix: String = test
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
+        .take(40)
+        .collect();
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{prefix}-")),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    let created = namespaces
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("namespace created");
+    created.name_any()
+}
