@@ -20,7 +20,13 @@ fn committed_crds_match_the_rust_types() {
 
 #[test]
 fn keyward_crds_prints_the_committed_crds() {
-    let output = Command::new(env!("CARGO_BIN_EXE_keyward")).arg("crds").output().expect("keyward crds runs");
+    let output = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .arg("crds")
+        .output()
+        .expect("keyward crds runs");
     assert!(output.status.success(), "keyward crds exits 0");
-    assert_eq!(String::from_utf8(output.stdout).expect("UTF-8 YAML"), committed());
+    assert_eq!(
+        String::from_utf8(output.stdout).expect("UTF-8 YAML"),
+        committed()
+    );
 }

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::{DNS_SUBDOMAIN, GO_DURATION, SecretKeyRef};
 
 /// Desired state of a shared symmetric key.
+// Each `printcolumn(...)` repeats `type_ = …`, which clippy mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "keyward.io",

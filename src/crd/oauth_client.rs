@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 use super::{DNS_SUBDOMAIN, GO_DURATION, SECRET_DATA_KEY};
 
 /// Desired state of an OAuth client's credentials.
+// Each `printcolumn(...)` repeats `type_ = …`, which clippy mistakes for a duplicate.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "keyward.io",

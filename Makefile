@@ -1,0 +1,41 @@
+# Entry points for people and CI. `make help` lists them.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+# Control-plane binaries: $KUBEBUILDER_ASSETS when set, else built once per pinned
+# version into ~/.cache/keyward by hack/test-bins.sh.
+ASSETS = $(if $(KUBEBUILDER_ASSETS),$(KUBEBUILDER_ASSETS),$(shell hack/test-bins.sh))
+
+.PHONY: help
+help: ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build the keyward binary.
+	cargo build --bin keyward
+
+.PHONY: crds
+crds: ## Regenerate crds/ from the Rust types.
+	cargo run --quiet --bin keyward -- crds > crds/keyward.yaml
+
+.PHONY: bins
+bins: ## Build (or find cached) etcd, Kubernetes and kwok binaries for the tests.
+	@hack/test-bins.sh
+
+.PHONY: test
+test: ## Unit tests, then integration tests against a real control plane.
+	@assets="$(ASSETS)"; test -n "$$assets" || { echo "no control-plane binaries" >&2; exit 1; }; \
+	  KUBEBUILDER_ASSETS="$$assets" cargo test --all-targets
+
+.PHONY: lint
+lint: ## rustfmt and clippy, warnings as errors.
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+.PHONY: demo
+demo: ## Start a local control plane, apply crds/ and examples/, run the operator.
+	@hack/demo.sh up
+
+.PHONY: demo-down
+demo-down: ## Stop what `make demo` started.
+	@hack/demo.sh down
