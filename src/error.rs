@@ -23,6 +23,10 @@ pub enum Error {
     #[error("cannot render the CRDs as YAML: {0}")]
     RenderCrds(#[from] serde_yaml::Error),
 
+    /// The operating system's random number generator failed.
+    #[error(transparent)]
+    Random(#[from] crate::crypto::secret::RandomError),
+
     /// Status could not be serialized.
     #[error("cannot serialize status: {0}")]
     SerializeStatus(#[from] serde_json::Error),
@@ -36,6 +40,7 @@ impl Error {
             Self::Config(_) => "config",
             Self::MissingObjectField { .. } => "missing_object_field",
             Self::RenderCrds(_) => "render_crds",
+            Self::Random(_) => "random",
             Self::SerializeStatus(_) => "serialize_status",
         }
     }

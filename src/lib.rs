@@ -7,8 +7,10 @@
 
 pub mod controller;
 pub mod crd;
+pub mod crypto;
 pub mod error;
 pub mod telemetry;
+pub mod tools;
 
 pub use error::{Error, Result};
 

@@ -1,14 +1,21 @@
-//! The `keyward` command line: runs the operator and prints its CRDs.
+//! The `keyward` command line: the operator, its CRDs and the hand tools.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use keyward::controller::oauth_client::decide::Policy;
 use keyward::controller::{self, RunOptions};
+use keyward::crypto::Verdict;
 use keyward::telemetry::{self, LogFormat};
+use keyward::tools;
 
 /// keyward keeps an API-management platform's secrets safe on Kubernetes: OAuth client
 /// secrets stored only as hashes, one AES-256-GCM key shared by every API-manager pod,
 /// and key rotation run as a rolling, resumable re-encryption.
+///
+/// Exit codes: 0 success (for `verify`: the secret is valid), 1 the secret is invalid,
+/// 2 an error.
 #[derive(Parser, Debug)]
 #[command(name = "keyward", version, about, long_about)]
 struct Cli {
@@ -22,51 +29,121 @@ enum Command {
     ///
     /// Uses the in-cluster service account, or the kubeconfig named by $KUBECONFIG
     /// (default ~/.kube/config) outside a cluster.
-    Run {
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "KEYWARD_NAMESPACE")]
-        namespace: Option<String>,
-        /// Log line format.
-        #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KEYWARD_LOG_FORMAT")]
-        log_format: LogFormat,
-    },
+    Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML (`keyward crds | kubectl apply -f -`).
     Crds,
+    /// Hash a secret read from standard input and print the hex digest.
+    Hash {
+        /// SHA-256, SHA-384, SHA-512, or the legacy SHA-1 or MD5.
+        #[arg(long, default_value = "SHA-256")]
+        algorithm: String,
+    },
+    /// Check a secret read from standard input against a verifier record.
+    ///
+    /// The record is an OAuthClient's verifier Secret, from the cluster (--secret) or
+    /// from a file written by `kubectl get secret NAME -o yaml` (--file). The previous
+    /// secret is accepted while its grace period lasts. Exits 0 when valid, 1 when not.
+    Verify {
+        /// Name of the verifier Secret in the cluster.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        secret: Option<String>,
+        /// Namespace of --secret (default: the kubeconfig's namespace).
+        #[arg(long, short = 'n', requires = "secret")]
+        namespace: Option<String>,
+        /// A Secret manifest file holding the verifier record.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "KEYWARD_NAMESPACE")]
+    namespace: Option<String>,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KEYWARD_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Allow the legacy hash algorithms SHA-1 and MD5 (resources using them get a warning).
+    #[arg(long, env = "KEYWARD_ALLOW_LEGACY_ALGORITHMS")]
+    allow_legacy_algorithms: bool,
+    /// Allow `secretType: Plaintext`, which stores the secret itself for the verifier.
+    #[arg(long, env = "KEYWARD_ALLOW_PLAINTEXT_SECRETS")]
+    allow_plaintext_secrets: bool,
+    /// Name events are reported under (set to the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    instance: Option<String>,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Crds => print_crds(),
-        Command::Run {
+        Command::Crds => print_crds().map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            let policy = Policy {
+                allow_legacy_algorithms: args.allow_legacy_algorithms,
+                allow_plaintext_secrets: args.allow_plaintext_secrets,
+            };
+            let options = RunOptions {
+                namespace: args.namespace,
+                policy,
+                instance: args.instance,
+            };
+            block_on(async { controller::run(kube::Client::try_default().await?, options).await })
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(|error| error.to_string())
+        }
+        Command::Hash { algorithm } => hash(&algorithm).map_err(|error| error.to_string()),
+        Command::Verify {
+            secret,
             namespace,
-            log_format,
-        } => {
-            telemetry::init(log_format);
-            run_operator(RunOptions { namespace })
-        }
+            file,
+        } => verify(secret, namespace, file).map_err(|error| error.to_string()),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(error) => {
-            eprintln!("keyward: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    result.unwrap_or_else(|message| {
+        eprintln!("keyward: {message}");
+        ExitCode::from(2)
+    })
 }
 
-fn print_crds() -> keyward::Result<()> {
-    print!("{}", keyward::crd::crds_yaml()?);
+fn print_crds() -> Result<(), String> {
+    let yaml = keyward::crd::crds_yaml().map_err(|error| error.to_string())?;
+    print!("{yaml}");
     Ok(())
 }
 
-fn run_operator(options: RunOptions) -> keyward::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn hash(algorithm: &str) -> Result<ExitCode, tools::ToolError> {
+    let algorithm = tools::algorithm(algorithm)?;
+    let secret = tools::read_secret(std::io::stdin().lock())?;
+    println!("{}", tools::hash_hex(algorithm, &secret));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verify(
+    secret: Option<String>,
+    namespace: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<ExitCode, tools::ToolError> {
+    let presented = tools::read_secret(std::io::stdin().lock())?;
+    let record = match (file, secret) {
+        (Some(path), _) => tools::record_from_file(&path)?,
+        (None, Some(name)) => block_on(tools::record_from_cluster(namespace.as_deref(), &name))?,
+        (None, None) => unreachable!("clap requires --secret or --file"),
+    };
+    let (verdict, message) = tools::verify(&record, &presented);
+    println!("{message}");
+    Ok(if verdict == Verdict::Rejected {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("the async runtime starts");
-    runtime.block_on(async {
-        let client = kube::Client::try_default().await?;
-        controller::run(client, options).await
-    })
+        .expect("the async runtime starts")
+        .block_on(future)
 }

@@ -1,25 +1,62 @@
-//! What every reconcile shares: the API client and per-object retry bookkeeping.
+//! What every reconcile shares: the API client, the operator's policy, the event
+//! recorder and per-object retry bookkeeping.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
+
+use super::oauth_client::decide::Policy;
+use crate::FIELD_MANAGER;
 
 /// Shared state of the controllers.
 pub struct Context {
     /// Client for the Kubernetes API.
     pub client: Client,
+    /// What the operator's flags allow.
+    pub policy: Policy,
+    recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    /// A context around `client`.
-    pub fn new(client: Client) -> Self {
+    /// A context around `client`, reporting events as `instance` (the pod name).
+    pub fn new(client: Client, policy: Policy, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance,
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
         Self {
             client,
+            policy,
+            recorder,
             failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an event about `object`. `note` must never hold secret material. A
+    /// failure to publish is logged, not returned: events are informational.
+    pub async fn publish<K: Resource<DynamicType = ()>>(
+        &self,
+        object: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(note),
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "cannot publish event");
         }
     }
 

@@ -31,13 +31,21 @@ use crate::{Error, FIELD_MANAGER, Result};
 pub struct RunOptions {
     /// Watch one namespace only; `None` watches all.
     pub namespace: Option<String>,
+    /// What the operator allows.
+    pub policy: oauth_client::decide::Policy,
+    /// Name events are reported under (the pod name in a cluster).
+    pub instance: Option<String>,
 }
 
 /// Runs both controllers until SIGTERM or Ctrl-C, then lets in-flight reconciles
 /// finish and returns.
 pub async fn run(client: Client, options: RunOptions) -> Result<()> {
-    let context = Arc::new(Context::new(client.clone()));
-    let oauth_clients = oauth_client::controller(api(&client, &options), context.clone())
+    let context = Arc::new(Context::new(
+        client.clone(),
+        options.policy,
+        options.instance.clone(),
+    ));
+    let oauth_clients = oauth_client::controller(api(&client, &options), api(&client, &options))
         .shutdown_on_signal()
         .run(oauth_client::reconcile, error_policy, context.clone())
         .for_each(|result| async move { log_outcome("OAuthClient", result) });
@@ -57,6 +65,7 @@ pub async fn run(client: Client, options: RunOptions) -> Result<()> {
 fn api<K>(client: &Client, options: &RunOptions) -> Api<K>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    K::DynamicType: Default,
 {
     match &options.namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),

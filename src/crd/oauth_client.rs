@@ -237,11 +237,11 @@ pub struct DeliverySecret {
     #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub name: Option<String>,
 
-    /// Delete the delivery Secret this long after it was written (at least 1m), so the
+    /// Delete the delivery Secret this long after it was written (at least 10s), so the
     /// plaintext exists only until the client application has picked it up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = GO_DURATION))]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("spec.deliverySecret.ttl must be at least 1m"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('10s')").message("spec.deliverySecret.ttl must be at least 10s"))]
     pub ttl: Option<Duration>,
 }
 
@@ -285,6 +285,15 @@ pub struct OAuthClientStatus {
     /// Name of the delivery Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_secret_name: Option<String>,
+
+    /// When the delivery Secret was deleted after its TTL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_secret_deleted_at: Option<Time>,
+
+    /// For imported secrets: whether the verifier record holds the source's current
+    /// secret, so the source Secret may be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_source_removable: Option<bool>,
 }
 
 impl super::ConditionedStatus for OAuthClientStatus {

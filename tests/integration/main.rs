@@ -1,5 +1,6 @@
 //! Integration tests against a real control plane (see `support`).
 
 mod bad_manifests;
+mod oauth_client;
 mod operator_process;
 mod support;

@@ -5,96 +5,80 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition as K8sCondition;
-use keyward::crd::{ConditionType, EncryptionKey, OAuthClient, find_condition};
+use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
-use kube::runtime::wait::{Condition, await_condition};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::support::{self, Operator, WAIT, manifest};
+use crate::support::{self, Operator, manifest, wait};
 
-/// True once `Ready` reports `reason` for the object's current generation.
-fn ready_reason<K>(
-    reason: &'static str,
-    conditions: fn(&K) -> Option<&Vec<K8sCondition>>,
-) -> impl Condition<K>
-where
-    K: Resource,
-{
-    move |object: Option<&K>| {
-        object.is_some_and(|object| {
-            let generation = object.meta().generation;
-            conditions(object)
-                .and_then(|conditions| find_condition(conditions, ConditionType::Ready))
-                .is_some_and(|ready| {
-                    ready.reason == reason && ready.observed_generation == generation
-                })
-        })
-    }
-}
-
-fn oauth_client_conditions(client: &OAuthClient) -> Option<&Vec<K8sCondition>> {
-    client.status.as_ref().map(|status| &status.conditions)
-}
-
-fn encryption_key_conditions(key: &EncryptionKey) -> Option<&Vec<K8sCondition>> {
-    key.status.as_ref().map(|status| &status.conditions)
+fn reason_of<K: Resource>(
+    object: &K,
+    conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
+) -> Option<String> {
+    wait::current_condition(object, conditions?, "Ready").map(|ready| ready.reason.clone())
 }
 
 #[tokio::test]
-async fn the_operator_reports_status_leaves_unchanged_objects_alone_and_stops_on_sigterm() {
+async fn the_operator_runs_both_controllers_leaves_unchanged_objects_alone_and_stops_on_sigterm() {
     let cluster = support::cluster("operator-process").await;
-    let kubeconfig = &support::control_plane().kubeconfig;
-    let operator = Operator::start(kubeconfig, &cluster.namespace, &[]);
+    let operator = Operator::start(
+        &support::control_plane().kubeconfig,
+        &cluster.namespace,
+        &[],
+    );
 
-    let client_manifest = json!({
-        "apiVersion": "keyward.io/v1alpha1", "kind": "OAuthClient",
-        "metadata": {"name": "portal"}, "spec": {"hashAlgorithm": "SHA-512"},
-    });
     let key_manifest = json!({
         "apiVersion": "keyward.io/v1alpha1", "kind": "EncryptionKey",
         "metadata": {"name": "apim"}, "spec": {"targets": [{"kind": "Deployment", "name": "apim"}]},
     });
-    for document in [&client_manifest, &key_manifest] {
+    let client_manifest = json!({
+        "apiVersion": "keyward.io/v1alpha1", "kind": "OAuthClient",
+        "metadata": {"name": "portal"}, "spec": {},
+    });
+    for document in [&key_manifest, &client_manifest] {
         manifest::apply(&cluster.client, &cluster.namespace, "gitops", document)
             .await
             .expect("applies");
     }
-
-    let clients: Api<OAuthClient> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
     let keys: Api<EncryptionKey> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let client_reported = await_condition(
-        clients.clone(),
-        "portal",
-        ready_reason("NotImplemented", oauth_client_conditions),
-    );
-    let key_reported = await_condition(
-        keys.clone(),
+    let clients: Api<OAuthClient> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let key = wait::until(
+        &keys,
         "apim",
-        ready_reason("NotImplemented", encryption_key_conditions),
-    );
-    tokio::time::timeout(WAIT, async {
-        tokio::try_join!(client_reported, key_reported)
+        "the EncryptionKey reports NotImplemented",
+        |key| {
+            reason_of(key, key.status.as_ref().map(|status| &status.conditions)).as_deref()
+                == Some("NotImplemented")
+        },
+    )
+    .await;
+    wait::until(&clients, "portal", "the OAuthClient is issued", |client| {
+        reason_of(
+            client,
+            client.status.as_ref().map(|status| &status.conditions),
+        )
+        .as_deref()
+            == Some("Issued")
     })
-    .await
-    .expect("both resources report status in time")
-    .expect("watches work");
-
-    // Re-applying unchanged manifests, as a GitOps tool does on every sync, changes nothing.
-    let before = (
-        clients.get("portal").await.expect("get").resource_version(),
-        keys.get("apim").await.expect("get").resource_version(),
+    .await;
+    let ready = &key.status.as_ref().expect("status").conditions[0];
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("does not manage"),
+        "the message says what is missing: {}",
+        ready.message
     );
+
+    // Re-applying the unchanged manifest, as a GitOps tool does on every sync, changes
+    // nothing; the OAuthClient issued after it is the barrier that proves the operator
+    // has seen those events.
+    let before = keys.get("apim").await.expect("get").resource_version();
     for _ in 0..5 {
-        for document in [&client_manifest, &key_manifest] {
-            manifest::apply(&cluster.client, &cluster.namespace, "gitops", document)
-                .await
-                .expect("re-applies");
-        }
+        manifest::apply(&cluster.client, &cluster.namespace, "gitops", &key_manifest)
+            .await
+            .expect("re-applies");
     }
-    // A later change of another object is a barrier: once the operator has reconciled it,
-    // it has seen every earlier event too.
     let barrier = json!({
         "apiVersion": "keyward.io/v1alpha1", "kind": "OAuthClient",
         "metadata": {"name": "barrier"}, "spec": {},
@@ -102,41 +86,19 @@ async fn the_operator_reports_status_leaves_unchanged_objects_alone_and_stops_on
     manifest::apply(&cluster.client, &cluster.namespace, "gitops", &barrier)
         .await
         .expect("applies");
-    tokio::time::timeout(
-        WAIT,
-        await_condition(
-            clients.clone(),
-            "barrier",
-            ready_reason("NotImplemented", oauth_client_conditions),
-        ),
-    )
-    .await
-    .expect("barrier reconciled in time")
-    .expect("watch works");
-    let after = (
-        clients.get("portal").await.expect("get").resource_version(),
-        keys.get("apim").await.expect("get").resource_version(),
-    );
+    wait::until(&clients, "barrier", "the barrier is issued", |client| {
+        reason_of(
+            client,
+            client.status.as_ref().map(|status| &status.conditions),
+        )
+        .as_deref()
+            == Some("Issued")
+    })
+    .await;
     assert_eq!(
-        before, after,
-        "re-applying unchanged manifests changed the objects"
-    );
-
-    let client = clients.get("portal").await.expect("get");
-    let ready = find_condition(
-        &client.status.as_ref().expect("status").conditions,
-        ConditionType::Ready,
-    )
-    .expect("Ready");
-    assert_eq!(ready.status, "False");
-    assert!(
-        ready.message.contains("does not issue"),
-        "the message says what is missing: {}",
-        ready.message
-    );
-    assert!(
-        client.spec.client_id.is_none(),
-        "the operator never writes spec"
+        keys.get("apim").await.expect("get").resource_version(),
+        before,
+        "re-applying changed the object"
     );
 
     let (status, log) = operator.terminate(Duration::from_secs(30));
@@ -174,23 +136,19 @@ async fn deleting_an_oauth_client_garbage_collects_objects_it_owns() {
         },
         ..ConfigMap::default()
     };
-    let owned = config_maps
+    config_maps
         .create(&PostParams::default(), &owned)
         .await
         .expect("owned object created");
-
     clients
         .delete("owner", &DeleteParams::default())
         .await
         .expect("owner deleted");
-    let uid = owned.uid().expect("uid");
-    let collected = await_condition(
-        config_maps,
+    wait::until_gone(
+        &config_maps,
         "owned",
-        kube::runtime::conditions::is_deleted(&uid),
-    );
-    tokio::time::timeout(WAIT, collected)
-        .await
-        .expect("kube-controller-manager's garbage collector removes the owned object in time")
-        .expect("watch works");
+        "kube-controller-manager's garbage collector removes the owned object",
+    )
+    .await;
+    assert!(owner.uid().is_some());
 }

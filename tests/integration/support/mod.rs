@@ -8,6 +8,7 @@
 
 pub mod manifest;
 pub mod operator;
+pub mod wait;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

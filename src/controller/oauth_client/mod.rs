@@ -1,0 +1,463 @@
+//! Reconciler of `OAuthClient`: issues client credentials, keeps the verifier record,
+//! delivers the plaintext once, rotates, imports, and expires what has run out.
+//!
+//! Each reconcile takes one step chosen by [`decide::next_step`] from fresh reads of the
+//! Secrets it manages, then looks again; status is written once nothing is left to do.
+//! The plaintext secret goes only into the delivery Secret (and, under the plaintext
+//! policy, the verifier record); it never reaches a log line, an event or status.
+
+pub mod decide;
+mod secrets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::Api;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use self::decide::{IssueCause, Observed, Step, Verifier};
+use self::secrets::SecretNames;
+use super::{Context, apply_status, namespaced_api, watcher_config};
+use crate::crd::oauth_client::SecretType;
+use crate::crd::{ConditionStatus, ConditionType, OAuthClient, OAuthClientStatus, set_condition};
+use crate::crypto::secret::{generate_client_id, generate_client_secret};
+use crate::crypto::{PreviousCredential, VerifierRecord};
+use crate::{Error, Result};
+
+/// The OAuthClient controller, watching `api` and the Secrets of `secrets`' scope.
+pub fn controller(api: Api<OAuthClient>, secrets: Api<Secret>) -> Controller<OAuthClient> {
+    let controller = Controller::new(api, watcher_config());
+    let store = controller.store();
+    controller
+        .owns(
+            secrets.clone(),
+            watcher_config().labels(&secrets::managed_selector()),
+        )
+        .watches(secrets, watcher_config(), move |secret| {
+            importers_of(&store, &secret)
+        })
+}
+
+/// OAuthClients that import from `secret`, so a source that appears or changes is
+/// picked up at once.
+fn importers_of(store: &Store<OAuthClient>, secret: &Secret) -> Vec<ObjectRef<OAuthClient>> {
+    let namespace = secret.namespace();
+    let name = secret.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|client| client.namespace() == namespace)
+        .filter(|client| {
+            client
+                .spec
+                .import_from
+                .as_ref()
+                .is_some_and(|import| import.secret_name == name)
+        })
+        .map(|client| ObjectRef::from_obj(client.as_ref()))
+        .collect()
+}
+
+/// Takes the next step for one OAuthClient.
+pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Result<Action> {
+    let namespace = client.namespace().ok_or(Error::MissingObjectField {
+        kind: "OAuthClient",
+        field: "metadata.namespace",
+    })?;
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let names = SecretNames::of(&client);
+    let observed = secrets::load(&secrets, &client, &names).await?;
+    let now = Timestamp::now();
+    let step = decide::next_step(&client.spec, &observed, context.policy, now);
+    tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");
+
+    let done = |recheck_in: Option<Duration>| match recheck_in {
+        Some(delay) => Action::requeue(delay),
+        None => Action::await_change(),
+    };
+    let action = match step {
+        Step::Refuse { reason, message } | Step::WaitForImportSource { reason, message } => {
+            report(
+                &context,
+                &client,
+                &observed,
+                &names,
+                Some((reason, message)),
+                now,
+            )
+            .await?;
+            done(None)
+        }
+        Step::UpToDate { recheck_in } => {
+            report(&context, &client, &observed, &names, None, now).await?;
+            done(recheck_in)
+        }
+        step => {
+            take(step, &context, &client, &secrets, &names, observed, now).await?;
+            // Look again at once: the next step (or the status) follows from fresh reads.
+            Action::requeue(Duration::ZERO)
+        }
+    };
+    context.record_success(client.as_ref());
+    Ok(action)
+}
+
+fn step_name(step: &Step) -> &'static str {
+    match step {
+        Step::Refuse { .. } => "refuse",
+        Step::WaitForImportSource { .. } => "wait-for-import-source",
+        Step::Issue { .. } => "issue",
+        Step::CompleteIssue => "complete-issue",
+        Step::Import { .. } => "import",
+        Step::ExpirePrevious => "expire-previous",
+        Step::DeleteDelivery => "delete-delivery",
+        Step::UpToDate { .. } => "up-to-date",
+    }
+}
+
+/// Performs a step that changes Secrets.
+async fn take(
+    step: Step,
+    context: &Context,
+    client: &OAuthClient,
+    secrets: &Api<Secret>,
+    names: &SecretNames,
+    observed: Observed,
+    now: Timestamp,
+) -> Result<()> {
+    let spec = &client.spec;
+    let issued = match observed.verifier {
+        Verifier::Present(issued) => Some(issued),
+        Verifier::Absent | Verifier::Damaged(_) => None,
+    };
+    let rotation_generation = spec
+        .rotation
+        .as_ref()
+        .map_or(0, |rotation| rotation.generation);
+    let grace = spec
+        .rotation
+        .as_ref()
+        .and_then(|rotation| rotation.grace_period)
+        .map(Duration::from);
+    let previous_after_rotation = || {
+        let grace = grace.filter(|grace| !grace.is_zero())?;
+        let old = issued.as_ref()?;
+        Some(PreviousCredential {
+            credential: old.record.current.clone(),
+            expires_at: now + SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX),
+        })
+    };
+    match step {
+        Step::Issue {
+            version,
+            client_id,
+            cause,
+        } => {
+            let client_id = if client_id.is_empty() {
+                generate_client_id().map_err(Error::Random)?
+            } else {
+                client_id
+            };
+            let secret = generate_client_secret(spec.secret_length.unsigned_abs() as usize)
+                .map_err(Error::Random)?;
+            secrets::write_delivery(secrets, client, names, &client_id, &secret, version, now)
+                .await?;
+            let record = VerifierRecord {
+                client_id: client_id.clone(),
+                secret_version: version,
+                current: decide::credential_for(spec, &secret),
+                previous: previous_after_rotation(),
+            };
+            let bookkeeping = secrets::Bookkeeping {
+                rotation_generation,
+                issued_at: now,
+                delivery_deleted_at: None,
+            };
+            secrets::write_verifier(secrets, client, names, &record, &bookkeeping).await?;
+            announce_issue(context, client, cause.reason(), version, &client_id).await;
+        }
+        Step::CompleteIssue => {
+            let delivered = observed.delivery.ok_or(Error::MissingObjectField {
+                kind: "delivery Secret",
+                field: "data",
+            })?;
+            let record = VerifierRecord {
+                client_id: delivered.client_id.clone(),
+                secret_version: delivered.secret_version,
+                current: decide::credential_for(spec, &delivered.secret),
+                previous: previous_after_rotation(),
+            };
+            let bookkeeping = secrets::Bookkeeping {
+                rotation_generation,
+                issued_at: delivered.written_at,
+                delivery_deleted_at: None,
+            };
+            secrets::write_verifier(secrets, client, names, &record, &bookkeeping).await?;
+            announce_issue(
+                context,
+                client,
+                IssueCause::Initial.reason(),
+                delivered.secret_version,
+                &delivered.client_id,
+            )
+            .await;
+        }
+        Step::Import { version, client_id } => {
+            let decide::ImportSource::Present { secret, .. } = &observed.import_source else {
+                return Ok(());
+            };
+            let client_id = if client_id.is_empty() {
+                generate_client_id().map_err(Error::Random)?
+            } else {
+                client_id
+            };
+            let record = VerifierRecord {
+                client_id: client_id.clone(),
+                secret_version: version,
+                current: decide::credential_for(spec, secret),
+                previous: None,
+            };
+            let bookkeeping = secrets::Bookkeeping {
+                rotation_generation,
+                issued_at: now,
+                delivery_deleted_at: None,
+            };
+            secrets::write_verifier(secrets, client, names, &record, &bookkeeping).await?;
+            let source = spec
+                .import_from
+                .as_ref()
+                .map(|import| import.secret_name.as_str())
+                .unwrap_or_default();
+            let note = format!(
+                "stored the secret of Secret {source:?} as version {version} for client id {client_id}; the source Secret may now be deleted"
+            );
+            context
+                .publish(client, EventType::Normal, "Imported", "Import", note)
+                .await;
+        }
+        Step::ExpirePrevious => {
+            let Some(mut issued) = issued else {
+                return Ok(());
+            };
+            issued.record.previous = None;
+            secrets::write_verifier(
+                secrets,
+                client,
+                names,
+                &issued.record,
+                &secrets::Bookkeeping::of(&issued),
+            )
+            .await?;
+            let note = format!(
+                "the grace period of the secret before version {} is over; it no longer verifies",
+                issued.record.secret_version
+            );
+            context
+                .publish(
+                    client,
+                    EventType::Normal,
+                    "PreviousSecretExpired",
+                    "Expire",
+                    note,
+                )
+                .await;
+        }
+        Step::DeleteDelivery => {
+            let Some(issued) = issued else { return Ok(()) };
+            secrets::delete_delivery(secrets, &names.delivery).await?;
+            let bookkeeping = secrets::Bookkeeping {
+                delivery_deleted_at: Some(now),
+                ..secrets::Bookkeeping::of(&issued)
+            };
+            secrets::write_verifier(secrets, client, names, &issued.record, &bookkeeping).await?;
+            let note = format!("deleted delivery Secret {:?} after its TTL", names.delivery);
+            context
+                .publish(
+                    client,
+                    EventType::Normal,
+                    "DeliverySecretDeleted",
+                    "Delete",
+                    note,
+                )
+                .await;
+        }
+        Step::Refuse { .. } | Step::WaitForImportSource { .. } | Step::UpToDate { .. } => {}
+    }
+    Ok(())
+}
+
+async fn announce_issue(
+    context: &Context,
+    client: &OAuthClient,
+    reason: &str,
+    version: i64,
+    client_id: &str,
+) {
+    let note = format!("issued secret version {version} for client id {client_id}");
+    context
+        .publish(client, EventType::Normal, reason, "Issue", note)
+        .await;
+    if client.spec.secret_type == SecretType::Hashed && client.spec.hash_algorithm.is_legacy() {
+        let note = format!(
+            "verifier record uses the legacy algorithm {}",
+            client.spec.hash_algorithm.as_str()
+        );
+        context
+            .publish(client, EventType::Warning, "LegacyAlgorithm", "Issue", note)
+            .await;
+    }
+}
+
+/// Writes status from what the cluster holds; `problem` is a reason and message that
+/// keep the client from being ready.
+async fn report(
+    context: &Context,
+    client: &OAuthClient,
+    observed: &Observed,
+    names: &SecretNames,
+    problem: Option<(&'static str, String)>,
+    now: Timestamp,
+) -> Result<()> {
+    let api: Api<OAuthClient> = namespaced_api(&context.client, client)?;
+    let status = status(client, observed, names, problem, now);
+    apply_status(&api, client, client.status.as_ref(), &status).await
+}
+
+/// The status of `client` given what the cluster holds.
+fn status(
+    client: &OAuthClient,
+    observed: &Observed,
+    names: &SecretNames,
+    problem: Option<(&'static str, String)>,
+    now: Timestamp,
+) -> OAuthClientStatus {
+    let generation = client.meta().generation;
+    let mut status = client.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    status.verifier_secret_name = Some(names.verifier.clone());
+    status.delivery_secret_name =
+        (client.spec.import_from.is_none()).then(|| names.delivery.clone());
+    let issued = match &observed.verifier {
+        Verifier::Present(issued) => Some(issued),
+        _ => None,
+    };
+    if let Some(issued) = issued {
+        let record = &issued.record;
+        status.client_id = Some(record.client_id.clone());
+        status.secret_version = Some(record.secret_version);
+        status.hash_algorithm = record
+            .current
+            .algorithm()
+            .map(|algorithm| algorithm.as_str().to_owned());
+        status.issued_at = Some(Time(issued.issued_at));
+        status.previous_secret_expires_at = record
+            .previous
+            .as_ref()
+            .map(|previous| Time(previous.expires_at));
+        status.delivery_secret_deleted_at = issued.delivery_deleted_at.map(Time);
+        status.import_source_removable =
+            client.spec.import_from.as_ref().map(|_| problem.is_none());
+    }
+    let conditions = &mut status.conditions;
+    match (&problem, issued) {
+        (Some((reason, message)), _) => {
+            set_condition(
+                conditions,
+                ConditionType::Ready,
+                ConditionStatus::False,
+                reason,
+                message.clone(),
+                generation,
+                now,
+            );
+            if issued.is_none() {
+                set_condition(
+                    conditions,
+                    ConditionType::SecretIssued,
+                    ConditionStatus::False,
+                    reason,
+                    message.clone(),
+                    generation,
+                    now,
+                );
+            }
+        }
+        (None, Some(issued)) => {
+            let version = issued.record.secret_version;
+            let (reason, message) = match &client.spec.import_from {
+                Some(import) => (
+                    "Imported",
+                    format!(
+                        "secret version {version} imported from Secret {:?}, which may now be deleted",
+                        import.secret_name
+                    ),
+                ),
+                None => (
+                    "Issued",
+                    format!(
+                        "secret version {version} issued; the client application reads it from Secret {:?}",
+                        names.delivery
+                    ),
+                ),
+            };
+            set_condition(
+                conditions,
+                ConditionType::Ready,
+                ConditionStatus::True,
+                reason,
+                format!("verifier record in Secret {:?} is current", names.verifier),
+                generation,
+                now,
+            );
+            set_condition(
+                conditions,
+                ConditionType::SecretIssued,
+                ConditionStatus::True,
+                reason,
+                message,
+                generation,
+                now,
+            );
+        }
+        (None, None) => {}
+    }
+    let legacy = issued
+        .and_then(|issued| issued.record.current.algorithm())
+        .filter(|algorithm| algorithm.is_legacy());
+    match legacy {
+        Some(algorithm) => set_condition(
+            conditions,
+            ConditionType::LegacyAlgorithm,
+            ConditionStatus::True,
+            "LegacyAlgorithmInUse",
+            format!(
+                "the verifier record is hashed with {}; move to SHA-256 or stronger",
+                algorithm.as_str()
+            ),
+            generation,
+            now,
+        ),
+        None if conditions
+            .iter()
+            .any(|c| c.type_ == ConditionType::LegacyAlgorithm.as_str()) =>
+        {
+            set_condition(
+                conditions,
+                ConditionType::LegacyAlgorithm,
+                ConditionStatus::False,
+                "ModernAlgorithm",
+                "the verifier record uses a current algorithm",
+                generation,
+                now,
+            )
+        }
+        None => {}
+    }
+    status
+}

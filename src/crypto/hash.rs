@@ -1,0 +1,496 @@
+//! Hashing client secrets and verifying presented secrets against a verifier record.
+//!
+//! A verifier record is self-describing: it names the algorithm that produced its hash,
+//! so records made under an older default keep verifying after the default changes (the
+//! per-record form of Apigee's "fallback algorithm"). During a grace period it also
+//! holds the previous credential and when that stops verifying.
+//!
+//! Digests are unsalted, as the API managers that read these records compute them:
+//! client secrets are high-entropy random strings, not passwords.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::jiff::Timestamp;
+use md5::Md5;
+use sha1::Sha1;
+use sha2::{Digest, Sha256, Sha384, Sha512};
+use subtle::ConstantTimeEq;
+
+use super::SecretBytes;
+use crate::crd::oauth_client::HashAlgorithm;
+
+/// Keys of a verifier record in a Secret's `data`.
+pub mod keys {
+    pub const CLIENT_ID: &str = "clientId";
+    pub const SECRET_VERSION: &str = "secretVersion";
+    pub const ALGORITHM: &str = "algorithm";
+    pub const HASH: &str = "hash";
+    pub const CLIENT_SECRET: &str = "clientSecret";
+    pub const PREVIOUS_ALGORITHM: &str = "previousAlgorithm";
+    pub const PREVIOUS_HASH: &str = "previousHash";
+    pub const PREVIOUS_CLIENT_SECRET: &str = "previousClientSecret";
+    pub const PREVIOUS_EXPIRES_AT: &str = "previousExpiresAt";
+}
+
+/// The digest of `data` under `algorithm`.
+pub fn digest(algorithm: HashAlgorithm, data: &[u8]) -> Vec<u8> {
+    match algorithm {
+        HashAlgorithm::Sha256 => Sha256::digest(data).to_vec(),
+        HashAlgorithm::Sha384 => Sha384::digest(data).to_vec(),
+        HashAlgorithm::Sha512 => Sha512::digest(data).to_vec(),
+        HashAlgorithm::Sha1 => Sha1::digest(data).to_vec(),
+        HashAlgorithm::Md5 => Md5::digest(data).to_vec(),
+    }
+}
+
+/// Length in bytes of a digest of `algorithm`.
+fn digest_len(algorithm: HashAlgorithm) -> usize {
+    match algorithm {
+        HashAlgorithm::Sha256 => 32,
+        HashAlgorithm::Sha384 => 48,
+        HashAlgorithm::Sha512 => 64,
+        HashAlgorithm::Sha1 => 20,
+        HashAlgorithm::Md5 => 16,
+    }
+}
+
+/// What the verifier keeps of one secret.
+#[derive(Clone, Debug)]
+pub enum Credential {
+    /// A digest of the secret and the algorithm that made it.
+    Hashed {
+        algorithm: HashAlgorithm,
+        digest: Vec<u8>,
+    },
+    /// The secret itself, for verifiers allowed plaintext by policy.
+    Plaintext(SecretBytes),
+}
+
+impl Credential {
+    /// The credential that keeps `secret` hashed under `algorithm`.
+    pub fn hashed(algorithm: HashAlgorithm, secret: &[u8]) -> Self {
+        Self::Hashed {
+            algorithm,
+            digest: digest(algorithm, secret),
+        }
+    }
+
+    /// Whether `presented` is the secret this credential keeps, compared in constant time.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        match self {
+            Self::Hashed {
+                algorithm,
+                digest: expected,
+            } => digest(*algorithm, presented)
+                .as_slice()
+                .ct_eq(expected.as_slice())
+                .into(),
+            Self::Plaintext(secret) => secret.ct_eq(presented),
+        }
+    }
+
+    /// The algorithm of a hashed credential.
+    pub fn algorithm(&self) -> Option<HashAlgorithm> {
+        match self {
+            Self::Hashed { algorithm, .. } => Some(*algorithm),
+            Self::Plaintext(_) => None,
+        }
+    }
+}
+
+/// The credential of the secret before the last rotation, and when it stops verifying.
+#[derive(Clone, Debug)]
+pub struct PreviousCredential {
+    pub credential: Credential,
+    pub expires_at: Timestamp,
+}
+
+/// A verifier record: what an API manager needs to check a client's secret.
+#[derive(Clone, Debug)]
+pub struct VerifierRecord {
+    pub client_id: String,
+    /// Increases by one with each new secret.
+    pub secret_version: i64,
+    pub current: Credential,
+    pub previous: Option<PreviousCredential>,
+}
+
+/// The outcome of checking a presented secret.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The current secret.
+    Current,
+    /// The previous secret, inside its grace period.
+    Previous,
+    /// Neither.
+    Rejected,
+}
+
+impl VerifierRecord {
+    /// Checks `presented` against the current credential and, until it expires at `now`,
+    /// the previous one. Both comparisons always run, in constant time.
+    pub fn verify(&self, presented: &[u8], now: Timestamp) -> Verdict {
+        let current = self.current.matches(presented);
+        let previous = self.previous.as_ref().is_some_and(|previous| {
+            previous.credential.matches(presented) & (now < previous.expires_at)
+        });
+        match (current, previous) {
+            (true, _) => Verdict::Current,
+            (false, true) => Verdict::Previous,
+            (false, false) => Verdict::Rejected,
+        }
+    }
+
+    /// The record as Secret `data`.
+    pub fn to_data(&self) -> BTreeMap<String, ByteString> {
+        let mut data = BTreeMap::new();
+        let mut put = |key: &str, value: Vec<u8>| {
+            data.insert(key.to_owned(), ByteString(value));
+        };
+        put(keys::CLIENT_ID, self.client_id.clone().into_bytes());
+        put(
+            keys::SECRET_VERSION,
+            self.secret_version.to_string().into_bytes(),
+        );
+        put_credential(
+            &mut put,
+            &self.current,
+            keys::ALGORITHM,
+            keys::HASH,
+            keys::CLIENT_SECRET,
+        );
+        if let Some(previous) = &self.previous {
+            put_credential(
+                &mut put,
+                &previous.credential,
+                keys::PREVIOUS_ALGORITHM,
+                keys::PREVIOUS_HASH,
+                keys::PREVIOUS_CLIENT_SECRET,
+            );
+            put(
+                keys::PREVIOUS_EXPIRES_AT,
+                previous.expires_at.to_string().into_bytes(),
+            );
+        }
+        data
+    }
+
+    /// Parses a record from Secret `data`, strictly: anything missing or malformed is an
+    /// error naming the key.
+    pub fn from_data(data: &BTreeMap<String, ByteString>) -> Result<Self, RecordError> {
+        let client_id =
+            text(data, keys::CLIENT_ID)?.ok_or(RecordError::Missing(keys::CLIENT_ID))?;
+        let version =
+            text(data, keys::SECRET_VERSION)?.ok_or(RecordError::Missing(keys::SECRET_VERSION))?;
+        let secret_version = version
+            .parse::<i64>()
+            .ok()
+            .filter(|version| *version >= 1)
+            .ok_or(RecordError::Invalid {
+                key: keys::SECRET_VERSION,
+                reason: "not a positive integer",
+            })?;
+        let current = read_credential(data, keys::ALGORITHM, keys::HASH, keys::CLIENT_SECRET)?
+            .ok_or(RecordError::Missing(keys::HASH))?;
+        let previous = match read_credential(
+            data,
+            keys::PREVIOUS_ALGORITHM,
+            keys::PREVIOUS_HASH,
+            keys::PREVIOUS_CLIENT_SECRET,
+        )? {
+            None => None,
+            Some(credential) => {
+                let expires_at = text(data, keys::PREVIOUS_EXPIRES_AT)?
+                    .ok_or(RecordError::Missing(keys::PREVIOUS_EXPIRES_AT))?
+                    .parse::<Timestamp>()
+                    .map_err(|_| RecordError::Invalid {
+                        key: keys::PREVIOUS_EXPIRES_AT,
+                        reason: "not an RFC 3339 timestamp",
+                    })?;
+                Some(PreviousCredential {
+                    credential,
+                    expires_at,
+                })
+            }
+        };
+        Ok(Self {
+            client_id,
+            secret_version,
+            current,
+            previous,
+        })
+    }
+}
+
+fn put_credential(
+    put: &mut impl FnMut(&str, Vec<u8>),
+    credential: &Credential,
+    algorithm_key: &str,
+    hash_key: &str,
+    secret_key: &str,
+) {
+    match credential {
+        Credential::Hashed { algorithm, digest } => {
+            put(algorithm_key, algorithm.as_str().as_bytes().to_vec());
+            put(hash_key, hex::encode(digest).into_bytes());
+        }
+        Credential::Plaintext(secret) => put(secret_key, secret.expose().to_vec()),
+    }
+}
+
+fn read_credential(
+    data: &BTreeMap<String, ByteString>,
+    algorithm_key: &'static str,
+    hash_key: &'static str,
+    secret_key: &'static str,
+) -> Result<Option<Credential>, RecordError> {
+    match (data.get(hash_key), data.get(secret_key)) {
+        (Some(_), Some(_)) => Err(RecordError::Invalid {
+            key: secret_key,
+            reason: "present beside a hash",
+        }),
+        (None, Some(secret)) => Ok(Some(Credential::Plaintext(SecretBytes::new(
+            secret.0.clone(),
+        )))),
+        (None, None) => Ok(None),
+        (Some(_), None) => {
+            let name = text(data, algorithm_key)?.ok_or(RecordError::Missing(algorithm_key))?;
+            let algorithm = parse_algorithm(&name).ok_or(RecordError::UnknownAlgorithm {
+                key: algorithm_key,
+                name,
+            })?;
+            let encoded = text(data, hash_key)?.ok_or(RecordError::Missing(hash_key))?;
+            let digest = hex::decode(&encoded).map_err(|_| RecordError::Invalid {
+                key: hash_key,
+                reason: "not hex",
+            })?;
+            if digest.len() != digest_len(algorithm) {
+                return Err(RecordError::Invalid {
+                    key: hash_key,
+                    reason: "wrong length for its algorithm",
+                });
+            }
+            Ok(Some(Credential::Hashed { algorithm, digest }))
+        }
+    }
+}
+
+fn text(
+    data: &BTreeMap<String, ByteString>,
+    key: &'static str,
+) -> Result<Option<String>, RecordError> {
+    data.get(key)
+        .map(|value| {
+            String::from_utf8(value.0.clone()).map_err(|_| RecordError::Invalid {
+                key,
+                reason: "not UTF-8",
+            })
+        })
+        .transpose()
+}
+
+/// The algorithm named `name` as records write it (`SHA-256`, …, `MD5`).
+pub fn parse_algorithm(name: &str) -> Option<HashAlgorithm> {
+    [
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha512,
+        HashAlgorithm::Sha1,
+        HashAlgorithm::Md5,
+    ]
+    .into_iter()
+    .find(|algorithm| algorithm.as_str() == name)
+}
+
+/// A verifier record that cannot be read. Messages name the key, never its value.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RecordError {
+    #[error("verifier record has no {0:?}")]
+    Missing(&'static str),
+    #[error("verifier record's {key:?} is {reason}")]
+    Invalid {
+        key: &'static str,
+        reason: &'static str,
+    },
+    #[error("verifier record's {key:?} names an unknown algorithm {name:?}")]
+    UnknownAlgorithm { key: &'static str, name: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const ALL: [HashAlgorithm; 5] = [
+        HashAlgorithm::Sha256,
+        HashAlgorithm::Sha384,
+        HashAlgorithm::Sha512,
+        HashAlgorithm::Sha1,
+        HashAlgorithm::Md5,
+    ];
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).expect("valid timestamp")
+    }
+
+    fn record(current: Credential, previous: Option<PreviousCredential>) -> VerifierRecord {
+        VerifierRecord {
+            client_id: "portal-client".into(),
+            secret_version: 2,
+            current,
+            previous,
+        }
+    }
+
+    #[test]
+    fn digests_match_known_vectors() {
+        let abc = |algorithm| hex::encode(digest(algorithm, b"abc"));
+        assert_eq!(
+            abc(HashAlgorithm::Sha256),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            abc(HashAlgorithm::Sha1),
+            "a9993e364706816aba3e25717850c26c9cd0d89d"
+        );
+        assert_eq!(abc(HashAlgorithm::Md5), "900150983cd24fb0d6963f7d28e17f72");
+        assert!(abc(HashAlgorithm::Sha384).starts_with("cb00753f45a35e8b"));
+        assert!(abc(HashAlgorithm::Sha512).starts_with("ddaf35a193617aba"));
+        for algorithm in ALL {
+            assert_eq!(digest(algorithm, b"abc").len(), digest_len(algorithm));
+        }
+    }
+
+    #[test]
+    fn previous_secret_verifies_only_until_it_expires() {
+        let previous = PreviousCredential {
+            credential: Credential::hashed(HashAlgorithm::Sha1, b"old"),
+            expires_at: at(100),
+        };
+        let record = record(
+            Credential::hashed(HashAlgorithm::Sha256, b"new"),
+            Some(previous),
+        );
+        assert_eq!(record.verify(b"new", at(50)), Verdict::Current);
+        assert_eq!(record.verify(b"old", at(50)), Verdict::Previous);
+        assert_eq!(record.verify(b"old", at(100)), Verdict::Rejected);
+        assert_eq!(record.verify(b"new", at(100)), Verdict::Current);
+        assert_eq!(record.verify(b"other", at(50)), Verdict::Rejected);
+    }
+
+    #[test]
+    fn plaintext_credentials_verify_and_never_print() {
+        let record = record(
+            Credential::Plaintext(SecretBytes::new(b"s3cret-value".to_vec())),
+            None,
+        );
+        assert_eq!(record.verify(b"s3cret-value", at(0)), Verdict::Current);
+        assert_eq!(record.verify(b"s3cret-valuf", at(0)), Verdict::Rejected);
+        assert!(!format!("{record:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn the_record_names_its_algorithm_and_never_holds_a_hashed_secret() {
+        let record = record(
+            Credential::hashed(HashAlgorithm::Sha384, b"top-secret"),
+            None,
+        );
+        let data = record.to_data();
+        assert_eq!(data[keys::ALGORITHM].0, b"SHA-384");
+        assert!(!data.contains_key(keys::CLIENT_SECRET));
+        assert!(
+            data.values()
+                .all(|value| !value.0.windows(10).any(|w| w == b"top-secret"))
+        );
+    }
+
+    #[test]
+    fn malformed_records_are_refused_naming_the_key() {
+        let good = record(Credential::hashed(HashAlgorithm::Sha256, b"x"), None).to_data();
+        let broken = |key: &str, value: Option<&[u8]>| {
+            let mut data = good.clone();
+            match value {
+                Some(value) => data.insert(key.to_owned(), ByteString(value.to_vec())),
+                None => data.remove(key),
+            };
+            VerifierRecord::from_data(&data).expect_err("refused")
+        };
+        assert_eq!(
+            broken(keys::CLIENT_ID, None),
+            RecordError::Missing(keys::CLIENT_ID)
+        );
+        assert_eq!(broken(keys::HASH, None), RecordError::Missing(keys::HASH));
+        assert_eq!(
+            broken(keys::ALGORITHM, None),
+            RecordError::Missing(keys::ALGORITHM)
+        );
+        assert!(matches!(
+            broken(keys::ALGORITHM, Some(b"SHA-3")),
+            RecordError::UnknownAlgorithm { .. }
+        ));
+        assert!(matches!(
+            broken(keys::HASH, Some(b"zz")),
+            RecordError::Invalid {
+                key: keys::HASH,
+                ..
+            }
+        ));
+        assert!(matches!(
+            broken(keys::HASH, Some(b"abcd")),
+            RecordError::Invalid {
+                key: keys::HASH,
+                ..
+            }
+        ));
+        assert!(matches!(
+            broken(keys::SECRET_VERSION, Some(b"0")),
+            RecordError::Invalid { .. }
+        ));
+        assert!(matches!(
+            broken(keys::CLIENT_SECRET, Some(b"x")),
+            RecordError::Invalid { .. }
+        ));
+        assert!(matches!(
+            broken(keys::PREVIOUS_HASH, Some(&[0u8; 32].map(|_| b'a'))),
+            RecordError::Missing(keys::PREVIOUS_ALGORITHM)
+        ));
+        let message = broken(keys::HASH, Some(b"not-hex-secretish")).to_string();
+        assert!(
+            !message.contains("secretish"),
+            "errors never echo values: {message}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip_and_verify_for_every_algorithm(
+            secret in proptest::collection::vec(any::<u8>(), 1..96),
+            other in proptest::collection::vec(any::<u8>(), 1..96),
+            algorithm in proptest::sample::select(ALL.to_vec()),
+            previous_algorithm in proptest::sample::select(ALL.to_vec()),
+        ) {
+            let previous = PreviousCredential { credential: Credential::hashed(previous_algorithm, &other), expires_at: at(1_000) };
+            let original = record(Credential::hashed(algorithm, &secret), Some(previous));
+            let parsed = VerifierRecord::from_data(&original.to_data()).expect("round trip");
+            prop_assert_eq!(parsed.verify(&secret, at(10)), Verdict::Current);
+            if secret != other {
+                prop_assert_eq!(parsed.verify(&other, at(10)), Verdict::Previous);
+                prop_assert_eq!(parsed.verify(&other, at(1_000)), Verdict::Rejected);
+            }
+            prop_assert_eq!(parsed.to_data(), original.to_data());
+        }
+
+        #[test]
+        fn arbitrary_data_never_panics_the_parser(
+            entries in proptest::collection::btree_map(
+                proptest::sample::select(vec![keys::CLIENT_ID, keys::SECRET_VERSION, keys::ALGORITHM, keys::HASH, keys::CLIENT_SECRET, keys::PREVIOUS_ALGORITHM, keys::PREVIOUS_HASH, keys::PREVIOUS_EXPIRES_AT]),
+                proptest::collection::vec(any::<u8>(), 0..80),
+                0..8,
+            )
+        ) {
+            let data = entries.into_iter().map(|(key, value)| (key.to_owned(), ByteString(value))).collect();
+            let _ = VerifierRecord::from_data(&data);
+        }
+    }
+}
