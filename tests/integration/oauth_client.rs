@@ -271,6 +271,25 @@ async fn an_issued_secret_verifies_lives_only_in_the_delivery_secret_and_reapply
 
     let barrier_plaintext = delivered_secret(&cluster, "barrier-credentials").await;
     assert_never_logged(&cluster, &operator, &[plaintext, barrier_plaintext]).await;
+
+    // Deleting the OAuthClient deletes both of its Secrets (owner references, collected by
+    // kube-controller-manager).
+    clients(&cluster)
+        .delete("portal", &DeleteParams::default())
+        .await
+        .expect("client deleted");
+    wait::until_gone(
+        &secrets(&cluster),
+        "portal-verifier",
+        "the verifier Secret is collected",
+    )
+    .await;
+    wait::until_gone(
+        &secrets(&cluster),
+        "portal-credentials",
+        "the delivery Secret is collected",
+    )
+    .await;
 }
 
 #[tokio::test]
