@@ -1,12 +1,13 @@
 //! The `keyward` command line: the operator, its CRDs and the hand tools.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use keyward::controller::oauth_client::decide::Policy;
 use keyward::controller::{self, RunOptions};
-use keyward::crypto::Verdict;
+use keyward::crypto::{KeyMaterial, Keyring, Verdict};
 use keyward::telemetry::{self, LogFormat};
 use keyward::tools;
 
@@ -54,6 +55,45 @@ enum Command {
         #[arg(long)]
         file: Option<PathBuf>,
     },
+    /// Generate a 256-bit key from the operating system's CSPRNG and print it.
+    Genkey {
+        /// Output form.
+        #[arg(long, value_enum, default_value_t = KeyOutput::Hex)]
+        output: KeyOutput,
+        /// Keyring name (the EncryptionKey's name), for --output keyring.
+        #[arg(long, required_if_eq("output", "keyring"))]
+        name: Option<String>,
+    },
+    /// Encrypt a value read from standard input; print the envelope.
+    Encrypt(CipherArgs),
+    /// Decrypt an envelope read from standard input; print the value.
+    Decrypt(CipherArgs),
+}
+
+/// What `keyward genkey` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum KeyOutput {
+    /// 64 hex characters, for an EncryptionKey's spec.source Secret.
+    Hex,
+    /// Base64 of the 32 bytes.
+    Base64,
+    /// A keyring file with the key as its primary version 1 (needs --name).
+    Keyring,
+}
+
+/// Where the cipher tool's keyring comes from and where the value lives.
+#[derive(Args, Debug)]
+struct CipherArgs {
+    /// Keyring file (JSON, as `keyward genkey --output keyring` writes it).
+    #[arg(long)]
+    keyring: PathBuf,
+    /// Key-encryption key file (hex or base64), when the keyring is wrapped.
+    #[arg(long)]
+    kek: Option<PathBuf>,
+    /// Where the value lives, NAMESPACE/NAME/FIELD; it is bound into the ciphertext, so a
+    /// ciphertext moved elsewhere does not decrypt.
+    #[arg(long)]
+    context: String,
 }
 
 #[derive(Args, Debug)]
@@ -100,6 +140,9 @@ fn main() -> ExitCode {
             namespace,
             file,
         } => verify(secret, namespace, file).map_err(|error| error.to_string()),
+        Command::Genkey { output, name } => genkey(output, name).map_err(|error| error.to_string()),
+        Command::Encrypt(args) => cipher(&args, true).map_err(|error| error.to_string()),
+        Command::Decrypt(args) => cipher(&args, false).map_err(|error| error.to_string()),
     };
     result.unwrap_or_else(|message| {
         eprintln!("keyward: {message}");
@@ -138,6 +181,44 @@ fn verify(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn genkey(output: KeyOutput, name: Option<String>) -> Result<ExitCode, tools::ToolError> {
+    use base64::Engine;
+    let key = KeyMaterial::generate()?;
+    let text = match output {
+        KeyOutput::Hex => zeroize::Zeroizing::new(hex::encode(key.expose())),
+        KeyOutput::Base64 => {
+            zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(key.expose()))
+        }
+        KeyOutput::Keyring => {
+            let name = name.unwrap_or_default();
+            if !keyward::crypto::envelope::valid_key_name(&name) {
+                return Err(tools::ToolError::Context(format!(
+                    "--name {name:?} is not a Kubernetes object name"
+                )));
+            }
+            let keyring = Keyring::new(&name, key, k8s_openapi::jiff::Timestamp::now());
+            keyring.to_json()
+        }
+    };
+    println!("{}", text.as_str());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cipher(args: &CipherArgs, encrypt: bool) -> Result<ExitCode, tools::ToolError> {
+    let keyring = tools::keyring_from_file(&args.keyring, args.kek.as_deref())?;
+    let context = tools::parse_context(&args.context)?;
+    let input = tools::read_secret(std::io::stdin().lock())?;
+    if encrypt {
+        println!("{}", tools::encrypt(&keyring, &context, &input)?);
+    } else {
+        let plaintext = tools::decrypt(&keyring, &context, &input)?;
+        std::io::stdout()
+            .write_all(plaintext.expose())
+            .map_err(tools::ToolError::Stdin)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {

@@ -1,5 +1,6 @@
-//! The hand tools behind `keyward hash` and `keyward verify`: they read the secret from
-//! standard input, never from arguments (which other users can see in the process list).
+//! The hand tools behind `keyward hash`, `verify`, `genkey`, `encrypt` and `decrypt`:
+//! they read secrets from standard input or files, never from arguments (which other
+//! users can see in the process list).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -11,8 +12,10 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
 use crate::crd::oauth_client::HashAlgorithm;
+use crate::crypto::envelope::{Context, Envelope, EnvelopeError};
 use crate::crypto::hash::{self, parse_algorithm};
-use crate::crypto::{RecordError, SecretBytes, Verdict, VerifierRecord};
+use crate::crypto::keyring::KeyError;
+use crate::crypto::{KeyMaterial, Keyring, RecordError, SecretBytes, Verdict, VerifierRecord};
 
 /// Why a hand tool failed.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +42,16 @@ pub enum ToolError {
     Record { secret: String, source: RecordError },
     #[error(transparent)]
     Kube(#[from] crate::Error),
+    #[error("{path}: {source}")]
+    Key { path: String, source: KeyError },
+    #[error("--context must be NAMESPACE/NAME/FIELD, got {0:?}")]
+    Context(String),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+    #[error("the ciphertext is not UTF-8 text")]
+    NotText,
+    #[error(transparent)]
+    Random(#[from] crate::crypto::secret::RandomError),
 }
 
 /// Reads a secret from `input`, without one trailing newline (as `echo` adds).
@@ -134,4 +147,79 @@ pub fn verify(record: &VerifierRecord, presented: &SecretBytes) -> (Verdict, Str
         Verdict::Rejected => format!("invalid: not a secret of client {}", record.client_id),
     };
     (verdict, message)
+}
+
+/// Reads a keyring file, unwrapping it with the key in `kek` when given.
+pub fn keyring_from_file(path: &Path, kek: Option<&Path>) -> Result<Keyring, ToolError> {
+    let kek = kek.map(key_from_file).transpose()?;
+    let shown = path.display().to_string();
+    let json =
+        zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| ToolError::ReadFile {
+            path: shown.clone(),
+            source,
+        })?);
+    Keyring::from_json(&json, kek.as_ref()).map_err(|source| ToolError::Key {
+        path: shown,
+        source,
+    })
+}
+
+/// Reads key material (hex or base64) from a file.
+pub fn key_from_file(path: &Path) -> Result<KeyMaterial, ToolError> {
+    let shown = path.display().to_string();
+    let text =
+        zeroize::Zeroizing::new(std::fs::read(path).map_err(|source| ToolError::ReadFile {
+            path: shown.clone(),
+            source,
+        })?);
+    KeyMaterial::parse(&text).map_err(|source| ToolError::Key {
+        path: shown,
+        source,
+    })
+}
+
+/// Parses `NAMESPACE/NAME/FIELD`.
+pub fn parse_context(text: &str) -> Result<(String, String, String), ToolError> {
+    let parts: Vec<&str> = text.split('/').collect();
+    match parts.as_slice() {
+        [namespace, name, field]
+            if !namespace.is_empty() && !name.is_empty() && !field.is_empty() =>
+        {
+            Ok((
+                (*namespace).to_owned(),
+                (*name).to_owned(),
+                (*field).to_owned(),
+            ))
+        }
+        _ => Err(ToolError::Context(text.to_owned())),
+    }
+}
+
+/// Encrypts `plaintext` for the place `context` names.
+pub fn encrypt(
+    keyring: &Keyring,
+    context: &(String, String, String),
+    plaintext: &SecretBytes,
+) -> Result<String, ToolError> {
+    let context = Context {
+        namespace: &context.0,
+        name: &context.1,
+        field: &context.2,
+    };
+    Ok(Envelope::seal(keyring, &context, plaintext.expose())?.to_string())
+}
+
+/// Decrypts an envelope found at the place `context` names.
+pub fn decrypt(
+    keyring: &Keyring,
+    context: &(String, String, String),
+    envelope: &SecretBytes,
+) -> Result<SecretBytes, ToolError> {
+    let text = std::str::from_utf8(envelope.expose()).map_err(|_| ToolError::NotText)?;
+    let context = Context {
+        namespace: &context.0,
+        name: &context.1,
+        field: &context.2,
+    };
+    Ok(Envelope::parse(text.trim())?.open(keyring, &context)?)
 }

@@ -1,11 +1,15 @@
-//! Pure cryptography: secret generation, hashing and verification of client secrets.
+//! Pure cryptography: secret generation, hashing and verification of client secrets,
+//! the AES-256-GCM keyring and the ciphertext envelope.
 //!
 //! Nothing here talks to a cluster, logs, or formats secret material: secrets live in
 //! [`secret::SecretBytes`], which zeroizes on drop and prints as `[redacted]`, and every
 //! comparison of secrets or digests is constant-time.
 
+pub mod envelope;
 pub mod hash;
+pub mod keyring;
 pub mod secret;
 
 pub use hash::{Credential, PreviousCredential, RecordError, Verdict, VerifierRecord};
+pub use keyring::{KeyMaterial, Keyring, VersionState};
 pub use secret::SecretBytes;

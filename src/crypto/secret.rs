@@ -40,6 +40,11 @@ impl fmt::Debug for SecretBytes {
 #[error("the operating system's random number generator failed: {0}")]
 pub struct RandomError(getrandom::Error);
 
+/// Fills `buffer` from the operating system's CSPRNG.
+pub fn fill_random(buffer: &mut [u8]) -> Result<(), RandomError> {
+    getrandom::fill(buffer).map_err(RandomError)
+}
+
 /// `len` bytes from the operating system's CSPRNG.
 pub fn random_bytes(len: usize) -> Result<SecretBytes, RandomError> {
     let mut bytes = Zeroizing::new(vec![0u8; len]);
