@@ -27,6 +27,10 @@ pub enum Error {
     #[error(transparent)]
     Random(#[from] crate::crypto::secret::RandomError),
 
+    /// Key material or a keyring could not be used.
+    #[error(transparent)]
+    Key(crate::crypto::keyring::KeyError),
+
     /// Status could not be serialized.
     #[error("cannot serialize status: {0}")]
     SerializeStatus(#[from] serde_json::Error),
@@ -41,6 +45,7 @@ impl Error {
             Self::MissingObjectField { .. } => "missing_object_field",
             Self::RenderCrds(_) => "render_crds",
             Self::Random(_) => "random",
+            Self::Key(_) => "key",
             Self::SerializeStatus(_) => "serialize_status",
         }
     }

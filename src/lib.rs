@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod error;
 pub mod telemetry;
 pub mod tools;
+pub mod workload;
 
 pub use error::{Error, Result};
 

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::watcher;
@@ -23,7 +22,6 @@ use serde::de::DeserializeOwned;
 
 pub use context::Context;
 
-use crate::crd::{ConditionStatus, ConditionType, ConditionedStatus, set_condition};
 use crate::{Error, FIELD_MANAGER, Result};
 
 /// Options of the operator process.
@@ -49,10 +47,15 @@ pub async fn run(client: Client, options: RunOptions) -> Result<()> {
         .shutdown_on_signal()
         .run(oauth_client::reconcile, error_policy, context.clone())
         .for_each(|result| async move { log_outcome("OAuthClient", result) });
-    let encryption_keys = encryption_key::controller(api(&client, &options), context.clone())
-        .shutdown_on_signal()
-        .run(encryption_key::reconcile, error_policy, context)
-        .for_each(|result| async move { log_outcome("EncryptionKey", result) });
+    let encryption_keys = encryption_key::controller(
+        api(&client, &options),
+        api(&client, &options),
+        api(&client, &options),
+        api(&client, &options),
+    )
+    .shutdown_on_signal()
+    .run(encryption_key::reconcile, error_policy, context)
+    .for_each(|result| async move { log_outcome("EncryptionKey", result) });
     tracing::info!(
         namespace = options.namespace.as_deref().unwrap_or("<all>"),
         "controllers started"
@@ -129,27 +132,6 @@ where
     Ok(())
 }
 
-/// `status` reporting, for `generation`, that the resource is not reconciled by this
-/// version: `Ready=False` with reason `NotImplemented` and `message`.
-fn not_implemented<S: ConditionedStatus>(
-    mut status: S,
-    generation: Option<i64>,
-    message: &str,
-    now: Timestamp,
-) -> S {
-    status.set_observed_generation(generation);
-    set_condition(
-        status.conditions_mut(),
-        ConditionType::Ready,
-        ConditionStatus::False,
-        "NotImplemented",
-        message,
-        generation,
-        now,
-    );
-    status
-}
-
 /// The namespaced API for `object`'s own namespace.
 fn namespaced_api<K>(client: &Client, object: &K) -> Result<Api<K>>
 where
@@ -165,43 +147,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::OAuthClientStatus;
-
-    #[test]
-    fn not_implemented_reports_ready_false_for_the_observed_generation() {
-        let status = not_implemented(
-            OAuthClientStatus::default(),
-            Some(3),
-            "later",
-            Timestamp::UNIX_EPOCH,
-        );
-        assert_eq!(status.observed_generation, Some(3));
-        let ready = &status.conditions[0];
-        assert_eq!(
-            (ready.type_.as_str(), ready.status.as_str()),
-            ("Ready", "False")
-        );
-        assert_eq!(
-            (ready.reason.as_str(), ready.message.as_str()),
-            ("NotImplemented", "later")
-        );
-        assert_eq!(ready.observed_generation, Some(3));
-    }
-
-    #[test]
-    fn not_implemented_is_stable_across_reconciles() {
-        let first = not_implemented(
-            OAuthClientStatus::default(),
-            Some(1),
-            "later",
-            Timestamp::UNIX_EPOCH,
-        );
-        let later = Timestamp::from_second(60).expect("valid timestamp");
-        assert_eq!(
-            not_implemented(first.clone(), Some(1), "later", later),
-            first
-        );
-    }
 
     #[test]
     fn backoff_doubles_then_caps() {

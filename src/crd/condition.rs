@@ -54,14 +54,6 @@ impl ConditionStatus {
     }
 }
 
-/// A status that carries conditions and the generation they describe.
-pub trait ConditionedStatus {
-    /// The conditions, to update in place.
-    fn conditions_mut(&mut self) -> &mut Vec<Condition>;
-    /// Records the `metadata.generation` the status describes.
-    fn set_observed_generation(&mut self, generation: Option<i64>);
-}
-
 /// Sets a condition in `conditions`, replacing the one of the same type.
 ///
 /// `lastTransitionTime` is kept from the existing condition unless `status` changes, so

@@ -54,7 +54,9 @@ use super::{DNS_SUBDOMAIN, GO_DURATION, SecretKeyRef};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    validation = Rule::new("self.metadata.name.size() <= 50")
+        .message("metadata.name must be at most 50 characters: it is part of the pod-template annotation key keyward.io/keyring-hash.<name>")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.source) || (has(self.source) && self.source == oldSelf.source)")
@@ -333,14 +335,4 @@ pub struct DistributionStatus {
     pub pods_in_sync: i32,
     /// Ready pods of all targets.
     pub pods_total: i32,
-}
-
-impl super::ConditionedStatus for EncryptionKeyStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
 }

@@ -295,13 +295,3 @@ pub struct OAuthClientStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_source_removable: Option<bool>,
 }
-
-impl super::ConditionedStatus for OAuthClientStatus {
-    fn conditions_mut(&mut self) -> &mut Vec<Condition> {
-        &mut self.conditions
-    }
-
-    fn set_observed_generation(&mut self, generation: Option<i64>) {
-        self.observed_generation = generation;
-    }
-}

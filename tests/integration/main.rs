@@ -1,6 +1,7 @@
 //! Integration tests against a real control plane (see `support`).
 
 mod bad_manifests;
+mod encryption_key;
 mod oauth_client;
 mod operator_process;
 mod support;

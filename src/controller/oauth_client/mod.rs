@@ -9,6 +9,8 @@
 pub mod decide;
 mod secrets;
 
+pub use secrets::managed_selector;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,674 @@
+//! Reconciler of `EncryptionKey`: keeps the keyring Secret, renders the key for pods,
+//! projects it into the target workloads and counts the pods that hold it.
+//!
+//! The keyring Secret is written once, when the first version is created, and never
+//! regenerated: if status records versions but the keyring is gone or unreadable, the
+//! key is `Degraded` and waits for the user to restore it, because a new key would make
+//! every existing ciphertext unreadable. Key material never reaches a log line, an
+//! event or status — only fingerprints do.
+
+pub mod render;
+mod secrets;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::Selector;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Resource, ResourceExt};
+
+use super::{Context, apply_status, namespaced_api, watcher_config};
+use crate::crd::encryption_key::{
+    DistributionStatus, DistributionTarget, EncryptionKeyStatus, KeyVersionStatus, WorkloadKind,
+};
+use crate::crd::{ConditionStatus, ConditionType, EncryptionKey, set_condition};
+use crate::crypto::keyring::VersionState;
+use crate::crypto::{KeyMaterial, Keyring};
+use crate::workload::{self, TemplateProjection};
+use crate::{Error, FIELD_MANAGER, Result};
+
+/// How often an undistributed key is looked at again, besides the workload watches.
+const DISTRIBUTION_RECHECK: Duration = Duration::from_secs(5);
+
+/// The EncryptionKey controller: watches the keys, the Secrets they own or read, and
+/// the workloads they target.
+pub fn controller(
+    api: Api<EncryptionKey>,
+    secrets: Api<Secret>,
+    deployments: Api<Deployment>,
+    stateful_sets: Api<StatefulSet>,
+) -> Controller<EncryptionKey> {
+    let controller = Controller::new(api, watcher_config());
+    let (sources, by_deployment, by_stateful_set) =
+        (controller.store(), controller.store(), controller.store());
+    controller
+        .owns(
+            secrets.clone(),
+            watcher_config().labels(&secrets::managed_selector()),
+        )
+        .watches(secrets, watcher_config(), move |secret| {
+            readers_of(&sources, &secret)
+        })
+        .watches(deployments, watcher_config(), move |deployment| {
+            targeting(&by_deployment, WorkloadKind::Deployment, &deployment)
+        })
+        .watches(stateful_sets, watcher_config(), move |stateful_set| {
+            targeting(&by_stateful_set, WorkloadKind::StatefulSet, &stateful_set)
+        })
+}
+
+/// Keys whose source or key-encryption key is `secret`.
+fn readers_of(store: &Store<EncryptionKey>, secret: &Secret) -> Vec<ObjectRef<EncryptionKey>> {
+    let name = secret.name_any();
+    keys_in(store, secret, |key| {
+        key.spec
+            .source
+            .as_ref()
+            .is_some_and(|source| source.secret_ref.name == name)
+            || key
+                .spec
+                .key_encryption_key_ref
+                .as_ref()
+                .is_some_and(|kek| kek.name == name)
+    })
+}
+
+/// Keys with a target of `kind` that may select `workload`.
+fn targeting<W: Resource>(
+    store: &Store<EncryptionKey>,
+    kind: WorkloadKind,
+    workload: &W,
+) -> Vec<ObjectRef<EncryptionKey>> {
+    let name = workload.meta().name.clone().unwrap_or_default();
+    keys_in(store, workload, |key| {
+        key.spec
+            .targets
+            .iter()
+            .any(|target| target.kind == kind && target.name.as_ref().is_none_or(|n| *n == name))
+    })
+}
+
+fn keys_in<O: Resource>(
+    store: &Store<EncryptionKey>,
+    object: &O,
+    wanted: impl Fn(&EncryptionKey) -> bool,
+) -> Vec<ObjectRef<EncryptionKey>> {
+    let namespace = object.meta().namespace.clone();
+    store
+        .state()
+        .iter()
+        .filter(|key| key.namespace() == namespace && wanted(key))
+        .map(|key| ObjectRef::from_obj(key.as_ref()))
+        .collect()
+}
+
+/// A reason the key cannot be ready, and whether it is a fault (`Degraded`) rather than
+/// something to wait for.
+struct Problem {
+    reason: &'static str,
+    message: String,
+    degraded: bool,
+}
+
+/// Brings one EncryptionKey up to date.
+pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result<Action> {
+    let namespace = key.namespace().ok_or(Error::MissingObjectField {
+        kind: "EncryptionKey",
+        field: "metadata.namespace",
+    })?;
+    let secrets_api: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let names = secrets::SecretNames::of(&key);
+    let now = Timestamp::now();
+
+    let keyring = match load_or_create_keyring(&key, &context, &secrets_api, &names, now).await? {
+        Ok(keyring) => keyring,
+        Err(problem) => {
+            report(&context, &key, None, None, Some(problem), now).await?;
+            context.record_success(key.as_ref());
+            return Ok(Action::await_change());
+        }
+    };
+    let rendered = render::render(&keyring, key.spec.distribution.format).map_err(Error::Key)?;
+    secrets::write_distribution(&secrets_api, &key, &names, &rendered).await?;
+    let hash = keyring.distribution_hash();
+    let distribution = distribute(
+        &context,
+        &key,
+        &namespace,
+        &names,
+        rendered.file_name,
+        &hash,
+    )
+    .await?;
+    let distributed = outcome(&distribution.status, &distribution.missing).distributed;
+    report(
+        &context,
+        &key,
+        Some(&keyring),
+        Some(distribution),
+        None,
+        now,
+    )
+    .await?;
+    context.record_success(key.as_ref());
+    Ok(if distributed {
+        Action::await_change()
+    } else {
+        Action::requeue(DISTRIBUTION_RECHECK)
+    })
+}
+
+/// The keyring, created from the source (or fresh material) the first time; or why there
+/// is none.
+async fn load_or_create_keyring(
+    key: &EncryptionKey,
+    context: &Context,
+    secrets_api: &Api<Secret>,
+    names: &secrets::SecretNames,
+    now: Timestamp,
+) -> Result<Result<Keyring, Problem>> {
+    let kek = match &key.spec.key_encryption_key_ref {
+        None => None,
+        Some(reference) => {
+            match secrets::read_key(secrets_api, &reference.name, &reference.key).await? {
+                Ok(kek) => Some(kek),
+                Err(problem) => {
+                    return Ok(Err(
+                        problem.named("KeyEncryptionKey", "spec.keyEncryptionKeyRef")
+                    ));
+                }
+            }
+        }
+    };
+    let recorded_versions = key
+        .status
+        .as_ref()
+        .is_some_and(|status| !status.versions.is_empty());
+    match secrets::read_keyring(secrets_api, key, &names.keyring, kek.as_ref()).await? {
+        secrets::StoredKeyring::Present(keyring) => return Ok(Ok(keyring)),
+        secrets::StoredKeyring::Foreign => {
+            return Ok(Err(Problem {
+                reason: "SecretConflict",
+                message: format!(
+                    "Secret {:?} exists and is not owned by this EncryptionKey; keyward will not overwrite it",
+                    names.keyring
+                ),
+                degraded: true,
+            }));
+        }
+        secrets::StoredKeyring::Unreadable(error) => {
+            return Ok(Err(Problem {
+                reason: "KeyringUnreadable",
+                message: format!(
+                    "keyring Secret {:?} cannot be read ({error}); restore it from backup — keyward never replaces a keyring",
+                    names.keyring
+                ),
+                degraded: true,
+            }));
+        }
+        secrets::StoredKeyring::Absent if recorded_versions => {
+            return Ok(Err(Problem {
+                reason: "KeyringMissing",
+                message: format!(
+                    "keyring Secret {:?} is gone but status records key versions; restore it from backup — a new key would make existing ciphertext unreadable",
+                    names.keyring
+                ),
+                degraded: true,
+            }));
+        }
+        secrets::StoredKeyring::Absent => {}
+    }
+    let (material, origin) = match &key.spec.source {
+        None => (
+            KeyMaterial::generate()?,
+            "generated from the operating system's CSPRNG".to_owned(),
+        ),
+        Some(source) => {
+            match secrets::read_key(secrets_api, &source.secret_ref.name, &source.secret_ref.key)
+                .await?
+            {
+                Ok(material) => (
+                    material,
+                    format!("taken from Secret {:?}", source.secret_ref.name),
+                ),
+                Err(problem) => return Ok(Err(problem.named("Source", "spec.source.secretRef"))),
+            }
+        }
+    };
+    let keyring = Keyring::new(&key.name_any(), material, now);
+    secrets::create_keyring(secrets_api, key, &names.keyring, &keyring, kek.as_ref()).await?;
+    let fingerprint = keyring
+        .primary()
+        .map_err(Error::Key)?
+        .material
+        .fingerprint();
+    let note = format!(
+        "created key version 1 (fingerprint {fingerprint}), {origin}, in Secret {:?}",
+        names.keyring
+    );
+    context
+        .publish(key, EventType::Normal, "KeyCreated", "Create", note)
+        .await;
+    Ok(Ok(keyring))
+}
+
+/// Projects the key into every target workload and counts the pods that hold it.
+async fn distribute(
+    context: &Context,
+    key: &EncryptionKey,
+    namespace: &str,
+    names: &secrets::SecretNames,
+    file_name: &str,
+    hash: &str,
+) -> Result<Rollout> {
+    let key_name = key.name_any();
+    let projection = TemplateProjection {
+        key_name: &key_name,
+        secret_name: &names.distribution,
+        file_name,
+        keyring_hash: hash,
+        distribution: &key.spec.distribution,
+    };
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
+    let (mut pods_in_sync, mut pods_total) = (0, 0);
+    let mut missing = Vec::new();
+    for target in &key.spec.targets {
+        let workloads = resolve(context, namespace, target).await?;
+        if let (Some(name), true) = (&target.name, workloads.is_empty()) {
+            missing.push(format!("{:?} {name}", target.kind));
+        }
+        for workload in workloads {
+            if workload.needs_patch(&key_name, hash, &key.spec.distribution) {
+                let patch = workload::template_patch(
+                    target.kind,
+                    &workload.name,
+                    &workload.containers,
+                    &projection,
+                );
+                workload
+                    .apply(context, namespace, target.kind, &patch)
+                    .await?;
+            }
+            let selected = pods
+                .list(&ListParams::default().labels_from(&workload.selector))
+                .await?;
+            let (in_sync, total) = workload::pods_in_sync(
+                &selected.items,
+                &key_name,
+                hash,
+                key.spec.distribution.restart,
+            );
+            pods_in_sync += in_sync;
+            // Until every pod the workload asks for is ready, some are missing from sync.
+            pods_total += total.max(workload.replicas);
+        }
+    }
+    let status = DistributionStatus {
+        keyring_hash: Some(hash.to_owned()),
+        pods_in_sync,
+        pods_total,
+    };
+    Ok(Rollout { status, missing })
+}
+
+/// Distribution progress, and the named targets that do not exist.
+struct Rollout {
+    status: DistributionStatus,
+    missing: Vec<String>,
+}
+
+/// A target workload, reduced to what distribution needs.
+struct Workload {
+    name: String,
+    /// Pods the workload asks for.
+    replicas: i32,
+    containers: Vec<String>,
+    selector: Selector,
+    /// The current pod template's annotations and volume names.
+    annotations: std::collections::BTreeMap<String, String>,
+    volumes: Vec<String>,
+}
+
+impl Workload {
+    fn from_template(
+        name: String,
+        replicas: i32,
+        selector: &LabelSelector,
+        template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
+    ) -> Result<Self> {
+        let spec = template.and_then(|template| template.spec.as_ref());
+        let selector =
+            Selector::try_from(selector.clone()).map_err(|_| Error::MissingObjectField {
+                kind: "workload",
+                field: "spec.selector",
+            })?;
+        Ok(Self {
+            name,
+            replicas,
+            containers: spec
+                .map(|spec| spec.containers.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default(),
+            selector,
+            annotations: template
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.annotations.clone())
+                .unwrap_or_default(),
+            volumes: spec
+                .and_then(|spec| spec.volumes.as_ref())
+                .map(|v| v.iter().map(|v| v.name.clone()).collect())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Whether the pod template lacks the current projection. Checking first keeps an
+    /// unchanged key from writing to the workload at all.
+    fn needs_patch(
+        &self,
+        key_name: &str,
+        hash: &str,
+        distribution: &crate::crd::encryption_key::Distribution,
+    ) -> bool {
+        use crate::crd::encryption_key::{Projection, RestartPolicy};
+        let hash_current = distribution.restart == RestartPolicy::None
+            || self
+                .annotations
+                .get(&workload::hash_annotation(key_name))
+                .is_some_and(|h| h == hash);
+        let volume_present = distribution.projection == Projection::Env
+            || self.volumes.contains(&workload::volume_name(key_name));
+        !(hash_current && volume_present)
+    }
+
+    async fn apply(
+        &self,
+        context: &Context,
+        namespace: &str,
+        kind: WorkloadKind,
+        patch: &serde_json::Value,
+    ) -> Result<()> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        match kind {
+            WorkloadKind::Deployment => {
+                let api: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
+                api.patch(&self.name, &params, &Patch::Apply(patch)).await?;
+            }
+            WorkloadKind::StatefulSet => {
+                let api: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
+                api.patch(&self.name, &params, &Patch::Apply(patch)).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The workloads `target` names or selects.
+async fn resolve(
+    context: &Context,
+    namespace: &str,
+    target: &DistributionTarget,
+) -> Result<Vec<Workload>> {
+    let params = match &target.selector {
+        Some(selector) => ListParams::default().labels_from(
+            &Selector::try_from(selector.clone()).map_err(|_| Error::MissingObjectField {
+                kind: "EncryptionKey",
+                field: "spec.targets[].selector",
+            })?,
+        ),
+        None => ListParams::default().fields(&format!(
+            "metadata.name={}",
+            target.name.as_deref().unwrap_or_default()
+        )),
+    };
+    let mut workloads = Vec::new();
+    match target.kind {
+        WorkloadKind::Deployment => {
+            let api: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
+            for deployment in api.list(&params).await? {
+                let spec = deployment.spec.as_ref();
+                let selector = spec.map(|spec| spec.selector.clone()).unwrap_or_default();
+                let replicas = spec.and_then(|spec| spec.replicas).unwrap_or(1);
+                workloads.push(Workload::from_template(
+                    deployment.name_any(),
+                    replicas,
+                    &selector,
+                    spec.map(|spec| &spec.template),
+                )?);
+            }
+        }
+        WorkloadKind::StatefulSet => {
+            let api: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
+            for stateful_set in api.list(&params).await? {
+                let spec = stateful_set.spec.as_ref();
+                let selector = spec.map(|spec| spec.selector.clone()).unwrap_or_default();
+                let replicas = spec.and_then(|spec| spec.replicas).unwrap_or(1);
+                workloads.push(Workload::from_template(
+                    stateful_set.name_any(),
+                    replicas,
+                    &selector,
+                    spec.map(|spec| &spec.template),
+                )?);
+            }
+        }
+    }
+    Ok(workloads)
+}
+
+/// What distribution progress means for the `Distributed` and `Ready` conditions.
+struct Outcome {
+    distributed: bool,
+    distributed_condition: (ConditionStatus, &'static str),
+    ready_condition: (ConditionStatus, &'static str),
+    summary: String,
+}
+
+/// Distributed only when every named target exists and every pod it asks for is ready
+/// with the current keyring.
+fn outcome(progress: &DistributionStatus, missing: &[String]) -> Outcome {
+    let (in_sync, total) = (progress.pods_in_sync, progress.pods_total);
+    let counted = format!("{in_sync}/{total} ready pods of the targets hold the current keyring");
+    if !missing.is_empty() {
+        return Outcome {
+            distributed: false,
+            distributed_condition: (ConditionStatus::False, "TargetNotFound"),
+            ready_condition: (ConditionStatus::False, "TargetNotFound"),
+            summary: format!(
+                "spec.targets names {} which does not exist; {counted}",
+                missing.join(", ")
+            ),
+        };
+    }
+    let distributed = in_sync == total;
+    Outcome {
+        distributed,
+        distributed_condition: if distributed {
+            (ConditionStatus::True, "InSync")
+        } else {
+            (ConditionStatus::False, "RollingOut")
+        },
+        ready_condition: if distributed {
+            (ConditionStatus::True, "KeyDistributed")
+        } else {
+            (ConditionStatus::False, "Distributing")
+        },
+        summary: counted,
+    }
+}
+
+/// Writes status from the keyring and distribution, or from `problem`.
+async fn report(
+    context: &Context,
+    key: &EncryptionKey,
+    keyring: Option<&Keyring>,
+    distribution: Option<Rollout>,
+    problem: Option<Problem>,
+    now: Timestamp,
+) -> Result<()> {
+    let api: Api<EncryptionKey> = namespaced_api(&context.client, key)?;
+    let generation = key.meta().generation;
+    let mut status: EncryptionKeyStatus = key.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    if let Some(keyring) = keyring {
+        status.keyring_secret_name = Some(secrets::SecretNames::of(key).keyring);
+        status.primary_version = keyring.primary().ok().map(|primary| primary.version);
+        status.versions = keyring
+            .versions
+            .iter()
+            .map(|version| KeyVersionStatus {
+                version: version.version,
+                state: match version.state {
+                    VersionState::Primary => "Primary",
+                    VersionState::DecryptOnly => "DecryptOnly",
+                    VersionState::Retired => "Retired",
+                }
+                .to_owned(),
+                created_at: Time(version.created_at),
+                fingerprint: version.material.fingerprint(),
+            })
+            .collect();
+    }
+    let missing = distribution
+        .as_ref()
+        .map(|d| d.missing.clone())
+        .unwrap_or_default();
+    if let Some(distribution) = distribution {
+        status.distribution = Some(distribution.status);
+    }
+    let was_distributed = key
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.iter().find(|c| c.type_ == "Distributed"))
+        .is_some_and(|c| c.status == "True");
+    let conditions = &mut status.conditions;
+    match &problem {
+        Some(problem) => {
+            set_condition(
+                conditions,
+                ConditionType::Ready,
+                ConditionStatus::False,
+                problem.reason,
+                problem.message.clone(),
+                generation,
+                now,
+            );
+            let degraded = if problem.degraded {
+                ConditionStatus::True
+            } else {
+                ConditionStatus::False
+            };
+            let reason = if problem.degraded {
+                problem.reason
+            } else {
+                "AsExpected"
+            };
+            set_condition(
+                conditions,
+                ConditionType::Degraded,
+                degraded,
+                reason,
+                problem.message.clone(),
+                generation,
+                now,
+            );
+        }
+        None => {
+            let distribution = status.distribution.clone().unwrap_or_default();
+            let (in_sync, total) = (distribution.pods_in_sync, distribution.pods_total);
+            let outcome = outcome(
+                &DistributionStatus {
+                    pods_in_sync: in_sync,
+                    pods_total: total,
+                    keyring_hash: None,
+                },
+                &missing,
+            );
+            let (distributed, summary) = (outcome.distributed, outcome.summary);
+            set_condition(
+                conditions,
+                ConditionType::Distributed,
+                outcome.distributed_condition.0,
+                outcome.distributed_condition.1,
+                summary.clone(),
+                generation,
+                now,
+            );
+            let (ready, ready_reason) = outcome.ready_condition;
+            set_condition(
+                conditions,
+                ConditionType::Ready,
+                ready,
+                ready_reason,
+                summary,
+                generation,
+                now,
+            );
+            set_condition(
+                conditions,
+                ConditionType::Degraded,
+                ConditionStatus::False,
+                "AsExpected",
+                "",
+                generation,
+                now,
+            );
+            if distributed && !was_distributed {
+                let note = format!("{in_sync}/{total} ready pods hold the current keyring");
+                context
+                    .publish(key, EventType::Normal, "Distributed", "Distribute", note)
+                    .await;
+            }
+        }
+    }
+    if let Some(problem) = &problem
+        && problem.degraded
+    {
+        let already = key
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
+            .is_some_and(|c| c.reason == problem.reason);
+        if !already {
+            context
+                .publish(
+                    key,
+                    EventType::Warning,
+                    problem.reason,
+                    "Reconcile",
+                    problem.message.clone(),
+                )
+                .await;
+        }
+    }
+    apply_status(&api, key, key.status.as_ref(), &status).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn progress(pods_in_sync: i32, pods_total: i32) -> DistributionStatus {
+        DistributionStatus {
+            keyring_hash: None,
+            pods_in_sync,
+            pods_total,
+        }
+    }
+
+    #[test]
+    fn distributed_needs_every_pod_in_sync_and_every_named_target_present() {
+        assert!(outcome(&progress(3, 3), &[]).distributed);
+        let rolling = outcome(&progress(2, 3), &[]);
+        assert!(!rolling.distributed);
+        assert_eq!(rolling.ready_condition.1, "Distributing");
+        let missing = outcome(&progress(0, 0), &["Deployment apim".to_owned()]);
+        assert!(!missing.distributed);
+        assert_eq!(missing.distributed_condition.1, "TargetNotFound");
+        assert!(missing.summary.contains("Deployment apim"));
+    }
+}

@@ -1,0 +1,420 @@
+//! EncryptionKey against the real control plane, with kube-controller-manager,
+//! kube-scheduler and kwok's simulated nodes running pods: the key reaches every pod of
+//! a Deployment exactly once, user keys are used verbatim or refused with a reason, a
+//! wrapped keyring holds no raw key, and a lost keyring is never silently replaced.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use keyward::crd::EncryptionKey;
+use keyward::crypto::{KeyMaterial, Keyring};
+use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::support::{self, Operator, TestCluster, manifest, wait};
+
+fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+fn secrets(cluster: &TestCluster) -> Api<Secret> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+fn deployments(cluster: &TestCluster) -> Api<Deployment> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+fn deployment_manifest(name: &str, replicas: i32) -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "apim", "image": "wso2/wso2am:4.3.0"}]},
+            },
+        },
+    })
+}
+
+/// Applies the Deployment as a GitOps tool does (its own field manager) and waits until
+/// all its pods are ready on the simulated nodes.
+async fn deploy(cluster: &TestCluster, name: &str, replicas: i32) -> Deployment {
+    manifest::apply(
+        &cluster.client,
+        &cluster.namespace,
+        "argocd",
+        &deployment_manifest(name, replicas),
+    )
+    .await
+    .expect("Deployment applies");
+    wait::until(
+        &deployments(cluster),
+        name,
+        "the Deployment's pods are ready",
+        |deployment| {
+            deployment
+                .status
+                .as_ref()
+                .and_then(|status| status.ready_replicas)
+                == Some(replicas)
+        },
+    )
+    .await
+}
+
+async fn apply_key(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
+    let document = json!({"apiVersion": "keyward.io/v1alpha1", "kind": "EncryptionKey", "metadata": {"name": name}, "spec": spec});
+    manifest::apply(&cluster.client, &cluster.namespace, "gitops", &document)
+        .await
+        .expect("EncryptionKey applies");
+}
+
+fn ready(key: &EncryptionKey) -> Option<(String, String)> {
+    let status = key.status.as_ref()?;
+    let ready = wait::current_condition(key, &status.conditions, "Ready")?;
+    Some((ready.status.clone(), ready.reason.clone()))
+}
+
+async fn until_ready(
+    cluster: &TestCluster,
+    name: &str,
+    status: &str,
+    reason: &str,
+) -> EncryptionKey {
+    let what = format!("{name} is Ready={status} ({reason})");
+    wait::until(&keys(cluster), name, &what, |key| {
+        ready(key) == Some((status.to_owned(), reason.to_owned()))
+    })
+    .await
+}
+
+fn operator(cluster: &TestCluster) -> Operator {
+    Operator::start(
+        &support::control_plane().kubeconfig,
+        &cluster.namespace,
+        &[],
+    )
+}
+
+async fn user_secret(cluster: &TestCluster, name: &str, key: &str, value: &[u8]) {
+    let secret = Secret {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            key.into(),
+            k8s_openapi::ByteString(value.to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    secrets(cluster)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("user Secret created");
+}
+
+#[tokio::test]
+async fn a_generated_key_reaches_every_pod_of_a_deployment_in_one_rollout() {
+    let cluster = support::cluster("key-distribution").await;
+    let operator = operator(&cluster);
+    let before = deploy(&cluster, "apim", 3).await;
+    apply_key(
+        &cluster,
+        "apim",
+        json!({"targets": [{"kind": "Deployment", "name": "apim"}]}),
+    )
+    .await;
+    let key = until_ready(&cluster, "apim", "True", "KeyDistributed").await;
+    let status = key.status.as_ref().expect("status");
+    let distribution = status.distribution.as_ref().expect("distribution status");
+    assert_eq!((distribution.pods_in_sync, distribution.pods_total), (3, 3));
+    assert_eq!(status.primary_version, Some(1));
+    assert_eq!(status.keyring_secret_name.as_deref(), Some("apim-keyring"));
+    let hash = distribution.keyring_hash.clone().expect("keyring hash");
+
+    // Every ready pod carries the keyring hash and mounts the key.
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let pods = pods
+        .list(&ListParams::default().labels("app=apim"))
+        .await
+        .expect("pods");
+    let running: Vec<&Pod> = pods
+        .items
+        .iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .collect();
+    assert_eq!(running.len(), 3);
+    for pod in running {
+        assert_eq!(
+            pod.annotations().get("keyward.io/keyring-hash.apim"),
+            Some(&hash),
+            "pod {}",
+            pod.name_any()
+        );
+        let volumes = pod
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.volumes.clone())
+            .unwrap_or_default();
+        assert!(volumes.iter().any(|volume| {
+            volume
+                .secret
+                .as_ref()
+                .and_then(|s| s.secret_name.as_deref())
+                == Some("apim-distribution")
+        }));
+    }
+
+    // The keyring holds the fingerprinted key; the WSO2 fragment is valid TOML with it.
+    let keyring_json = secrets(&cluster)
+        .get("apim-keyring")
+        .await
+        .expect("keyring")
+        .data
+        .expect("data")["keyring.json"]
+        .0
+        .clone();
+    let keyring = Keyring::from_json(&keyring_json, None).expect("keyring parses");
+    let primary = keyring.primary().expect("primary");
+    assert_eq!(
+        status.versions[0].fingerprint,
+        primary.material.fingerprint()
+    );
+    let toml_text = secrets(&cluster)
+        .get("apim-distribution")
+        .await
+        .expect("distribution")
+        .data
+        .expect("data")["deployment.toml"]
+        .0
+        .clone();
+    let parsed: toml::Table =
+        toml::from_str(std::str::from_utf8(&toml_text).expect("UTF-8")).expect("valid TOML");
+    let rendered_key = parsed["encryption"]["key"]
+        .as_str()
+        .expect("[encryption] key is a string");
+    assert_eq!(rendered_key.len(), 64);
+    assert_eq!(rendered_key, hex::encode(primary.material.expose()));
+
+    // One rollout only, and a second reconcile (re-apply, then a barrier) changes nothing.
+    let after = deployments(&cluster).get("apim").await.expect("deployment");
+    assert_eq!(
+        after.metadata.generation,
+        before.metadata.generation.map(|generation| generation + 1),
+        "exactly one template change"
+    );
+    for _ in 0..3 {
+        apply_key(
+            &cluster,
+            "apim",
+            json!({"targets": [{"kind": "Deployment", "name": "apim"}]}),
+        )
+        .await;
+    }
+    apply_key(&cluster, "barrier", json!({})).await;
+    until_ready(&cluster, "barrier", "True", "KeyDistributed").await;
+    let again = deployments(&cluster).get("apim").await.expect("deployment");
+    assert_eq!(
+        again.metadata.generation, after.metadata.generation,
+        "no second rollout"
+    );
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    assert_eq!(
+        replica_sets
+            .list(&ListParams::default().labels("app=apim"))
+            .await
+            .expect("replica sets")
+            .items
+            .len(),
+        2,
+        "one original and one rolled ReplicaSet"
+    );
+
+    // GitOps re-applies its own Deployment manifest: keyward's projection stays, no rollout.
+    manifest::apply(
+        &cluster.client,
+        &cluster.namespace,
+        "argocd",
+        &deployment_manifest("apim", 3),
+    )
+    .await
+    .expect("re-applied");
+    apply_key(&cluster, "barrier-2", json!({})).await;
+    until_ready(&cluster, "barrier-2", "True", "KeyDistributed").await;
+    let reapplied = deployments(&cluster).get("apim").await.expect("deployment");
+    assert_eq!(
+        reapplied.metadata.generation, after.metadata.generation,
+        "the GitOps re-apply changed nothing"
+    );
+    let template = reapplied.spec.expect("spec").template;
+    assert_eq!(
+        template
+            .metadata
+            .and_then(|m| m.annotations)
+            .and_then(|a| a.get("keyward.io/keyring-hash.apim").cloned()),
+        Some(hash)
+    );
+
+    let log = operator.log();
+    assert!(
+        !log.contains(&hex::encode(primary.material.expose()))
+            && !log.contains(&STANDARD.encode(primary.material.expose())),
+        "key material in the log"
+    );
+}
+
+#[tokio::test]
+async fn a_user_supplied_key_is_used_verbatim_and_a_malformed_or_missing_one_is_refused() {
+    let cluster = support::cluster("key-source").await;
+    let _operator = operator(&cluster);
+    let hex_key = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    user_secret(
+        &cluster,
+        "apim-key",
+        "key",
+        format!("{hex_key}\n").as_bytes(),
+    )
+    .await;
+    apply_key(
+        &cluster,
+        "supplied",
+        json!({"source": {"secretRef": {"name": "apim-key", "key": "key"}}}),
+    )
+    .await;
+    let key = until_ready(&cluster, "supplied", "True", "KeyDistributed").await;
+    let expected = KeyMaterial::parse(hex_key.as_bytes())
+        .expect("hex key")
+        .fingerprint();
+    assert_eq!(
+        key.status.as_ref().expect("status").versions[0].fingerprint,
+        expected,
+        "the supplied key is used verbatim"
+    );
+
+    user_secret(&cluster, "short-key", "key", b"0011223344").await;
+    apply_key(
+        &cluster,
+        "malformed",
+        json!({"source": {"secretRef": {"name": "short-key", "key": "key"}}}),
+    )
+    .await;
+    let refused = until_ready(&cluster, "malformed", "False", "SourceKeyInvalid").await;
+    let message = &refused
+        .status
+        .as_ref()
+        .expect("status")
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready")
+        .message;
+    assert!(
+        message.contains("short-key") && message.contains("32"),
+        "the reason says what is wrong: {message}"
+    );
+    assert!(
+        !message.contains("0011223344"),
+        "the message never echoes key material"
+    );
+
+    apply_key(
+        &cluster,
+        "missing",
+        json!({"source": {"secretRef": {"name": "not-there", "key": "key"}}}),
+    )
+    .await;
+    until_ready(&cluster, "missing", "False", "SourceSecretMissing").await;
+    for name in ["malformed-keyring", "missing-keyring"] {
+        assert!(
+            secrets(&cluster)
+                .get_opt(name)
+                .await
+                .expect("get")
+                .is_none(),
+            "no key is invented for {name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_wrapped_keyring_holds_no_raw_key_and_a_lost_keyring_is_never_replaced() {
+    let cluster = support::cluster("key-wrapping").await;
+    let _operator = operator(&cluster);
+    let raw = [0x5au8; 32];
+    user_secret(&cluster, "apim-key", "key", hex::encode(raw).as_bytes()).await;
+    user_secret(
+        &cluster,
+        "apim-kek",
+        "kek",
+        STANDARD.encode([0x17u8; 32]).as_bytes(),
+    )
+    .await;
+    apply_key(
+        &cluster,
+        "wrapped",
+        json!({
+            "source": {"secretRef": {"name": "apim-key", "key": "key"}},
+            "keyEncryptionKeyRef": {"name": "apim-kek", "key": "kek"},
+        }),
+    )
+    .await;
+    until_ready(&cluster, "wrapped", "True", "KeyDistributed").await;
+    let stored = secrets(&cluster)
+        .get("wrapped-keyring")
+        .await
+        .expect("keyring")
+        .data
+        .expect("data")["keyring.json"]
+        .0
+        .clone();
+    let stored_text = String::from_utf8(stored.clone()).expect("UTF-8");
+    for encoding in [
+        hex::encode(raw),
+        hex::encode(raw).to_uppercase(),
+        STANDARD.encode(raw),
+        URL_SAFE_NO_PAD.encode(raw),
+    ] {
+        assert!(
+            !stored_text.contains(&encoding),
+            "the stored keyring contains the raw key as {encoding}"
+        );
+    }
+    assert!(
+        !stored.windows(raw.len()).any(|window| window == raw),
+        "raw key bytes in the stored keyring"
+    );
+    let kek = KeyMaterial::parse(STANDARD.encode([0x17u8; 32]).as_bytes()).expect("kek");
+    let keyring = Keyring::from_json(&stored, Some(&kek)).expect("unwraps with the KEK");
+    assert_eq!(keyring.primary().expect("primary").material.expose(), &raw);
+
+    // The keyring Secret is deleted: keyward reports it and never generates a new one.
+    secrets(&cluster)
+        .delete("wrapped-keyring", &DeleteParams::default())
+        .await
+        .expect("keyring deleted");
+    let degraded = until_ready(&cluster, "wrapped", "False", "KeyringMissing").await;
+    let conditions = &degraded.status.as_ref().expect("status").conditions;
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Degraded" && c.status == "True" && c.reason == "KeyringMissing")
+    );
+    assert!(
+        secrets(&cluster)
+            .get_opt("wrapped-keyring")
+            .await
+            .expect("get")
+            .is_none(),
+        "no replacement keyring"
+    );
+    assert!(degraded.meta().uid.is_some());
+}
