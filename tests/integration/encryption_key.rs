@@ -397,6 +397,10 @@ async fn a_wrapped_keyring_holds_no_raw_key_and_a_lost_keyring_is_never_replaced
     assert_eq!(keyring.primary().expect("primary").material.expose(), &raw);
 
     // The keyring Secret is deleted: keyward reports it and never generates a new one.
+    let backup = secrets(&cluster)
+        .get("wrapped-keyring")
+        .await
+        .expect("keyring");
     secrets(&cluster)
         .delete("wrapped-keyring", &DeleteParams::default())
         .await
@@ -415,6 +419,32 @@ async fn a_wrapped_keyring_holds_no_raw_key_and_a_lost_keyring_is_never_replaced
             .expect("get")
             .is_none(),
         "no replacement keyring"
+    );
+
+    // Restoring the backup, as the README describes, brings the same key back.
+    let restored = Secret {
+        metadata: ObjectMeta {
+            name: backup.metadata.name.clone(),
+            labels: backup.metadata.labels.clone(),
+            owner_references: backup.metadata.owner_references.clone(),
+            ..ObjectMeta::default()
+        },
+        data: backup.data.clone(),
+        type_: backup.type_.clone(),
+        ..Secret::default()
+    };
+    secrets(&cluster)
+        .create(&PostParams::default(), &restored)
+        .await
+        .expect("backup restored");
+    let recovered = until_ready(&cluster, "wrapped", "True", "KeyDistributed").await;
+    let fingerprint = &recovered.status.as_ref().expect("status").versions[0].fingerprint;
+    let expected = KeyMaterial::parse(hex::encode(raw).as_bytes())
+        .expect("raw key")
+        .fingerprint();
+    assert_eq!(
+        fingerprint, &expected,
+        "the restored keyring is the original key"
     );
     assert!(degraded.meta().uid.is_some());
 }
