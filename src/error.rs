@@ -31,6 +31,10 @@ pub enum Error {
     #[error(transparent)]
     Key(crate::crypto::keyring::KeyError),
 
+    /// A value could not be encrypted or decrypted.
+    #[error(transparent)]
+    Envelope(#[from] crate::crypto::envelope::EnvelopeError),
+
     /// Status could not be serialized.
     #[error("cannot serialize status: {0}")]
     SerializeStatus(#[from] serde_json::Error),
@@ -46,6 +50,7 @@ impl Error {
             Self::RenderCrds(_) => "render_crds",
             Self::Random(_) => "random",
             Self::Key(_) => "key",
+            Self::Envelope(_) => "envelope",
             Self::SerializeStatus(_) => "serialize_status",
         }
     }

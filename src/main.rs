@@ -54,6 +54,13 @@ enum Command {
         /// A Secret manifest file holding the verifier record.
         #[arg(long)]
         file: Option<PathBuf>,
+        /// Keyring file, for an encrypted record read with --file (with --secret the
+        /// EncryptionKey's keyring is read from the cluster).
+        #[arg(long, requires = "file")]
+        keyring: Option<PathBuf>,
+        /// Key-encryption key file, when that keyring is wrapped.
+        #[arg(long, requires = "keyring")]
+        kek: Option<PathBuf>,
     },
     /// Generate a 256-bit key from the operating system's CSPRNG and print it.
     Genkey {
@@ -139,7 +146,9 @@ fn main() -> ExitCode {
             secret,
             namespace,
             file,
-        } => verify(secret, namespace, file).map_err(|error| error.to_string()),
+            keyring,
+            kek,
+        } => verify(secret, namespace, file, keyring, kek).map_err(|error| error.to_string()),
         Command::Genkey { output, name } => genkey(output, name).map_err(|error| error.to_string()),
         Command::Encrypt(args) => cipher(&args, true).map_err(|error| error.to_string()),
         Command::Decrypt(args) => cipher(&args, false).map_err(|error| error.to_string()),
@@ -167,10 +176,15 @@ fn verify(
     secret: Option<String>,
     namespace: Option<String>,
     file: Option<PathBuf>,
+    keyring: Option<PathBuf>,
+    kek: Option<PathBuf>,
 ) -> Result<ExitCode, tools::ToolError> {
     let presented = tools::read_secret(std::io::stdin().lock())?;
+    let keyring = keyring
+        .map(|path| tools::keyring_from_file(&path, kek.as_deref()))
+        .transpose()?;
     let record = match (file, secret) {
-        (Some(path), _) => tools::record_from_file(&path)?,
+        (Some(path), _) => tools::record_from_file(&path, keyring.as_ref())?,
         (None, Some(name)) => block_on(tools::record_from_cluster(namespace.as_deref(), &name))?,
         (None, None) => unreachable!("clap requires --secret or --file"),
     };

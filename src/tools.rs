@@ -48,6 +48,8 @@ pub enum ToolError {
     Context(String),
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    #[error("{0}")]
+    KeyringUnavailable(String),
     #[error("the ciphertext is not UTF-8 text")]
     NotText,
     #[error(transparent)]
@@ -85,7 +87,11 @@ pub fn hash_hex(algorithm: HashAlgorithm, secret: &SecretBytes) -> String {
 
 /// The verifier record in a Secret manifest file (YAML or JSON, as `kubectl get secret
 /// -o yaml` writes it).
-pub fn record_from_file(path: &Path) -> Result<VerifierRecord, ToolError> {
+/// Encrypted records are decrypted with `keyring`, which they need.
+pub fn record_from_file(
+    path: &Path,
+    keyring: Option<&Keyring>,
+) -> Result<VerifierRecord, ToolError> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ToolError::ReadFile {
         path: shown.clone(),
@@ -95,7 +101,16 @@ pub fn record_from_file(path: &Path) -> Result<VerifierRecord, ToolError> {
         path: shown.clone(),
         source,
     })?;
-    record_from_secret(&shown, secret.data)
+    let namespace = secret.metadata.namespace.clone().unwrap_or_default();
+    let name = secret.metadata.name.clone().unwrap_or_default();
+    let record = record_from_secret(&shown, secret.data)?;
+    match (record.encryption_key(), keyring) {
+        (None, _) => Ok(record),
+        (Some(_), Some(keyring)) => Ok(record.opened(keyring, &namespace, &name)?),
+        (Some(key), None) => Err(ToolError::KeyringUnavailable(format!(
+            "the record is encrypted under EncryptionKey {key:?}: pass its keyring with --keyring"
+        ))),
+    }
 }
 
 /// The verifier record in Secret `namespace/name` of the cluster.
@@ -107,11 +122,19 @@ pub async fn record_from_cluster(
         .await
         .map_err(crate::Error::from)?;
     let secrets: Api<Secret> = match namespace {
-        Some(namespace) => Api::namespaced(client, namespace),
-        None => Api::default_namespaced(client),
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::default_namespaced(client.clone()),
     };
+    let namespace = namespace.map_or_else(|| client.default_namespace().to_owned(), str::to_owned);
     let secret = secrets.get(name).await.map_err(crate::Error::from)?;
-    record_from_secret(name, secret.data)
+    let record = record_from_secret(name, secret.data)?;
+    let Some(key) = record.encryption_key() else {
+        return Ok(record);
+    };
+    let keyring = crate::controller::encryption_key::load_keyring(&client, &namespace, key)
+        .await?
+        .map_err(ToolError::KeyringUnavailable)?;
+    Ok(record.opened(&keyring, &namespace, name)?)
 }
 
 fn record_from_secret(

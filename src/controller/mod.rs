@@ -43,10 +43,14 @@ pub async fn run(client: Client, options: RunOptions) -> Result<()> {
         options.policy,
         options.instance.clone(),
     ));
-    let oauth_clients = oauth_client::controller(api(&client, &options), api(&client, &options))
-        .shutdown_on_signal()
-        .run(oauth_client::reconcile, error_policy, context.clone())
-        .for_each(|result| async move { log_outcome("OAuthClient", result) });
+    let oauth_clients = oauth_client::controller(
+        api(&client, &options),
+        api(&client, &options),
+        api(&client, &options),
+    )
+    .shutdown_on_signal()
+    .run(oauth_client::reconcile, error_policy, context.clone())
+    .for_each(|result| async move { log_outcome("OAuthClient", result) });
     let encryption_keys = encryption_key::controller(
         api(&client, &options),
         api(&client, &options),

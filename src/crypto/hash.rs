@@ -18,6 +18,8 @@ use sha2::{Digest, Sha256, Sha384, Sha512};
 use subtle::ConstantTimeEq;
 
 use super::SecretBytes;
+use super::envelope::{Context, Envelope, EnvelopeError};
+use super::keyring::Keyring;
 use crate::crd::oauth_client::HashAlgorithm;
 
 /// Keys of a verifier record in a Secret's `data`.
@@ -30,6 +32,8 @@ pub mod keys {
     pub const PREVIOUS_ALGORITHM: &str = "previousAlgorithm";
     pub const PREVIOUS_HASH: &str = "previousHash";
     pub const PREVIOUS_CLIENT_SECRET: &str = "previousClientSecret";
+    pub const ENCRYPTED_CLIENT_SECRET: &str = "encryptedClientSecret";
+    pub const PREVIOUS_ENCRYPTED_CLIENT_SECRET: &str = "previousEncryptedClientSecret";
     pub const PREVIOUS_EXPIRES_AT: &str = "previousExpiresAt";
 }
 
@@ -65,6 +69,9 @@ pub enum Credential {
     },
     /// The secret itself, for verifiers allowed plaintext by policy.
     Plaintext(SecretBytes),
+    /// The secret as AES-256-GCM ciphertext under an EncryptionKey, for verifiers that
+    /// need it back. Verifying needs the keyring: see [`VerifierRecord::opened`].
+    Encrypted(Envelope),
 }
 
 impl Credential {
@@ -87,14 +94,30 @@ impl Credential {
                 .ct_eq(expected.as_slice())
                 .into(),
             Self::Plaintext(secret) => secret.ct_eq(presented),
+            Self::Encrypted(_) => false,
         }
+    }
+
+    /// The credential that keeps `secret` encrypted under the keyring's primary version,
+    /// bound to the verifier Secret `secret_name` in `namespace`.
+    pub fn encrypted(
+        keyring: &Keyring,
+        namespace: &str,
+        secret_name: &str,
+        secret: &[u8],
+    ) -> Result<Self, EnvelopeError> {
+        Ok(Self::Encrypted(Envelope::seal(
+            keyring,
+            &context(namespace, secret_name),
+            secret,
+        )?))
     }
 
     /// The algorithm of a hashed credential.
     pub fn algorithm(&self) -> Option<HashAlgorithm> {
         match self {
             Self::Hashed { algorithm, .. } => Some(*algorithm),
-            Self::Plaintext(_) => None,
+            Self::Plaintext(_) | Self::Encrypted(_) => None,
         }
     }
 }
@@ -142,6 +165,43 @@ impl VerifierRecord {
         }
     }
 
+    /// The record with encrypted credentials decrypted, ready to [`verify`](Self::verify).
+    /// `namespace` and `secret_name` locate the verifier Secret, which the ciphertext is
+    /// bound to.
+    pub fn opened(
+        &self,
+        keyring: &Keyring,
+        namespace: &str,
+        secret_name: &str,
+    ) -> Result<Self, EnvelopeError> {
+        let open = |credential: &Credential| match credential {
+            Credential::Encrypted(envelope) => Ok::<_, EnvelopeError>(Credential::Plaintext(
+                envelope.open(keyring, &context(namespace, secret_name))?,
+            )),
+            other => Ok(other.clone()),
+        };
+        let previous = match &self.previous {
+            Some(previous) => Some(PreviousCredential {
+                credential: open(&previous.credential)?,
+                expires_at: previous.expires_at,
+            }),
+            None => None,
+        };
+        Ok(Self {
+            current: open(&self.current)?,
+            previous,
+            ..self.clone()
+        })
+    }
+
+    /// The EncryptionKey an encrypted record depends on.
+    pub fn encryption_key(&self) -> Option<&str> {
+        match &self.current {
+            Credential::Encrypted(envelope) => Some(&envelope.key_name),
+            _ => None,
+        }
+    }
+
     /// The record as Secret `data`.
     pub fn to_data(&self) -> BTreeMap<String, ByteString> {
         let mut data = BTreeMap::new();
@@ -153,21 +213,9 @@ impl VerifierRecord {
             keys::SECRET_VERSION,
             self.secret_version.to_string().into_bytes(),
         );
-        put_credential(
-            &mut put,
-            &self.current,
-            keys::ALGORITHM,
-            keys::HASH,
-            keys::CLIENT_SECRET,
-        );
+        put_credential(&mut put, &self.current, CURRENT);
         if let Some(previous) = &self.previous {
-            put_credential(
-                &mut put,
-                &previous.credential,
-                keys::PREVIOUS_ALGORITHM,
-                keys::PREVIOUS_HASH,
-                keys::PREVIOUS_CLIENT_SECRET,
-            );
+            put_credential(&mut put, &previous.credential, PREVIOUS);
             put(
                 keys::PREVIOUS_EXPIRES_AT,
                 previous.expires_at.to_string().into_bytes(),
@@ -191,14 +239,8 @@ impl VerifierRecord {
                 key: keys::SECRET_VERSION,
                 reason: "not a positive integer",
             })?;
-        let current = read_credential(data, keys::ALGORITHM, keys::HASH, keys::CLIENT_SECRET)?
-            .ok_or(RecordError::Missing(keys::HASH))?;
-        let previous = match read_credential(
-            data,
-            keys::PREVIOUS_ALGORITHM,
-            keys::PREVIOUS_HASH,
-            keys::PREVIOUS_CLIENT_SECRET,
-        )? {
+        let current = read_credential(data, CURRENT)?.ok_or(RecordError::Missing(keys::HASH))?;
+        let previous = match read_credential(data, PREVIOUS)? {
             None => None,
             Some(credential) => {
                 let expires_at = text(data, keys::PREVIOUS_EXPIRES_AT)?
@@ -223,57 +265,95 @@ impl VerifierRecord {
     }
 }
 
-fn put_credential(
-    put: &mut impl FnMut(&str, Vec<u8>),
-    credential: &Credential,
-    algorithm_key: &str,
-    hash_key: &str,
-    secret_key: &str,
-) {
+/// The data keys of one credential slot.
+struct Slot {
+    algorithm: &'static str,
+    hash: &'static str,
+    secret: &'static str,
+    encrypted: &'static str,
+}
+
+const CURRENT: Slot = Slot {
+    algorithm: keys::ALGORITHM,
+    hash: keys::HASH,
+    secret: keys::CLIENT_SECRET,
+    encrypted: keys::ENCRYPTED_CLIENT_SECRET,
+};
+
+const PREVIOUS: Slot = Slot {
+    algorithm: keys::PREVIOUS_ALGORITHM,
+    hash: keys::PREVIOUS_HASH,
+    secret: keys::PREVIOUS_CLIENT_SECRET,
+    encrypted: keys::PREVIOUS_ENCRYPTED_CLIENT_SECRET,
+};
+
+/// Where an encrypted credential lives. Current and previous share the field, so a
+/// rotation moves the ciphertext between slots without re-encrypting it.
+fn context<'a>(namespace: &'a str, secret_name: &'a str) -> Context<'a> {
+    Context {
+        namespace,
+        name: secret_name,
+        field: keys::CLIENT_SECRET,
+    }
+}
+
+fn put_credential(put: &mut impl FnMut(&str, Vec<u8>), credential: &Credential, slot: Slot) {
     match credential {
         Credential::Hashed { algorithm, digest } => {
-            put(algorithm_key, algorithm.as_str().as_bytes().to_vec());
-            put(hash_key, hex::encode(digest).into_bytes());
+            put(slot.algorithm, algorithm.as_str().as_bytes().to_vec());
+            put(slot.hash, hex::encode(digest).into_bytes());
         }
-        Credential::Plaintext(secret) => put(secret_key, secret.expose().to_vec()),
+        Credential::Plaintext(secret) => put(slot.secret, secret.expose().to_vec()),
+        Credential::Encrypted(envelope) => put(slot.encrypted, envelope.to_string().into_bytes()),
     }
 }
 
 fn read_credential(
     data: &BTreeMap<String, ByteString>,
-    algorithm_key: &'static str,
-    hash_key: &'static str,
-    secret_key: &'static str,
+    slot: Slot,
 ) -> Result<Option<Credential>, RecordError> {
-    match (data.get(hash_key), data.get(secret_key)) {
-        (Some(_), Some(_)) => Err(RecordError::Invalid {
-            key: secret_key,
-            reason: "present beside a hash",
-        }),
-        (None, Some(secret)) => Ok(Some(Credential::Plaintext(SecretBytes::new(
-            secret.0.clone(),
-        )))),
-        (None, None) => Ok(None),
-        (Some(_), None) => {
-            let name = text(data, algorithm_key)?.ok_or(RecordError::Missing(algorithm_key))?;
-            let algorithm = parse_algorithm(&name).ok_or(RecordError::UnknownAlgorithm {
-                key: algorithm_key,
-                name,
-            })?;
-            let encoded = text(data, hash_key)?.ok_or(RecordError::Missing(hash_key))?;
-            let digest = hex::decode(&encoded).map_err(|_| RecordError::Invalid {
-                key: hash_key,
-                reason: "not hex",
-            })?;
-            if digest.len() != digest_len(algorithm) {
-                return Err(RecordError::Invalid {
-                    key: hash_key,
-                    reason: "wrong length for its algorithm",
-                });
-            }
-            Ok(Some(Credential::Hashed { algorithm, digest }))
-        }
+    let forms = [slot.hash, slot.secret, slot.encrypted]
+        .into_iter()
+        .filter(|key| data.contains_key(*key))
+        .count();
+    if forms > 1 {
+        return Err(RecordError::Invalid {
+            key: slot.secret,
+            reason: "present beside another form of the credential",
+        });
     }
+    if let Some(secret) = data.get(slot.secret) {
+        return Ok(Some(Credential::Plaintext(SecretBytes::new(
+            secret.0.clone(),
+        ))));
+    }
+    if let Some(envelope) = text(data, slot.encrypted)? {
+        let envelope = Envelope::parse(&envelope).map_err(|_| RecordError::Invalid {
+            key: slot.encrypted,
+            reason: "not a keyward envelope",
+        })?;
+        return Ok(Some(Credential::Encrypted(envelope)));
+    }
+    if !data.contains_key(slot.hash) {
+        return Ok(None);
+    }
+    let name = text(data, slot.algorithm)?.ok_or(RecordError::Missing(slot.algorithm))?;
+    let algorithm = parse_algorithm(&name).ok_or(RecordError::UnknownAlgorithm {
+        key: slot.algorithm,
+        name,
+    })?;
+    let encoded = text(data, slot.hash)?.ok_or(RecordError::Missing(slot.hash))?;
+    let digest = hex::decode(&encoded).map_err(|_| RecordError::Invalid {
+        key: slot.hash,
+        reason: "not hex",
+    })?;
+    if digest.len() != digest_len(algorithm) {
+        return Err(RecordError::Invalid {
+            key: slot.hash,
+            reason: "wrong length for its algorithm",
+        });
+    }
+    Ok(Some(Credential::Hashed { algorithm, digest }))
 }
 
 fn text(

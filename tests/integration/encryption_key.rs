@@ -448,3 +448,96 @@ async fn a_wrapped_keyring_holds_no_raw_key_and_a_lost_keyring_is_never_replaced
     );
     assert!(degraded.meta().uid.is_some());
 }
+
+#[tokio::test]
+async fn an_encrypted_oauth_client_waits_for_its_key_then_verifies_and_its_ciphertext_cannot_move()
+{
+    use crate::oauth_client::{delivered_secret, keyward_verify, secrets_holding};
+    let cluster = support::cluster("key-encrypted-client").await;
+    let _operator = operator(&cluster);
+    let client = json!({"apiVersion": "keyward.io/v1alpha1", "kind": "OAuthClient", "metadata": {"name": "introspection"},
+        "spec": {"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"}}});
+    manifest::apply(&cluster.client, &cluster.namespace, "gitops", &client)
+        .await
+        .expect("OAuthClient applies");
+    let clients: Api<keyward::crd::OAuthClient> =
+        Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let ready_reason = |client: &keyward::crd::OAuthClient| {
+        let status = client.status.as_ref()?;
+        wait::current_condition(client, &status.conditions, "Ready")
+            .map(|ready| ready.reason.clone())
+    };
+    wait::until(
+        &clients,
+        "introspection",
+        "the client waits for its EncryptionKey",
+        |client| ready_reason(client).as_deref() == Some("EncryptionKeyNotReady"),
+    )
+    .await;
+    assert!(
+        secrets(&cluster)
+            .get_opt("introspection-credentials")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing issued without the key"
+    );
+
+    apply_key(&cluster, "apim", json!({})).await;
+    wait::until(
+        &clients,
+        "introspection",
+        "the client is issued once the key is ready",
+        |client| ready_reason(client).as_deref() == Some("Issued"),
+    )
+    .await;
+    let verifier = secrets(&cluster)
+        .get("introspection-verifier")
+        .await
+        .expect("verifier");
+    assert_eq!(
+        verifier
+            .labels()
+            .get("keyward.io/encryption-key")
+            .map(String::as_str),
+        Some("apim")
+    );
+    let data = verifier.data.clone().expect("data");
+    let envelope = String::from_utf8(data["encryptedClientSecret"].0.clone()).expect("UTF-8");
+    assert!(envelope.starts_with("keyward:v1:apim:1:"), "{envelope}");
+    assert!(!data.contains_key("hash") && !data.contains_key("clientSecret"));
+
+    let plaintext = delivered_secret(&cluster, "introspection-credentials").await;
+    assert_eq!(
+        secrets_holding(&cluster, &plaintext).await,
+        vec![format!("{}/introspection-credentials", cluster.namespace)]
+    );
+    assert_eq!(
+        keyward_verify(&cluster, "introspection-verifier", &plaintext),
+        0,
+        "decrypts with the cluster keyring and verifies"
+    );
+    assert_eq!(
+        keyward_verify(&cluster, "introspection-verifier", "not-the-secret"),
+        1
+    );
+
+    // The same ciphertext copied into another Secret does not decrypt there.
+    let copy = Secret {
+        metadata: ObjectMeta {
+            name: Some("copied-verifier".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(data),
+        ..Secret::default()
+    };
+    secrets(&cluster)
+        .create(&PostParams::default(), &copy)
+        .await
+        .expect("copy created");
+    assert_eq!(
+        keyward_verify(&cluster, "copied-verifier", &plaintext),
+        2,
+        "a moved ciphertext fails to decrypt"
+    );
+}

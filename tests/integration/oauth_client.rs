@@ -49,7 +49,7 @@ async fn until_ready(
 ) -> OAuthClient {
     let status = if reason.ends_with("NotAllowed")
         || reason.ends_with("Missing")
-        || reason.ends_with("NotAvailable")
+        || reason.ends_with("NotReady")
     {
         "False"
     } else {
@@ -65,7 +65,7 @@ async fn until_ready(
     .await
 }
 
-async fn delivered_secret(cluster: &TestCluster, name: &str) -> String {
+pub async fn delivered_secret(cluster: &TestCluster, name: &str) -> String {
     let secret = secrets(cluster)
         .get(name)
         .await
@@ -84,7 +84,7 @@ async fn verifier_record(cluster: &TestCluster, name: &str) -> VerifierRecord {
 
 /// Runs `keyward verify --secret NAME -n NAMESPACE` with `presented` on stdin; returns the
 /// exit code.
-fn keyward_verify(cluster: &TestCluster, verifier: &str, presented: &str) -> i32 {
+pub fn keyward_verify(cluster: &TestCluster, verifier: &str, presented: &str) -> i32 {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .args(["verify", "--secret", verifier, "-n", &cluster.namespace])
         .env("KUBECONFIG", &support::control_plane().kubeconfig)
@@ -107,7 +107,7 @@ fn keyward_verify(cluster: &TestCluster, verifier: &str, presented: &str) -> i32
 }
 
 /// Every Secret in the cluster whose data contains `plaintext`, as namespace/name.
-async fn secrets_holding(cluster: &TestCluster, plaintext: &str) -> Vec<String> {
+pub async fn secrets_holding(cluster: &TestCluster, plaintext: &str) -> Vec<String> {
     let all: Api<Secret> = Api::all(cluster.client.clone());
     all.list(&ListParams::default())
         .await
@@ -490,7 +490,7 @@ async fn every_algorithm_and_plaintext_round_trip_when_the_policy_allows_them() 
 }
 
 #[tokio::test]
-async fn legacy_algorithms_plaintext_and_encrypted_secrets_are_refused_with_named_reasons() {
+async fn legacy_algorithms_plaintext_and_a_missing_encryption_key_are_refused_with_named_reasons() {
     let cluster = support::cluster("oauth-policy").await;
     let _operator = operator(&cluster, &[]);
     apply_client(&cluster, "legacy", json!({"hashAlgorithm": "MD5"})).await;
@@ -508,7 +508,7 @@ async fn legacy_algorithms_plaintext_and_encrypted_secrets_are_refused_with_name
         "{message}"
     );
     until_ready(&cluster, "plain", "PlaintextNotAllowed", None).await;
-    until_ready(&cluster, "encrypted", "EncryptionNotAvailable", None).await;
+    until_ready(&cluster, "encrypted", "EncryptionKeyNotReady", None).await;
     let issued = secrets(&cluster)
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=keyward"))
         .await

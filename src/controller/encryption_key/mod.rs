@@ -109,6 +109,42 @@ fn keys_in<O: Resource>(
         .collect()
 }
 
+/// The keyring of EncryptionKey `name` in `namespace`, for other resources that encrypt
+/// under it; `Err` says, for status, why it is not usable yet.
+pub async fn load_keyring(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Result<Keyring, String>> {
+    let keys: Api<EncryptionKey> = Api::namespaced(client.clone(), namespace);
+    let Some(key) = keys.get_opt(name).await? else {
+        return Ok(Err(format!(
+            "EncryptionKey {name:?} named in spec.encryptionKeyRef does not exist"
+        )));
+    };
+    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let kek = match &key.spec.key_encryption_key_ref {
+        None => None,
+        Some(reference) => {
+            match secrets::read_key(&secrets_api, &reference.name, &reference.key).await? {
+                Ok(kek) => Some(kek),
+                Err(_) => {
+                    return Ok(Err(format!(
+                        "EncryptionKey {name:?} cannot read its key-encryption key"
+                    )));
+                }
+            }
+        }
+    };
+    let keyring_name = secrets::SecretNames::of(&key).keyring;
+    Ok(
+        match secrets::read_keyring(&secrets_api, &key, &keyring_name, kek.as_ref()).await? {
+            secrets::StoredKeyring::Present(keyring) => Ok(keyring),
+            _ => Err(format!("EncryptionKey {name:?} has no usable keyring yet")),
+        },
+    )
+}
+
 /// A reason the key cannot be ready, and whether it is a fault (`Degraded`) rather than
 /// something to wait for.
 struct Problem {

@@ -10,7 +10,8 @@ use std::time::Duration;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::oauth_client::{OAuthClientSpec, SecretType};
-use crate::crypto::{Credential, RecordError, SecretBytes, VerifierRecord};
+use crate::crypto::envelope::EnvelopeError;
+use crate::crypto::{Credential, Keyring, RecordError, SecretBytes, VerifierRecord};
 
 /// What the operator's flags allow.
 #[derive(Clone, Copy, Debug, Default)]
@@ -33,6 +34,9 @@ pub enum Verifier {
 #[derive(Debug)]
 pub struct IssuedRecord {
     pub record: VerifierRecord,
+    /// The record with encrypted credentials decrypted, when it has them and the key is
+    /// at hand; comparisons use it.
+    pub opened: Option<VerifierRecord>,
     /// `spec.rotation.generation` when the current secret was issued.
     pub rotation_generation: i64,
     pub issued_at: Timestamp,
@@ -74,6 +78,9 @@ pub struct Observed {
     pub status_secret_version: Option<i64>,
     /// A Secret keyward would write exists but belongs to someone else.
     pub foreign_secret: Option<String>,
+    /// For `Encrypted` secrets: the referenced EncryptionKey's keyring, or why it is not
+    /// usable yet.
+    pub keyring: Option<Result<Keyring, String>>,
 }
 
 /// Why a new secret is issued.
@@ -110,8 +117,9 @@ pub enum Step {
         reason: &'static str,
         message: String,
     },
-    /// The import source is not there (yet); never generate in its place.
-    WaitForImportSource {
+    /// Something the client needs is not there (yet): the import source, the
+    /// EncryptionKey. Never generate in its place.
+    Wait {
         reason: &'static str,
         message: String,
     },
@@ -151,6 +159,12 @@ pub fn next_step(
     }
     if let Some(refusal) = refusal(spec, policy) {
         return refusal;
+    }
+    if let Some(Err(message)) = &observed.keyring {
+        return Step::Wait {
+            reason: "EncryptionKeyNotReady",
+            message: message.clone(),
+        };
     }
     if let Some(import) = &spec.import_from {
         return import_step(spec, observed, &import.secret_name, now);
@@ -246,10 +260,6 @@ fn refusal(spec: &OAuthClientSpec, policy: Policy) -> Option<Step> {
             reason: "PlaintextNotAllowed",
             message: "spec.secretType Plaintext is not allowed by the operator's policy; use Hashed, or start the operator with --allow-plaintext-secrets".into(),
         }),
-        SecretType::Encrypted => Some(Step::Refuse {
-            reason: "EncryptionNotAvailable",
-            message: "spec.secretType Encrypted needs EncryptionKey support, which this keyward version does not have yet; no secret was issued".into(),
-        }),
         _ => None,
     }
 }
@@ -271,7 +281,7 @@ fn import_step(
             return match issued {
                 // Imported before; the source may be gone on purpose.
                 Some(issued) => up_to_date_or_housekeeping(spec, issued, None, None, now),
-                None => Step::WaitForImportSource {
+                None => Step::Wait {
                     reason: "ImportSourceMissing",
                     message: format!(
                         "waiting for Secret {source_name:?} named in spec.importFrom.secretName"
@@ -280,7 +290,7 @@ fn import_step(
             };
         }
         ImportSource::MissingKey(key) => {
-            return Step::WaitForImportSource {
+            return Step::Wait {
                 reason: "ImportSourceKeyMissing",
                 message: format!("Secret {source_name:?} has no key {key:?} (spec.importFrom)"),
             };
@@ -295,7 +305,12 @@ fn import_step(
         .unwrap_or_default();
     match issued {
         Some(issued)
-            if issued.record.current.matches(secret.expose())
+            if issued
+                .opened
+                .as_ref()
+                .unwrap_or(&issued.record)
+                .current
+                .matches(secret.expose())
                 && credential_fits(&issued.record.current, spec)
                 && issued.record.client_id == client_id =>
         {
@@ -323,6 +338,10 @@ fn credential_fits(credential: &Credential, spec: &OAuthClientSpec) -> bool {
             *algorithm == spec.hash_algorithm
         }
         (Credential::Plaintext(_), SecretType::Plaintext) => true,
+        (Credential::Encrypted(envelope), SecretType::Encrypted) => spec
+            .encryption_key_ref
+            .as_ref()
+            .is_some_and(|key| key.name == envelope.key_name),
         _ => false,
     }
 }
@@ -367,14 +386,27 @@ fn duration(value: Duration) -> SignedDuration {
     SignedDuration::try_from(value).unwrap_or(SignedDuration::MAX)
 }
 
-/// The credential the spec asks the verifier to keep for `secret`.
-pub fn credential_for(spec: &OAuthClientSpec, secret: &SecretBytes) -> Credential {
-    match spec.secret_type {
-        SecretType::Plaintext => Credential::Plaintext(secret.clone()),
-        SecretType::Hashed | SecretType::Encrypted => {
-            Credential::hashed(spec.hash_algorithm, secret.expose())
+/// The credential the spec asks the verifier to keep for `secret`; `Encrypted` seals it
+/// under `keyring`, bound to the verifier Secret `verifier` in `namespace`.
+pub fn credential_for(
+    spec: &OAuthClientSpec,
+    secret: &SecretBytes,
+    keyring: Option<&Keyring>,
+    namespace: &str,
+    verifier: &str,
+) -> Result<Credential, EnvelopeError> {
+    Ok(match (spec.secret_type, keyring) {
+        (SecretType::Plaintext, _) => Credential::Plaintext(secret.clone()),
+        (SecretType::Hashed, _) => Credential::hashed(spec.hash_algorithm, secret.expose()),
+        (SecretType::Encrypted, Some(keyring)) => {
+            Credential::encrypted(keyring, namespace, verifier, secret.expose())?
         }
-    }
+        (SecretType::Encrypted, None) => {
+            return Err(EnvelopeError::Encrypt(
+                "the EncryptionKey's keyring is not loaded",
+            ));
+        }
+    })
 }
 
 #[cfg(test)]
@@ -399,6 +431,7 @@ mod tests {
                 current: Credential::hashed(HashAlgorithm::Sha256, b"secret"),
                 previous: None,
             },
+            opened: None,
             rotation_generation,
             issued_at: at(issued_at),
             delivery_deleted_at: None,
@@ -412,6 +445,7 @@ mod tests {
             import_source: ImportSource::NotConfigured,
             status_secret_version: None,
             foreign_secret: None,
+            keyring: None,
         }
     }
 
@@ -653,7 +687,7 @@ mod tests {
         waiting.import_source = ImportSource::Missing;
         assert!(matches!(
             next_step(&import, &waiting, Policy::default(), at(0)),
-            Step::WaitForImportSource {
+            Step::Wait {
                 reason: "ImportSourceMissing",
                 ..
             }

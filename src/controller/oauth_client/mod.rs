@@ -27,15 +27,21 @@ use self::decide::{IssueCause, Observed, Step, Verifier};
 use self::secrets::SecretNames;
 use super::{Context, apply_status, namespaced_api, watcher_config};
 use crate::crd::oauth_client::SecretType;
-use crate::crd::{ConditionStatus, ConditionType, OAuthClient, OAuthClientStatus, set_condition};
+use crate::crd::{
+    ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, set_condition,
+};
 use crate::crypto::secret::{generate_client_id, generate_client_secret};
 use crate::crypto::{PreviousCredential, VerifierRecord};
 use crate::{Error, Result};
 
 /// The OAuthClient controller, watching `api` and the Secrets of `secrets`' scope.
-pub fn controller(api: Api<OAuthClient>, secrets: Api<Secret>) -> Controller<OAuthClient> {
+pub fn controller(
+    api: Api<OAuthClient>,
+    secrets: Api<Secret>,
+    keys: Api<EncryptionKey>,
+) -> Controller<OAuthClient> {
     let controller = Controller::new(api, watcher_config());
-    let store = controller.store();
+    let (store, key_users) = (controller.store(), controller.store());
     controller
         .owns(
             secrets.clone(),
@@ -43,6 +49,9 @@ pub fn controller(api: Api<OAuthClient>, secrets: Api<Secret>) -> Controller<OAu
         )
         .watches(secrets, watcher_config(), move |secret| {
             importers_of(&store, &secret)
+        })
+        .watches(keys, watcher_config(), move |key| {
+            encrypting_under(&key_users, &key)
         })
 }
 
@@ -66,6 +75,28 @@ fn importers_of(store: &Store<OAuthClient>, secret: &Secret) -> Vec<ObjectRef<OA
         .collect()
 }
 
+/// OAuthClients whose secret is encrypted under `key`, so they proceed once it is ready.
+fn encrypting_under(
+    store: &Store<OAuthClient>,
+    key: &EncryptionKey,
+) -> Vec<ObjectRef<OAuthClient>> {
+    let namespace = key.namespace();
+    let name = key.name_any();
+    store
+        .state()
+        .iter()
+        .filter(|client| client.namespace() == namespace)
+        .filter(|client| {
+            client
+                .spec
+                .encryption_key_ref
+                .as_ref()
+                .is_some_and(|reference| reference.name == name)
+        })
+        .map(|client| ObjectRef::from_obj(client.as_ref()))
+        .collect()
+}
+
 /// Takes the next step for one OAuthClient.
 pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Result<Action> {
     let namespace = client.namespace().ok_or(Error::MissingObjectField {
@@ -84,7 +115,7 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
         None => Action::await_change(),
     };
     let action = match step {
-        Step::Refuse { reason, message } | Step::WaitForImportSource { reason, message } => {
+        Step::Refuse { reason, message } | Step::Wait { reason, message } => {
             report(
                 &context,
                 &client,
@@ -113,7 +144,7 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
 fn step_name(step: &Step) -> &'static str {
     match step {
         Step::Refuse { .. } => "refuse",
-        Step::WaitForImportSource { .. } => "wait-for-import-source",
+        Step::Wait { .. } => "wait",
         Step::Issue { .. } => "issue",
         Step::CompleteIssue => "complete-issue",
         Step::Import { .. } => "import",
@@ -134,6 +165,15 @@ async fn take(
     now: Timestamp,
 ) -> Result<()> {
     let spec = &client.spec;
+    let namespace = client.namespace().unwrap_or_default();
+    let keyring = observed
+        .keyring
+        .as_ref()
+        .and_then(|keyring| keyring.as_ref().ok());
+    let credential_for = |secret: &crate::crypto::SecretBytes| {
+        decide::credential_for(spec, secret, keyring, &namespace, &names.verifier)
+            .map_err(Error::Envelope)
+    };
     let issued = match observed.verifier {
         Verifier::Present(issued) => Some(issued),
         Verifier::Absent | Verifier::Damaged(_) => None,
@@ -173,7 +213,7 @@ async fn take(
             let record = VerifierRecord {
                 client_id: client_id.clone(),
                 secret_version: version,
-                current: decide::credential_for(spec, &secret),
+                current: credential_for(&secret)?,
                 previous: previous_after_rotation(),
             };
             let bookkeeping = secrets::Bookkeeping {
@@ -192,7 +232,7 @@ async fn take(
             let record = VerifierRecord {
                 client_id: delivered.client_id.clone(),
                 secret_version: delivered.secret_version,
-                current: decide::credential_for(spec, &delivered.secret),
+                current: credential_for(&delivered.secret)?,
                 previous: previous_after_rotation(),
             };
             let bookkeeping = secrets::Bookkeeping {
@@ -222,7 +262,7 @@ async fn take(
             let record = VerifierRecord {
                 client_id: client_id.clone(),
                 secret_version: version,
-                current: decide::credential_for(spec, secret),
+                current: credential_for(secret)?,
                 previous: None,
             };
             let bookkeeping = secrets::Bookkeeping {
@@ -289,7 +329,7 @@ async fn take(
                 )
                 .await;
         }
-        Step::Refuse { .. } | Step::WaitForImportSource { .. } | Step::UpToDate { .. } => {}
+        Step::Refuse { .. } | Step::Wait { .. } | Step::UpToDate { .. } => {}
     }
     Ok(())
 }

@@ -10,7 +10,9 @@ use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
 
 use super::decide::{Delivered, ImportSource, IssuedRecord, Observed, Verifier};
+use crate::controller::encryption_key;
 use crate::crd::OAuthClient;
+use crate::crd::oauth_client::SecretType;
 use crate::crypto::hash::keys;
 use crate::crypto::{SecretBytes, VerifierRecord};
 use crate::{Error, FIELD_MANAGER, Result};
@@ -18,6 +20,7 @@ use crate::{Error, FIELD_MANAGER, Result};
 const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 const CLIENT_LABEL: &str = "keyward.io/oauth-client";
 const ROLE_LABEL: &str = "keyward.io/role";
+const KEY_LABEL: &str = "keyward.io/encryption-key";
 const SECRET_VERSION: &str = "keyward.io/secret-version";
 const ROTATION_GENERATION: &str = "keyward.io/rotation-generation";
 const ISSUED_AT: &str = "keyward.io/issued-at";
@@ -80,6 +83,19 @@ pub async fn load(
     client: &OAuthClient,
     names: &SecretNames,
 ) -> Result<Observed> {
+    let namespace = client.namespace().unwrap_or_default();
+    let keyring = match (client.spec.secret_type, &client.spec.encryption_key_ref) {
+        (SecretType::Encrypted, Some(reference)) => Some(
+            encryption_key::load_keyring(
+                &secrets.clone().into_client(),
+                &namespace,
+                &reference.name,
+            )
+            .await?,
+        ),
+        _ => None,
+    };
+    let usable_keyring = keyring.as_ref().and_then(|keyring| keyring.as_ref().ok());
     let mut foreign_secret = None;
     let mut owned = |secret: Option<Secret>| match secret {
         Some(secret) if !is_owned_by(&secret, client) => {
@@ -108,6 +124,11 @@ pub async fn load(
                         .unwrap_or(Timestamp::UNIX_EPOCH),
                     delivery_deleted_at: annotation(&secret, DELIVERY_DELETED_AT)
                         .and_then(|value| value.parse().ok()),
+                    opened: usable_keyring
+                        .filter(|_| record.encryption_key().is_some())
+                        .and_then(|keyring| {
+                            record.opened(keyring, &namespace, &names.verifier).ok()
+                        }),
                     record,
                 }),
                 Err(error) => Verifier::Damaged(error),
@@ -145,6 +166,7 @@ pub async fn load(
         import_source,
         status_secret_version,
         foreign_secret,
+        keyring,
     })
 }
 
@@ -200,6 +222,7 @@ pub async fn write_delivery(
         client,
         &names.delivery,
         "delivery",
+        None,
         annotations,
         data,
     )
@@ -225,11 +248,17 @@ pub async fn write_verifier(
     if let Some(deleted_at) = bookkeeping.delivery_deleted_at {
         annotations.insert(DELIVERY_DELETED_AT.to_owned(), deleted_at.to_string());
     }
+    // Encrypted records carry their key's label, the default selector of the Secrets a
+    // key rotation re-encrypts.
+    let key_label = record
+        .encryption_key()
+        .map(|key| (KEY_LABEL.to_owned(), key.to_owned()));
     apply(
         secrets,
         client,
         &names.verifier,
         "verifier",
+        key_label,
         annotations,
         record.to_data(),
     )
@@ -250,6 +279,7 @@ async fn apply(
     client: &OAuthClient,
     name: &str,
     role: &str,
+    extra_label: Option<(String, String)>,
     annotations: BTreeMap<String, String>,
     data: BTreeMap<String, ByteString>,
 ) -> Result<()> {
@@ -264,6 +294,7 @@ async fn apply(
         (CLIENT_LABEL.to_owned(), client.name_any()),
         (ROLE_LABEL.to_owned(), role.to_owned()),
     ]);
+    let labels: BTreeMap<String, String> = labels.into_iter().chain(extra_label).collect();
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
