@@ -27,7 +27,7 @@ pub struct Policy {
 pub enum Verifier {
     Absent,
     Damaged(RecordError),
-    Present(IssuedRecord),
+    Present(Box<IssuedRecord>),
 }
 
 /// A readable verifier record and the bookkeeping kept beside it.
@@ -271,7 +271,7 @@ fn import_step(
     now: Timestamp,
 ) -> Step {
     let issued = match &observed.verifier {
-        Verifier::Present(issued) => Some(issued),
+        Verifier::Present(issued) => Some(issued.as_ref()),
         Verifier::Damaged(error) => return damaged(error),
         Verifier::Absent => None,
     };
@@ -483,14 +483,14 @@ mod tests {
         let bumped = spec(serde_json::json!({"rotation": {"generation": 2}}));
         let step = next_step(
             &bumped,
-            &observed(Verifier::Present(issued(3, 1, 0))),
+            &observed(Verifier::Present(Box::new(issued(3, 1, 0)))),
             Policy::default(),
             at(10),
         );
         assert_eq!(issue_of(step), (4, IssueCause::Requested));
         let step = next_step(
             &bumped,
-            &observed(Verifier::Present(issued(4, 2, 10))),
+            &observed(Verifier::Present(Box::new(issued(4, 2, 10)))),
             Policy::default(),
             at(11),
         );
@@ -505,7 +505,7 @@ mod tests {
         let periodic = spec(serde_json::json!({"rotation": {"period": "1h"}}));
         let step = next_step(
             &periodic,
-            &observed(Verifier::Present(issued(1, 0, 0))),
+            &observed(Verifier::Present(Box::new(issued(1, 0, 0)))),
             Policy::default(),
             at(600),
         );
@@ -517,7 +517,7 @@ mod tests {
         }
         let step = next_step(
             &periodic,
-            &observed(Verifier::Present(issued(1, 0, 0))),
+            &observed(Verifier::Present(Box::new(issued(1, 0, 0)))),
             Policy::default(),
             at(3600),
         );
@@ -529,7 +529,7 @@ mod tests {
         let sha512 = spec(serde_json::json!({"hashAlgorithm": "SHA-512"}));
         let step = next_step(
             &sha512,
-            &observed(Verifier::Present(issued(1, 0, 0))),
+            &observed(Verifier::Present(Box::new(issued(1, 0, 0)))),
             Policy::default(),
             at(1),
         );
@@ -543,7 +543,7 @@ mod tests {
             credential: Credential::hashed(HashAlgorithm::Sha256, b"old"),
             expires_at: at(100),
         });
-        let observed = observed(Verifier::Present(record));
+        let observed = observed(Verifier::Present(Box::new(record)));
         let step = next_step(
             &spec(serde_json::json!({})),
             &observed,
@@ -565,7 +565,7 @@ mod tests {
 
     #[test]
     fn a_delivery_newer_than_the_verifier_completes_the_interrupted_issue() {
-        let mut observed = observed(Verifier::Present(issued(1, 0, 0)));
+        let mut observed = observed(Verifier::Present(Box::new(issued(1, 0, 0))));
         observed.delivery = Some(Delivered {
             secret_version: 2,
             client_id: "portal-client".into(),
@@ -583,7 +583,7 @@ mod tests {
 
     #[test]
     fn the_delivery_secret_is_deleted_when_its_ttl_is_over() {
-        let mut observed = observed(Verifier::Present(issued(1, 0, 0)));
+        let mut observed = observed(Verifier::Present(Box::new(issued(1, 0, 0))));
         observed.delivery = Some(Delivered {
             secret_version: 1,
             client_id: "portal-client".into(),
@@ -692,7 +692,7 @@ mod tests {
                 ..
             }
         ));
-        let mut present = observed(Verifier::Present(issued(1, 0, 0)));
+        let mut present = observed(Verifier::Present(Box::new(issued(1, 0, 0))));
         present.import_source = ImportSource::Present {
             secret: SecretBytes::new(b"secret".to_vec()),
             client_id: None,

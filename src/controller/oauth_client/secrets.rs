@@ -114,7 +114,7 @@ pub async fn load(
         None => Verifier::Absent,
         Some(secret) => {
             match VerifierRecord::from_data(secret.data.as_ref().unwrap_or(&BTreeMap::new())) {
-                Ok(record) => Verifier::Present(IssuedRecord {
+                Ok(record) => Verifier::Present(Box::new(IssuedRecord {
                     rotation_generation: annotation(&secret, ROTATION_GENERATION)
                         .and_then(|value| value.parse().ok())
                         .unwrap_or(0),
@@ -130,7 +130,7 @@ pub async fn load(
                             record.opened(keyring, &namespace, &names.verifier).ok()
                         }),
                     record,
-                }),
+                })),
                 Err(error) => Verifier::Damaged(error),
             }
         }
