@@ -92,11 +92,15 @@ enum KeyOutput {
 #[derive(Args, Debug)]
 struct CipherArgs {
     /// Keyring file (JSON, as `keyward genkey --output keyring` writes it).
-    #[arg(long)]
-    keyring: PathBuf,
-    /// Key-encryption key file (hex or base64), when the keyring is wrapped.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "key", required_unless_present = "key")]
+    keyring: Option<PathBuf>,
+    /// Key-encryption key file (hex or base64), when the keyring file is wrapped.
+    #[arg(long, requires = "keyring")]
     kek: Option<PathBuf>,
+    /// Use the keyring of this EncryptionKey in the cluster, in the context's namespace
+    /// (read through $KUBECONFIG, unwrapped with its key-encryption key).
+    #[arg(long)]
+    key: Option<String>,
     /// Where the value lives, NAMESPACE/NAME/FIELD; it is bound into the ciphertext, so a
     /// ciphertext moved elsewhere does not decrypt.
     #[arg(long)]
@@ -221,8 +225,12 @@ fn genkey(output: KeyOutput, name: Option<String>) -> Result<ExitCode, tools::To
 }
 
 fn cipher(args: &CipherArgs, encrypt: bool) -> Result<ExitCode, tools::ToolError> {
-    let keyring = tools::keyring_from_file(&args.keyring, args.kek.as_deref())?;
     let context = tools::parse_context(&args.context)?;
+    let keyring = match (&args.keyring, &args.key) {
+        (Some(path), _) => tools::keyring_from_file(path, args.kek.as_deref())?,
+        (None, Some(key)) => block_on(tools::keyring_from_cluster(&context.0, key))?,
+        (None, None) => unreachable!("clap requires --keyring or --key"),
+    };
     let input = tools::read_secret(std::io::stdin().lock())?;
     if encrypt {
         println!("{}", tools::encrypt(&keyring, &context, &input)?);

@@ -131,9 +131,7 @@ pub async fn record_from_cluster(
     let Some(key) = record.encryption_key() else {
         return Ok(record);
     };
-    let keyring = crate::controller::encryption_key::load_keyring(&client, &namespace, key)
-        .await?
-        .map_err(ToolError::KeyringUnavailable)?;
+    let keyring = keyring_from_cluster(&namespace, key).await?;
     Ok(record.opened(&keyring, &namespace, name)?)
 }
 
@@ -185,6 +183,16 @@ pub fn keyring_from_file(path: &Path, kek: Option<&Path>) -> Result<Keyring, Too
         path: shown,
         source,
     })
+}
+
+/// The keyring of EncryptionKey `name` in `namespace` of the cluster.
+pub async fn keyring_from_cluster(namespace: &str, name: &str) -> Result<Keyring, ToolError> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(crate::Error::from)?;
+    crate::controller::encryption_key::load_keyring(&client, namespace, name)
+        .await?
+        .map_err(ToolError::KeyringUnavailable)
 }
 
 /// Reads key material (hex or base64) from a file.

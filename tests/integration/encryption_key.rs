@@ -540,4 +540,126 @@ async fn an_encrypted_oauth_client_waits_for_its_key_then_verifies_and_its_ciphe
         2,
         "a moved ciphertext fails to decrypt"
     );
+
+    // The cipher tool with the cluster's keyring, by EncryptionKey name.
+    let here = format!("{}/app-config/password", cluster.namespace);
+    let envelope = cipher(
+        &["encrypt", "--key", "apim", "--context", &here],
+        b"db-password",
+    );
+    assert!(
+        envelope.status.success(),
+        "{}",
+        String::from_utf8_lossy(&envelope.stderr)
+    );
+    let decrypted = cipher(
+        &["decrypt", "--key", "apim", "--context", &here],
+        &envelope.stdout,
+    );
+    assert_eq!(decrypted.stdout, b"db-password");
+    let elsewhere = format!("{}/other-config/password", cluster.namespace);
+    let moved = cipher(
+        &["decrypt", "--key", "apim", "--context", &elsewhere],
+        &envelope.stdout,
+    );
+    assert_eq!(moved.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&moved.stderr).contains("belongs to another Secret or field"));
+}
+
+/// Runs `keyward ARGS` against the test cluster with `stdin`.
+fn cipher(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .env("KUBECONFIG", &support::control_plane().kubeconfig)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("keyward runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("stdin written");
+    child.wait_with_output().expect("keyward exits")
+}
+
+#[tokio::test]
+async fn a_selector_target_reaches_a_stateful_set_through_an_environment_variable() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    let cluster = support::cluster("key-statefulset").await;
+    let _operator = operator(&cluster);
+    let stateful_set = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "gateway", "labels": {"tier": "api"}},
+        "spec": {
+            "replicas": 2, "serviceName": "gateway",
+            "selector": {"matchLabels": {"app": "gateway"}},
+            "template": {
+                "metadata": {"labels": {"app": "gateway"}},
+                "spec": {"containers": [{"name": "gateway", "image": "example/gateway:1"}, {"name": "metrics", "image": "example/metrics:1"}]},
+            },
+        },
+    });
+    manifest::apply(&cluster.client, &cluster.namespace, "argocd", &stateful_set)
+        .await
+        .expect("StatefulSet applies");
+    apply_key(&cluster, "gateway-key", json!({
+        "targets": [{"kind": "StatefulSet", "selector": {"matchLabels": {"tier": "api"}}}],
+        "distribution": {"projection": "Env", "format": "Hex", "envName": "GATEWAY_KEY", "containers": ["gateway"]},
+    }))
+    .await;
+    let key = until_ready(&cluster, "gateway-key", "True", "KeyDistributed").await;
+    let distribution = key
+        .status
+        .as_ref()
+        .and_then(|status| status.distribution.clone())
+        .expect("distribution");
+    assert_eq!((distribution.pods_in_sync, distribution.pods_total), (2, 2));
+    let stateful_sets: Api<StatefulSet> =
+        Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let template = stateful_sets
+        .get("gateway")
+        .await
+        .expect("StatefulSet")
+        .spec
+        .expect("spec")
+        .template
+        .spec
+        .expect("pod spec");
+    let env_of = |name: &str| {
+        template
+            .containers
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default()
+    };
+    let gateway_env = env_of("gateway");
+    let key_ref = gateway_env
+        .iter()
+        .find(|env| env.name == "GATEWAY_KEY")
+        .and_then(|env| env.value_from.as_ref())
+        .and_then(|from| from.secret_key_ref.as_ref())
+        .expect("GATEWAY_KEY from a Secret");
+    assert_eq!(
+        (key_ref.name.as_str(), key_ref.key.as_str()),
+        ("gateway-key-distribution", "key.hex")
+    );
+    assert!(
+        env_of("metrics").is_empty(),
+        "only the named container receives the key"
+    );
+    let rendered = secrets(&cluster)
+        .get("gateway-key-distribution")
+        .await
+        .expect("distribution Secret")
+        .data
+        .expect("data")["key.hex"]
+        .0
+        .clone();
+    assert_eq!(rendered.len(), 64);
+    assert!(rendered.iter().all(u8::is_ascii_hexdigit));
 }
