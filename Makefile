@@ -39,3 +39,8 @@ demo: ## Start a local control plane, apply crds/ and examples/, run the operato
 .PHONY: demo-down
 demo-down: ## Stop what `make demo` started.
 	@hack/demo.sh down
+
+.PHONY: fuzz
+fuzz: ## Fuzz the envelope and verifier-record parsers for a minute each (nightly + cargo-fuzz).
+	cargo +nightly fuzz run envelope_parse -- -max_total_time=60
+	cargo +nightly fuzz run verifier_record -- -max_total_time=60
