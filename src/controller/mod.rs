@@ -15,6 +15,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -134,6 +135,26 @@ where
     api.patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     Ok(())
+}
+
+/// The objects in `store` that sit in `object`'s namespace and are `wanted`: what a watch
+/// on another kind maps to.
+fn in_namespace_of<K, O>(
+    store: &Store<K>,
+    object: &O,
+    wanted: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+    O: Resource,
+{
+    let namespace = object.meta().namespace.clone();
+    store
+        .state()
+        .iter()
+        .filter(|candidate| candidate.meta().namespace == namespace && wanted(candidate))
+        .map(|candidate| ObjectRef::from_obj(candidate.as_ref()))
+        .collect()
 }
 
 /// The namespaced API for `object`'s own namespace.

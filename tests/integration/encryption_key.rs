@@ -543,7 +543,7 @@ async fn an_encrypted_oauth_client_waits_for_its_key_then_verifies_and_its_ciphe
 
     // The cipher tool with the cluster's keyring, by EncryptionKey name.
     let here = format!("{}/app-config/password", cluster.namespace);
-    let envelope = cipher(
+    let envelope = support::keyward(
         &["encrypt", "--key", "apim", "--context", &here],
         b"db-password",
     );
@@ -552,38 +552,18 @@ async fn an_encrypted_oauth_client_waits_for_its_key_then_verifies_and_its_ciphe
         "{}",
         String::from_utf8_lossy(&envelope.stderr)
     );
-    let decrypted = cipher(
+    let decrypted = support::keyward(
         &["decrypt", "--key", "apim", "--context", &here],
         &envelope.stdout,
     );
     assert_eq!(decrypted.stdout, b"db-password");
     let elsewhere = format!("{}/other-config/password", cluster.namespace);
-    let moved = cipher(
+    let moved = support::keyward(
         &["decrypt", "--key", "apim", "--context", &elsewhere],
         &envelope.stdout,
     );
     assert_eq!(moved.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&moved.stderr).contains("belongs to another Secret or field"));
-}
-
-/// Runs `keyward ARGS` against the test cluster with `stdin`.
-fn cipher(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(args)
-        .env("KUBECONFIG", &support::control_plane().kubeconfig)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("keyward runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("stdin written");
-    child.wait_with_output().expect("keyward exits")
 }
 
 #[tokio::test]

@@ -3,8 +3,6 @@
 //! the policies, import, TTL, garbage collection — and no plaintext in logs or events.
 
 use std::collections::BTreeMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use k8s_openapi::api::core::v1::{Event, Secret};
 use k8s_openapi::jiff::Timestamp;
@@ -85,25 +83,9 @@ async fn verifier_record(cluster: &TestCluster, name: &str) -> VerifierRecord {
 /// Runs `keyward verify --secret NAME -n NAMESPACE` with `presented` on stdin; returns the
 /// exit code.
 pub fn keyward_verify(cluster: &TestCluster, verifier: &str, presented: &str) -> i32 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
-        .args(["verify", "--secret", verifier, "-n", &cluster.namespace])
-        .env("KUBECONFIG", &support::control_plane().kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("keyward verify runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(presented.as_bytes())
-        .expect("secret written");
-    child
-        .wait()
-        .expect("keyward verify exits")
-        .code()
-        .expect("exit code")
+    let args = ["verify", "--secret", verifier, "-n", &cluster.namespace];
+    let output = support::keyward(&args, presented.as_bytes());
+    output.status.code().expect("exit code")
 }
 
 /// Every Secret in the cluster whose data contains `plaintext`, as namespace/name.

@@ -24,7 +24,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
-use super::{Context, apply_status, namespaced_api, watcher_config};
+use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_config};
 use crate::crd::encryption_key::{
     DistributionStatus, DistributionTarget, EncryptionKeyStatus, KeyVersionStatus, WorkloadKind,
 };
@@ -67,7 +67,7 @@ pub fn controller(
 /// Keys whose source or key-encryption key is `secret`.
 fn readers_of(store: &Store<EncryptionKey>, secret: &Secret) -> Vec<ObjectRef<EncryptionKey>> {
     let name = secret.name_any();
-    keys_in(store, secret, |key| {
+    in_namespace_of(store, secret, |key| {
         key.spec
             .source
             .as_ref()
@@ -87,26 +87,12 @@ fn targeting<W: Resource>(
     workload: &W,
 ) -> Vec<ObjectRef<EncryptionKey>> {
     let name = workload.meta().name.clone().unwrap_or_default();
-    keys_in(store, workload, |key| {
+    in_namespace_of(store, workload, |key| {
         key.spec
             .targets
             .iter()
             .any(|target| target.kind == kind && target.name.as_ref().is_none_or(|n| *n == name))
     })
-}
-
-fn keys_in<O: Resource>(
-    store: &Store<EncryptionKey>,
-    object: &O,
-    wanted: impl Fn(&EncryptionKey) -> bool,
-) -> Vec<ObjectRef<EncryptionKey>> {
-    let namespace = object.meta().namespace.clone();
-    store
-        .state()
-        .iter()
-        .filter(|key| key.namespace() == namespace && wanted(key))
-        .map(|key| ObjectRef::from_obj(key.as_ref()))
-        .collect()
 }
 
 /// The keyring of EncryptionKey `name` in `namespace`, for other resources that encrypt

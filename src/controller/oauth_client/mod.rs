@@ -25,7 +25,7 @@ use kube::{Resource, ResourceExt};
 
 use self::decide::{IssueCause, Observed, Step, Verifier};
 use self::secrets::SecretNames;
-use super::{Context, apply_status, namespaced_api, watcher_config};
+use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_config};
 use crate::crd::oauth_client::SecretType;
 use crate::crd::{
     ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, set_condition,
@@ -58,21 +58,14 @@ pub fn controller(
 /// OAuthClients that import from `secret`, so a source that appears or changes is
 /// picked up at once.
 fn importers_of(store: &Store<OAuthClient>, secret: &Secret) -> Vec<ObjectRef<OAuthClient>> {
-    let namespace = secret.namespace();
     let name = secret.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|client| client.namespace() == namespace)
-        .filter(|client| {
-            client
-                .spec
-                .import_from
-                .as_ref()
-                .is_some_and(|import| import.secret_name == name)
-        })
-        .map(|client| ObjectRef::from_obj(client.as_ref()))
-        .collect()
+    in_namespace_of(store, secret, |client| {
+        client
+            .spec
+            .import_from
+            .as_ref()
+            .is_some_and(|import| import.secret_name == name)
+    })
 }
 
 /// OAuthClients whose secret is encrypted under `key`, so they proceed once it is ready.
@@ -80,21 +73,14 @@ fn encrypting_under(
     store: &Store<OAuthClient>,
     key: &EncryptionKey,
 ) -> Vec<ObjectRef<OAuthClient>> {
-    let namespace = key.namespace();
     let name = key.name_any();
-    store
-        .state()
-        .iter()
-        .filter(|client| client.namespace() == namespace)
-        .filter(|client| {
-            client
-                .spec
-                .encryption_key_ref
-                .as_ref()
-                .is_some_and(|reference| reference.name == name)
-        })
-        .map(|client| ObjectRef::from_obj(client.as_ref()))
-        .collect()
+    in_namespace_of(store, key, |client| {
+        client
+            .spec
+            .encryption_key_ref
+            .as_ref()
+            .is_some_and(|reference| reference.name == name)
+    })
 }
 
 /// Takes the next step for one OAuthClient.

@@ -79,6 +79,26 @@ impl ControlPlane {
     }
 }
 
+/// Runs the `keyward` binary with `args` against the test cluster, `stdin` piped in;
+/// returns its exit status and output.
+pub fn keyward(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("keyward runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("stdin written");
+    child.wait_with_output().expect("keyward exits")
+}
+
 /// What one test works in: an admin client and a namespace of its own.
 pub struct TestCluster {
     pub client: Client,
