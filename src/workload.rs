@@ -177,19 +177,18 @@ mod tests {
     }
 
     #[test]
-    fn env_projection_targets_named_containers_and_no_restart_leaves_the_template_hash_out() {
-        let distribution = distribution(
-            json!({"format": "Hex", "projection": "Env", "containers": ["apim"], "restart": "None"}),
-        );
+    fn env_projection_targets_named_containers_only() {
+        let distribution =
+            distribution(json!({"format": "Hex", "projection": "Env", "containers": ["apim"]}));
+        let containers = ["apim".to_owned(), "sidecar".to_owned()];
         let patch = template_patch(
             WorkloadKind::StatefulSet,
             "apim",
-            &["apim".into(), "sidecar".into()],
+            &containers,
             &projection(&distribution),
         );
         assert_eq!(patch["kind"], "StatefulSet");
         let template = &patch["spec"]["template"];
-        assert!(template.get("metadata").is_none());
         assert!(template["spec"].get("volumes").is_none());
         let containers = template["spec"]["containers"]
             .as_array()
@@ -199,5 +198,19 @@ mod tests {
             containers[0]["env"][0]["valueFrom"]["secretKeyRef"]["key"],
             "deployment.toml"
         );
+    }
+
+    #[test]
+    fn without_restarts_the_template_carries_no_hash_to_roll_on() {
+        let distribution = distribution(json!({"restart": "None"}));
+        let patch = template_patch(
+            WorkloadKind::Deployment,
+            "apim",
+            &["apim".into()],
+            &projection(&distribution),
+        );
+        let template = &patch["spec"]["template"];
+        assert!(template.get("metadata").is_none());
+        assert_eq!(template["spec"]["volumes"][0]["name"], "keyward-apim");
     }
 }

@@ -128,6 +128,8 @@ pub enum WorkloadKind {
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.projection != 'Env' || self.format == 'Hex' || self.format == 'Base64'")
     .message("spec.distribution.format must be Hex or Base64 when projection is Env").field_path(".format"))]
+#[x_kube(validation = Rule::new("self.projection != 'Env' || self.restart == 'Rolling'")
+    .message("spec.distribution.restart must be Rolling when projection is Env: a running container never sees a new environment").field_path(".restart"))]
 pub struct Distribution {
     /// What the pods see: a WSO2 `deployment.toml` `[encryption]` fragment
     /// (`Wso2Toml`), the primary key as `Hex` or `Base64`, or every decryptable version
