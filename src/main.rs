@@ -217,7 +217,10 @@ fn genkey(output: KeyOutput, name: Option<String>) -> Result<ExitCode, tools::To
                 )));
             }
             let keyring = Keyring::new(&name, key, k8s_openapi::jiff::Timestamp::now());
-            keyring.to_json()
+            keyring.to_json().map_err(|error| tools::ToolError::Key {
+                path: "generated keyring".into(),
+                source: error,
+            })?
         }
     };
     println!("{}", text.as_str());

@@ -213,16 +213,15 @@ impl Keyring {
     }
 
     /// The keyring as JSON, with plain key material (for pods and the cipher tool).
-    pub fn to_json(&self) -> Zeroizing<String> {
+    pub fn to_json(&self) -> Result<Zeroizing<String>, KeyError> {
         self.serialize(|version| Ok(KeyVersionFile::plain(version)))
-            .unwrap_or_default()
     }
 
     /// The keyring as it is stored: wrapped under `kek` when there is one.
     pub fn to_stored_json(&self, kek: Option<&KeyMaterial>) -> Result<Zeroizing<String>, KeyError> {
         match kek {
             Some(kek) => self.to_wrapped_json(kek),
-            None => Ok(self.to_json()),
+            None => self.to_json(),
         }
     }
 
@@ -266,9 +265,9 @@ impl Keyring {
             name: self.name.clone(),
             versions,
         };
-        Ok(Zeroizing::new(
-            serde_json::to_string_pretty(&file).unwrap_or_default(),
-        ))
+        let json = serde_json::to_string_pretty(&file)
+            .map_err(|_| KeyError::Seal("cannot serialize the keyring"))?;
+        Ok(Zeroizing::new(json))
     }
 
     /// Parses keyring JSON, unwrapping keys with `kek` where they are wrapped. Strict:
@@ -476,7 +475,8 @@ mod tests {
             material: key(2),
         });
 
-        let plain = Keyring::from_json(keyring.to_json().as_bytes(), None).expect("plain parses");
+        let plain = Keyring::from_json(keyring.to_json().expect("serializes").as_bytes(), None)
+            .expect("plain parses");
         assert_eq!(plain.primary().expect("primary").version, 2);
         assert_eq!(plain.distribution_hash(), keyring.distribution_hash());
 
@@ -532,7 +532,8 @@ mod tests {
     #[test]
     fn keyring_json_is_parsed_strictly() {
         let keyring = Keyring::new("apim", key(1), Timestamp::UNIX_EPOCH);
-        let mut file: serde_json::Value = serde_json::from_str(&keyring.to_json()).expect("json");
+        let mut file: serde_json::Value =
+            serde_json::from_str(&keyring.to_json().expect("serializes")).expect("json");
         file["versions"][0]["fingerprint"] = "0000000000000000".into();
         assert!(
             Keyring::from_json(&serde_json::to_vec(&file).expect("json"), None).is_err(),

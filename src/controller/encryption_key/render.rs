@@ -59,7 +59,7 @@ pub fn render(keyring: &Keyring, format: KeyFormat) -> Result<Rendered, KeyError
                 .retain(|version| version.state != VersionState::Retired);
             Rendered {
                 file_name: "keyring.json",
-                content: held.to_json(),
+                content: held.to_json()?,
             }
         }
     })
