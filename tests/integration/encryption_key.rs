@@ -77,12 +77,6 @@ async fn apply_key(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
         .expect("EncryptionKey applies");
 }
 
-fn ready(key: &EncryptionKey) -> Option<(String, String)> {
-    let status = key.status.as_ref()?;
-    let ready = wait::current_condition(key, &status.conditions, "Ready")?;
-    Some((ready.status.clone(), ready.reason.clone()))
-}
-
 async fn until_ready(
     cluster: &TestCluster,
     name: &str,
@@ -91,7 +85,7 @@ async fn until_ready(
 ) -> EncryptionKey {
     let what = format!("{name} is Ready={status} ({reason})");
     wait::until(&keys(cluster), name, &what, |key| {
-        ready(key) == Some((status.to_owned(), reason.to_owned()))
+        wait::ready(key) == Some((status.to_owned(), reason.to_owned()))
     })
     .await
 }
@@ -462,16 +456,11 @@ async fn an_encrypted_oauth_client_waits_for_its_key_then_verifies_and_its_ciphe
         .expect("OAuthClient applies");
     let clients: Api<keyward::crd::OAuthClient> =
         Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let ready_reason = |client: &keyward::crd::OAuthClient| {
-        let status = client.status.as_ref()?;
-        wait::current_condition(client, &status.conditions, "Ready")
-            .map(|ready| ready.reason.clone())
-    };
     wait::until(
         &clients,
         "introspection",
         "the client waits for its EncryptionKey",
-        |client| ready_reason(client).as_deref() == Some("EncryptionKeyNotReady"),
+        |client| wait::ready_reason(client).as_deref() == Some("EncryptionKeyNotReady"),
     )
     .await;
     assert!(
@@ -488,7 +477,7 @@ async fn an_encrypted_oauth_client_waits_for_its_key_then_verifies_and_its_ciphe
         &clients,
         "introspection",
         "the client is issued once the key is ready",
-        |client| ready_reason(client).as_deref() == Some("Issued"),
+        |client| wait::ready_reason(client).as_deref() == Some("Issued"),
     )
     .await;
     let verifier = secrets(&cluster)

@@ -32,12 +32,6 @@ async fn apply_client(cluster: &TestCluster, name: &str, spec: serde_json::Value
         .expect("OAuthClient applies");
 }
 
-fn ready(client: &OAuthClient) -> Option<(&str, &str)> {
-    let status = client.status.as_ref()?;
-    let ready = wait::current_condition(client, &status.conditions, "Ready")?;
-    Some((ready.status.as_str(), ready.reason.as_str()))
-}
-
 /// Waits until the client is `Ready` with `reason` and `want_version` (when given).
 async fn until_ready(
     cluster: &TestCluster,
@@ -55,7 +49,7 @@ async fn until_ready(
     };
     let what = format!("{name} is Ready={status} ({reason}) at version {want_version:?}");
     wait::until(&clients(cluster), name, &what, |client| {
-        ready(client) == Some((status, reason))
+        wait::ready(client) == Some((status.to_owned(), reason.to_owned()))
             && want_version.is_none_or(|version| {
                 client.status.as_ref().and_then(|s| s.secret_version) == Some(version)
             })

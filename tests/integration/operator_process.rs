@@ -11,13 +11,6 @@ use serde_json::json;
 
 use crate::support::{self, Operator, manifest, wait};
 
-fn reason_of<K: Resource>(
-    object: &K,
-    conditions: Option<&Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>>,
-) -> Option<String> {
-    wait::current_condition(object, conditions?, "Ready").map(|ready| ready.reason.clone())
-}
-
 #[tokio::test]
 async fn the_operator_runs_both_controllers_leaves_unchanged_objects_alone_and_stops_on_sigterm() {
     let cluster = support::cluster("operator-process").await;
@@ -46,19 +39,11 @@ async fn the_operator_runs_both_controllers_leaves_unchanged_objects_alone_and_s
         &keys,
         "apim",
         "the EncryptionKey reports a missing target",
-        |key| {
-            reason_of(key, key.status.as_ref().map(|status| &status.conditions)).as_deref()
-                == Some("TargetNotFound")
-        },
+        |key| wait::ready_reason(key).as_deref() == Some("TargetNotFound"),
     )
     .await;
     wait::until(&clients, "portal", "the OAuthClient is issued", |client| {
-        reason_of(
-            client,
-            client.status.as_ref().map(|status| &status.conditions),
-        )
-        .as_deref()
-            == Some("Issued")
+        wait::ready_reason(client).as_deref() == Some("Issued")
     })
     .await;
 
@@ -79,12 +64,7 @@ async fn the_operator_runs_both_controllers_leaves_unchanged_objects_alone_and_s
         .await
         .expect("applies");
     wait::until(&clients, "barrier", "the barrier is issued", |client| {
-        reason_of(
-            client,
-            client.status.as_ref().map(|status| &status.conditions),
-        )
-        .as_deref()
-            == Some("Issued")
+        wait::ready_reason(client).as_deref() == Some("Issued")
     })
     .await;
     assert_eq!(

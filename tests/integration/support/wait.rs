@@ -3,6 +3,7 @@
 use std::fmt::Debug;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::Resource;
 use kube::api::Api;
 use kube::runtime::wait::await_condition;
@@ -45,15 +46,39 @@ where
         .unwrap_or_else(|error| panic!("watch of {name} failed: {error}"));
 }
 
-/// The condition of `type_` among `conditions`, if the object reports it for its current
+/// A keyward resource, whose status conditions tests read.
+pub trait Conditioned: Resource {
+    fn conditions(&self) -> Option<&[Condition]>;
+}
+
+impl Conditioned for OAuthClient {
+    fn conditions(&self) -> Option<&[Condition]> {
+        self.status
+            .as_ref()
+            .map(|status| status.conditions.as_slice())
+    }
+}
+
+impl Conditioned for EncryptionKey {
+    fn conditions(&self) -> Option<&[Condition]> {
+        self.status
+            .as_ref()
+            .map(|status| status.conditions.as_slice())
+    }
+}
+
+/// The `Ready` condition's status and reason, if the object reports it for its current
 /// generation.
-pub fn current_condition<'a, K: Resource>(
-    object: &K,
-    conditions: &'a [Condition],
-    type_: &str,
-) -> Option<&'a Condition> {
+pub fn ready<K: Conditioned>(object: &K) -> Option<(String, String)> {
     let generation = object.meta().generation;
-    conditions
+    object
+        .conditions()?
         .iter()
-        .find(|condition| condition.type_ == type_ && condition.observed_generation == generation)
+        .find(|condition| condition.type_ == "Ready" && condition.observed_generation == generation)
+        .map(|ready| (ready.status.clone(), ready.reason.clone()))
+}
+
+/// The `Ready` reason of `object`, as [`ready`] finds it.
+pub fn ready_reason<K: Conditioned>(object: &K) -> Option<String> {
+    ready(object).map(|(_, reason)| reason)
 }
