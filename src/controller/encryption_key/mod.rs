@@ -28,7 +28,7 @@ use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_conf
 use crate::crd::encryption_key::{
     DistributionStatus, DistributionTarget, EncryptionKeyStatus, KeyVersionStatus, WorkloadKind,
 };
-use crate::crd::{ConditionStatus, ConditionType, EncryptionKey, set_condition};
+use crate::crd::{ConditionStatus, ConditionType, EncryptionKey, find_condition, set_condition};
 use crate::crypto::keyring::VersionState;
 use crate::crypto::{KeyMaterial, Keyring};
 use crate::workload::{self, TemplateProjection};
@@ -152,7 +152,7 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
     let keyring = match load_or_create_keyring(&key, &context, &secrets_api, &names, now).await? {
         Ok(keyring) => keyring,
         Err(problem) => {
-            report(&context, &key, None, None, Some(problem), now).await?;
+            report(&context, &key, Found::Problem(problem), now).await?;
             context.record_success(key.as_ref());
             return Ok(Action::await_change());
         }
@@ -169,16 +169,14 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
         &hash,
     )
     .await?;
-    let distributed = outcome(&distribution.status, &distribution.missing).distributed;
-    report(
-        &context,
-        &key,
-        Some(&keyring),
-        Some(distribution),
-        None,
-        now,
-    )
-    .await?;
+    let outcome = outcome(&distribution.status, &distribution.missing);
+    let distributed = outcome.distributed;
+    let found = Found::Keyring {
+        keyring: &keyring,
+        progress: distribution.status,
+        outcome,
+    };
+    report(&context, &key, found, now).await?;
     context.record_success(key.as_ref());
     Ok(if distributed {
         Action::await_change()
@@ -523,110 +521,106 @@ fn outcome(progress: &DistributionStatus, missing: &[String]) -> Outcome {
     }
 }
 
-/// Writes status from the keyring and distribution, or from `problem`.
+/// What a reconcile found, for status.
+enum Found<'a> {
+    /// Something keeps the key from being ready.
+    Problem(Problem),
+    /// The keyring, how far its distribution got, and what that means.
+    Keyring {
+        keyring: &'a Keyring,
+        progress: DistributionStatus,
+        outcome: Outcome,
+    },
+}
+
+/// Writes status from what the reconcile found, with an event on each transition a user
+/// would want to see.
 async fn report(
     context: &Context,
     key: &EncryptionKey,
-    keyring: Option<&Keyring>,
-    distribution: Option<Rollout>,
-    problem: Option<Problem>,
+    found: Found<'_>,
     now: Timestamp,
 ) -> Result<()> {
     let api: Api<EncryptionKey> = namespaced_api(&context.client, key)?;
     let generation = key.meta().generation;
-    let mut status: EncryptionKeyStatus = key.status.clone().unwrap_or_default();
-    status.observed_generation = generation;
-    if let Some(keyring) = keyring {
-        status.keyring_secret_name = Some(secrets::SecretNames::of(key).keyring);
-        status.primary_version = keyring.primary().ok().map(|primary| primary.version);
-        status.versions = keyring
-            .versions
-            .iter()
-            .map(|version| KeyVersionStatus {
-                version: version.version,
-                state: match version.state {
-                    VersionState::Primary => "Primary",
-                    VersionState::DecryptOnly => "DecryptOnly",
-                    VersionState::Retired => "Retired",
-                }
-                .to_owned(),
-                created_at: Time(version.created_at),
-                fingerprint: version.material.fingerprint(),
-            })
-            .collect();
-    }
-    let missing = distribution
-        .as_ref()
-        .map(|d| d.missing.clone())
-        .unwrap_or_default();
-    if let Some(distribution) = distribution {
-        status.distribution = Some(distribution.status);
-    }
-    let was_distributed = key
+    let previous = key
         .status
         .as_ref()
-        .and_then(|status| status.conditions.iter().find(|c| c.type_ == "Distributed"))
-        .is_some_and(|c| c.status == "True");
-    let conditions = &mut status.conditions;
-    match &problem {
-        Some(problem) => {
+        .map(|status| status.conditions.as_slice())
+        .unwrap_or_default();
+    let was = |type_: ConditionType| {
+        find_condition(previous, type_).map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    let mut status: EncryptionKeyStatus = key.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    match found {
+        Found::Problem(problem) => {
+            let conditions = &mut status.conditions;
+            let message = problem.message;
             set_condition(
                 conditions,
                 ConditionType::Ready,
                 ConditionStatus::False,
                 problem.reason,
-                problem.message.clone(),
+                message.clone(),
                 generation,
                 now,
             );
-            let degraded = if problem.degraded {
-                ConditionStatus::True
+            let (degraded, reason) = if problem.degraded {
+                (ConditionStatus::True, problem.reason)
             } else {
-                ConditionStatus::False
-            };
-            let reason = if problem.degraded {
-                problem.reason
-            } else {
-                "AsExpected"
+                (ConditionStatus::False, "AsExpected")
             };
             set_condition(
                 conditions,
                 ConditionType::Degraded,
                 degraded,
                 reason,
-                problem.message.clone(),
+                message.clone(),
                 generation,
                 now,
             );
+            let newly_degraded = was(ConditionType::Degraded)
+                != Some(("True".to_owned(), problem.reason.to_owned()));
+            if problem.degraded && newly_degraded {
+                context
+                    .publish(
+                        key,
+                        EventType::Warning,
+                        problem.reason,
+                        "Reconcile",
+                        message,
+                    )
+                    .await;
+            }
         }
-        None => {
-            let distribution = status.distribution.clone().unwrap_or_default();
-            let (in_sync, total) = (distribution.pods_in_sync, distribution.pods_total);
-            let outcome = outcome(
-                &DistributionStatus {
-                    pods_in_sync: in_sync,
-                    pods_total: total,
-                    keyring_hash: None,
-                },
-                &missing,
-            );
-            let (distributed, summary) = (outcome.distributed, outcome.summary);
+        Found::Keyring {
+            keyring,
+            progress,
+            outcome,
+        } => {
+            status.keyring_secret_name = Some(secrets::SecretNames::of(key).keyring);
+            status.primary_version = keyring.primary().ok().map(|primary| primary.version);
+            status.versions = keyring.versions.iter().map(version_status).collect();
+            status.distribution = Some(progress);
+            let conditions = &mut status.conditions;
+            let (state, reason) = outcome.distributed_condition;
             set_condition(
                 conditions,
                 ConditionType::Distributed,
-                outcome.distributed_condition.0,
-                outcome.distributed_condition.1,
-                summary.clone(),
+                state,
+                reason,
+                outcome.summary.clone(),
                 generation,
                 now,
             );
-            let (ready, ready_reason) = outcome.ready_condition;
+            let (ready, reason) = outcome.ready_condition;
             set_condition(
                 conditions,
                 ConditionType::Ready,
                 ready,
-                ready_reason,
-                summary,
+                reason,
+                outcome.summary.clone(),
                 generation,
                 now,
             );
@@ -639,35 +633,37 @@ async fn report(
                 generation,
                 now,
             );
-            if distributed && !was_distributed {
-                let note = format!("{in_sync}/{total} ready pods hold the current keyring");
+            let was_distributed =
+                was(ConditionType::Distributed).is_some_and(|(status, _)| status == "True");
+            if outcome.distributed && !was_distributed {
                 context
-                    .publish(key, EventType::Normal, "Distributed", "Distribute", note)
+                    .publish(
+                        key,
+                        EventType::Normal,
+                        "Distributed",
+                        "Distribute",
+                        outcome.summary,
+                    )
                     .await;
             }
         }
     }
-    if let Some(problem) = &problem
-        && problem.degraded
-    {
-        let already = key
-            .status
-            .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Degraded"))
-            .is_some_and(|c| c.reason == problem.reason);
-        if !already {
-            context
-                .publish(
-                    key,
-                    EventType::Warning,
-                    problem.reason,
-                    "Reconcile",
-                    problem.message.clone(),
-                )
-                .await;
-        }
-    }
     apply_status(&api, key, key.status.as_ref(), &status).await
+}
+
+/// One keyring version as status shows it: never the material, only its fingerprint.
+fn version_status(version: &crate::crypto::keyring::KeyVersion) -> KeyVersionStatus {
+    let state = match version.state {
+        VersionState::Primary => "Primary",
+        VersionState::DecryptOnly => "DecryptOnly",
+        VersionState::Retired => "Retired",
+    };
+    KeyVersionStatus {
+        version: version.version,
+        state: state.to_owned(),
+        created_at: Time(version.created_at),
+        fingerprint: version.material.fingerprint(),
+    }
 }
 
 #[cfg(test)]
