@@ -85,10 +85,16 @@ fn watcher_config() -> watcher::Config {
     watcher::Config::default().any_semantic()
 }
 
-fn log_outcome<T: Debug, E: std::fmt::Display>(kind: &str, result: Result<T, E>) {
+/// Logs what the controller stream reports. Reconcile failures are logged once, by
+/// [`error_policy`], with the retry delay; the rest (watch and queue errors) here.
+fn log_outcome<T: Debug, Q: std::error::Error + 'static>(
+    kind: &str,
+    result: Result<T, kube::runtime::controller::Error<Error, Q>>,
+) {
     match result {
         Ok(object) => tracing::debug!(kind, ?object, "reconciled"),
-        Err(error) => tracing::warn!(kind, %error, "reconcile failed"),
+        Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+        Err(error) => tracing::warn!(kind, %error, "controller error"),
     }
 }
 
