@@ -231,7 +231,9 @@ fn cipher(args: &CipherArgs, encrypt: bool) -> Result<ExitCode, tools::ToolError
     let context = tools::parse_context(&args.context)?;
     let keyring = match (&args.keyring, &args.key) {
         (Some(path), _) => tools::keyring_from_file(path, args.kek.as_deref())?,
-        (None, Some(key)) => block_on(tools::keyring_from_cluster(&context.0, key))?,
+        (None, Some(key)) => block_on(async {
+            tools::keyring_from_cluster(&tools::cluster_client().await?, &context.0, key).await
+        })?,
         (None, None) => unreachable!("clap requires --keyring or --key"),
     };
     let input = tools::read_secret(std::io::stdin().lock())?;

@@ -118,9 +118,7 @@ pub async fn record_from_cluster(
     namespace: Option<&str>,
     name: &str,
 ) -> Result<VerifierRecord, ToolError> {
-    let client = kube::Client::try_default()
-        .await
-        .map_err(crate::Error::from)?;
+    let client = cluster_client().await?;
     let secrets: Api<Secret> = match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::default_namespaced(client.clone()),
@@ -131,7 +129,7 @@ pub async fn record_from_cluster(
     let Some(key) = record.encryption_key() else {
         return Ok(record);
     };
-    let keyring = keyring_from_cluster(&namespace, key).await?;
+    let keyring = keyring_from_cluster(&client, &namespace, key).await?;
     Ok(record.opened(&keyring, &namespace, name)?)
 }
 
@@ -185,12 +183,20 @@ pub fn keyring_from_file(path: &Path, kek: Option<&Path>) -> Result<Keyring, Too
     })
 }
 
-/// The keyring of EncryptionKey `name` in `namespace` of the cluster.
-pub async fn keyring_from_cluster(namespace: &str, name: &str) -> Result<Keyring, ToolError> {
-    let client = kube::Client::try_default()
+/// A client from the kubeconfig (or the in-cluster service account).
+pub async fn cluster_client() -> Result<kube::Client, ToolError> {
+    Ok(kube::Client::try_default()
         .await
-        .map_err(crate::Error::from)?;
-    crate::controller::encryption_key::load_keyring(&client, namespace, name)
+        .map_err(crate::Error::from)?)
+}
+
+/// The keyring of EncryptionKey `name` in `namespace` of the cluster.
+pub async fn keyring_from_cluster(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Keyring, ToolError> {
+    crate::controller::encryption_key::load_keyring(client, namespace, name)
         .await?
         .map_err(ToolError::KeyringUnavailable)
 }
