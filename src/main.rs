@@ -211,7 +211,7 @@ fn genkey(output: KeyOutput, name: Option<String>) -> Result<ExitCode, tools::To
         }
         KeyOutput::Keyring => {
             let name = name.unwrap_or_default();
-            if !keyward::crypto::envelope::valid_key_name(&name) {
+            if !keyward::crypto::keyring::valid_key_name(&name) {
                 return Err(tools::ToolError::Context(format!(
                     "--name {name:?} is not a Kubernetes object name"
                 )));

@@ -11,11 +11,12 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
-use crate::crd::oauth_client::HashAlgorithm;
 use crate::crypto::envelope::{Context, Envelope, EnvelopeError};
 use crate::crypto::hash::{self, parse_algorithm};
 use crate::crypto::keyring::KeyError;
-use crate::crypto::{KeyMaterial, Keyring, RecordError, SecretBytes, Verdict, VerifierRecord};
+use crate::crypto::{
+    HashAlgorithm, KeyMaterial, Keyring, RecordError, SecretBytes, Verdict, VerifierRecord,
+};
 
 /// Why a hand tool failed.
 #[derive(Debug, thiserror::Error)]

@@ -149,17 +149,23 @@ pub enum HashAlgorithm {
 impl HashAlgorithm {
     /// Whether the algorithm is kept only for legacy verifiers.
     pub fn is_legacy(self) -> bool {
-        matches!(self, Self::Sha1 | Self::Md5)
+        crate::crypto::HashAlgorithm::from(self).is_legacy()
     }
 
     /// The name as it appears in manifests and verifier records.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Sha256 => "SHA-256",
-            Self::Sha384 => "SHA-384",
-            Self::Sha512 => "SHA-512",
-            Self::Sha1 => "SHA-1",
-            Self::Md5 => "MD5",
+        crate::crypto::HashAlgorithm::from(self).as_str()
+    }
+}
+
+impl From<HashAlgorithm> for crate::crypto::HashAlgorithm {
+    fn from(algorithm: HashAlgorithm) -> Self {
+        match algorithm {
+            HashAlgorithm::Sha256 => Self::Sha256,
+            HashAlgorithm::Sha384 => Self::Sha384,
+            HashAlgorithm::Sha512 => Self::Sha512,
+            HashAlgorithm::Sha1 => Self::Sha1,
+            HashAlgorithm::Md5 => Self::Md5,
         }
     }
 }

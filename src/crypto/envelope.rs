@@ -18,14 +18,13 @@ use aes_gcm::aead::{Aead, Payload};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::keyring::{KeyError, Keyring, VersionState};
+use super::keyring::{KeyError, Keyring, VersionState, valid_key_name};
 use super::secret::{SecretBytes, fill_random};
 
 const PREFIX: &str = "keyward";
 const FORMAT_VERSION: &str = "v1";
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
-const MAX_NAME_LEN: usize = 253;
 
 /// Where a ciphertext lives; bound into it so it cannot be moved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -221,23 +220,6 @@ fn associated_data(key_name: &str, key_version: i64, context: &Context<'_>) -> V
     ];
     // NUL cannot occur in any of these, so the encoding is unambiguous.
     fields.join("\0").into_bytes()
-}
-
-/// Whether `name` can name a key: a Kubernetes object name.
-pub fn valid_key_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
 }
 
 fn parse_version(text: &str) -> Option<i64> {

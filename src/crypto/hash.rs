@@ -20,7 +20,47 @@ use subtle::ConstantTimeEq;
 use super::SecretBytes;
 use super::envelope::{Context, Envelope, EnvelopeError};
 use super::keyring::Keyring;
-use crate::crd::oauth_client::HashAlgorithm;
+
+/// A hash algorithm of verifier records. The resources name the same set
+/// (`crd::oauth_client::HashAlgorithm`) and convert to this one, so the cryptography
+/// does not depend on the API types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HashAlgorithm {
+    Sha256,
+    Sha384,
+    Sha512,
+    /// Legacy, kept for old verifiers.
+    Sha1,
+    /// Legacy, kept for old verifiers.
+    Md5,
+}
+
+impl HashAlgorithm {
+    /// Every algorithm, strongest first.
+    pub const ALL: [Self; 5] = [
+        Self::Sha256,
+        Self::Sha384,
+        Self::Sha512,
+        Self::Sha1,
+        Self::Md5,
+    ];
+
+    /// Whether the algorithm is kept only for legacy verifiers.
+    pub fn is_legacy(self) -> bool {
+        matches!(self, Self::Sha1 | Self::Md5)
+    }
+
+    /// The name as verifier records and manifests write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "SHA-256",
+            Self::Sha384 => "SHA-384",
+            Self::Sha512 => "SHA-512",
+            Self::Sha1 => "SHA-1",
+            Self::Md5 => "MD5",
+        }
+    }
+}
 
 /// Keys of a verifier record in a Secret's `data`.
 pub mod keys {
@@ -340,7 +380,6 @@ fn read_credential(
     let name = text(data, slot.algorithm)?.ok_or(RecordError::Missing(slot.algorithm))?;
     let algorithm = parse_algorithm(&name).ok_or(RecordError::UnknownAlgorithm {
         key: slot.algorithm,
-        name,
     })?;
     let encoded = text(data, slot.hash)?.ok_or(RecordError::Missing(slot.hash))?;
     let digest = hex::decode(&encoded).map_err(|_| RecordError::Invalid {
@@ -372,15 +411,9 @@ fn text(
 
 /// The algorithm named `name` as records write it (`SHA-256`, …, `MD5`).
 pub fn parse_algorithm(name: &str) -> Option<HashAlgorithm> {
-    [
-        HashAlgorithm::Sha256,
-        HashAlgorithm::Sha384,
-        HashAlgorithm::Sha512,
-        HashAlgorithm::Sha1,
-        HashAlgorithm::Md5,
-    ]
-    .into_iter()
-    .find(|algorithm| algorithm.as_str() == name)
+    HashAlgorithm::ALL
+        .into_iter()
+        .find(|algorithm| algorithm.as_str() == name)
 }
 
 /// A verifier record that cannot be read. Messages name the key, never its value.
@@ -393,8 +426,12 @@ pub enum RecordError {
         key: &'static str,
         reason: &'static str,
     },
-    #[error("verifier record's {key:?} names an unknown algorithm {name:?}")]
-    UnknownAlgorithm { key: &'static str, name: String },
+    /// The name itself is not kept: it is text from the Secret, and messages reach
+    /// status and events.
+    #[error(
+        "verifier record's {key:?} names an unknown algorithm (known: SHA-256, SHA-384, SHA-512, SHA-1, MD5)"
+    )]
+    UnknownAlgorithm { key: &'static str },
 }
 
 #[cfg(test)]
@@ -402,13 +439,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const ALL: [HashAlgorithm; 5] = [
-        HashAlgorithm::Sha256,
-        HashAlgorithm::Sha384,
-        HashAlgorithm::Sha512,
-        HashAlgorithm::Sha1,
-        HashAlgorithm::Md5,
-    ];
+    const ALL: [HashAlgorithm; 5] = HashAlgorithm::ALL;
 
     fn at(second: i64) -> Timestamp {
         Timestamp::from_second(second).expect("valid timestamp")

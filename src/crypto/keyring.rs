@@ -28,6 +28,7 @@ use super::secret::{RandomError, fill_random};
 /// Length of an AES-256 key.
 pub const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 12;
+const MAX_NAME_LEN: usize = 253;
 const WRAP_LABEL: &[u8] = b"keyward.io keyring key wrap v1";
 const FINGERPRINT_LABEL: &[u8] = b"keyward.io key fingerprint v1";
 
@@ -225,6 +226,13 @@ impl Keyring {
         }
     }
 
+    /// Whether stored keyring JSON keeps any key unwrapped (so a key-encryption key the
+    /// spec asks for is not yet applied). Call after [`Keyring::from_json`] accepted it.
+    pub fn stored_unwrapped(json: &[u8]) -> bool {
+        serde_json::from_slice::<KeyringFile>(json)
+            .is_ok_and(|file| file.versions.iter().any(|version| version.key.is_some()))
+    }
+
     /// The keyring as JSON with every key wrapped under `kek`.
     pub fn to_wrapped_json(&self, kek: &KeyMaterial) -> Result<Zeroizing<String>, KeyError> {
         self.serialize(|version| {
@@ -274,19 +282,15 @@ impl Keyring {
     /// unknown fields, a fingerprint that does not match its key, duplicate versions or
     /// anything but one primary are errors.
     pub fn from_json(json: &[u8], kek: Option<&KeyMaterial>) -> Result<Self, KeyError> {
-        let file: KeyringFile =
-            serde_json::from_slice(json).map_err(|error| KeyError::Keyring(error.to_string()))?;
+        let file: KeyringFile = serde_json::from_slice(json)
+            .map_err(|error| KeyError::Keyring(json_problem(&error)))?;
         if file.format != FORMAT {
-            return Err(KeyError::Keyring(format!(
-                "format {:?} is not {FORMAT:?}",
-                file.format
-            )));
+            return Err(KeyError::Keyring(format!("its format is not {FORMAT:?}")));
         }
-        if !super::envelope::valid_key_name(&file.name) {
-            return Err(KeyError::Keyring(format!(
-                "name {:?} is not a Kubernetes object name",
-                file.name
-            )));
+        if !valid_key_name(&file.name) {
+            return Err(KeyError::Keyring(
+                "its name is not a Kubernetes object name".to_owned(),
+            ));
         }
         let mut versions = Vec::with_capacity(file.versions.len());
         for entry in file.versions {
@@ -411,12 +415,60 @@ fn unwrap(
     KeyMaterial::from_slice(&key).ok_or(KeyError::Unwrap(version))
 }
 
+/// What is wrong with keyring JSON, by category and position only: serde's own messages
+/// quote the offending value, and this text reaches status and events.
+fn json_problem(error: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match error.classify() {
+        Category::Io => "cannot be read",
+        Category::Syntax => "is not JSON",
+        Category::Data => "has a missing, unknown or mistyped field",
+        Category::Eof => "ends too early",
+    };
+    format!(
+        "it {what} (line {}, column {})",
+        error.line(),
+        error.column()
+    )
+}
+
+/// Whether `name` can name a key: a Kubernetes object name.
+pub fn valid_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+        && name
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn key(byte: u8) -> KeyMaterial {
         KeyMaterial::from_slice(&[byte; KEY_LEN]).expect("32 bytes")
+    }
+
+    #[test]
+    fn a_wrapped_keyring_is_told_from_a_plain_one() {
+        let keyring = Keyring::new(
+            "apim",
+            KeyMaterial::generate().expect("key"),
+            Timestamp::UNIX_EPOCH,
+        );
+        let kek = KeyMaterial::generate().expect("kek");
+        let plain = keyring.to_json().expect("plain");
+        let wrapped = keyring.to_wrapped_json(&kek).expect("wrapped");
+        assert!(Keyring::stored_unwrapped(plain.as_bytes()));
+        assert!(!Keyring::stored_unwrapped(wrapped.as_bytes()));
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod hash;
 pub mod keyring;
 pub mod secret;
 
-pub use hash::{Credential, PreviousCredential, RecordError, Verdict, VerifierRecord};
+pub use hash::{
+    Credential, HashAlgorithm, PreviousCredential, RecordError, Verdict, VerifierRecord,
+};
 pub use keyring::{KeyMaterial, Keyring, VersionState};
 pub use secret::SecretBytes;

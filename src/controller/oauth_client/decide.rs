@@ -11,7 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::crd::oauth_client::{OAuthClientSpec, SecretType};
 use crate::crypto::envelope::EnvelopeError;
-use crate::crypto::{Credential, Keyring, RecordError, SecretBytes, VerifierRecord};
+use crate::crypto::{Credential, HashAlgorithm, Keyring, RecordError, SecretBytes, VerifierRecord};
 
 /// What the operator's flags allow.
 #[derive(Clone, Copy, Debug, Default)]
@@ -335,7 +335,7 @@ fn next_import_version(issued: Option<&IssuedRecord>, observed: &Observed) -> i6
 fn credential_fits(credential: &Credential, spec: &OAuthClientSpec) -> bool {
     match (credential, spec.secret_type) {
         (Credential::Hashed { algorithm, .. }, SecretType::Hashed) => {
-            *algorithm == spec.hash_algorithm
+            *algorithm == HashAlgorithm::from(spec.hash_algorithm)
         }
         (Credential::Plaintext(_), SecretType::Plaintext) => true,
         (Credential::Encrypted(envelope), SecretType::Encrypted) => spec
@@ -397,7 +397,9 @@ pub fn credential_for(
 ) -> Result<Credential, EnvelopeError> {
     Ok(match (spec.secret_type, keyring) {
         (SecretType::Plaintext, _) => Credential::Plaintext(secret.clone()),
-        (SecretType::Hashed, _) => Credential::hashed(spec.hash_algorithm, secret.expose()),
+        (SecretType::Hashed, _) => {
+            Credential::hashed(HashAlgorithm::from(spec.hash_algorithm), secret.expose())
+        }
         (SecretType::Encrypted, Some(keyring)) => {
             Credential::encrypted(keyring, namespace, verifier, secret.expose())?
         }
@@ -412,7 +414,6 @@ pub fn credential_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::oauth_client::HashAlgorithm;
     use crate::crypto::PreviousCredential;
 
     fn at(second: i64) -> Timestamp {
