@@ -35,6 +35,10 @@ pub enum Error {
     #[error(transparent)]
     Envelope(#[from] crate::crypto::envelope::EnvelopeError),
 
+    /// A Secret keyward was about to write turned out to belong to someone else.
+    #[error("Secret {name:?} exists and is not keyward's to write")]
+    SecretNotOwned { name: String },
+
     /// Status could not be serialized.
     #[error("cannot serialize status: {0}")]
     SerializeStatus(#[from] serde_json::Error),
@@ -51,6 +55,7 @@ impl Error {
             Self::Random(_) => "random",
             Self::Key(_) => "key",
             Self::Envelope(_) => "envelope",
+            Self::SecretNotOwned { .. } => "secret_not_owned",
             Self::SerializeStatus(_) => "serialize_status",
         }
     }

@@ -2,6 +2,7 @@
 //!
 //! - [`crd`]: the `OAuthClient` and `EncryptionKey` resources (group `keyward.io`).
 //! - [`controller`]: the reconcilers and the operator process that runs them.
+//! - [`store`]: keyward's own Secrets, and the one safe way to write them.
 //! - [`telemetry`]: logging setup.
 //! - [`error`]: the error type.
 
@@ -9,11 +10,12 @@ pub mod controller;
 pub mod crd;
 pub mod crypto;
 pub mod error;
+pub mod store;
 pub mod telemetry;
 pub mod tools;
 pub mod workload;
 
 pub use error::{Error, Result};
 
-/// The field manager keyward writes with, and the name it reports events as.
+/// The name keyward reports events as.
 pub const FIELD_MANAGER: &str = "keyward";

@@ -125,8 +125,10 @@ pub async fn record_from_cluster(
         None => Api::default_namespaced(client.clone()),
     };
     let namespace = namespace.map_or_else(|| client.default_namespace().to_owned(), str::to_owned);
-    let secret = secrets.get(name).await.map_err(crate::Error::from)?;
-    let record = record_from_secret(name, secret.data)?;
+    let mut secret = secrets.get(name).await.map_err(crate::Error::from)?;
+    let record = record_from_secret(name, secret.data.clone());
+    crate::store::wipe(&mut secret);
+    let record = record?;
     let Some(key) = record.encryption_key() else {
         return Ok(record);
     };
@@ -197,8 +199,9 @@ pub async fn keyring_from_cluster(
     namespace: &str,
     name: &str,
 ) -> Result<Keyring, ToolError> {
-    crate::controller::encryption_key::load_keyring(client, namespace, name)
+    crate::store::keyring::load_key(client, namespace, name)
         .await?
+        .map(|key| key.keyring)
         .map_err(ToolError::KeyringUnavailable)
 }
 

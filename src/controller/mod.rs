@@ -2,7 +2,7 @@
 //!
 //! Each reconciler reads as load → decide → apply → report; the decisions are pure
 //! functions in the reconciler's module. Status is written with server-side apply under
-//! the `keyward` field manager; `spec` is never written.
+//! each controller's own field manager (see [`crate::store`]); `spec` is never written.
 
 pub mod context;
 pub mod encryption_key;
@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 
 pub use context::Context;
 
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::{Error, Result};
 
 /// Options of the operator process.
 #[derive(Clone, Debug, Default)]
@@ -120,11 +120,18 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << exponent).min(CAP)
 }
 
-/// Writes `status` with server-side apply, unless it already equals `current`.
+/// Writes `status` with server-side apply as `manager`, unless it already equals
+/// `current`.
 ///
 /// Skipping the identical write keeps re-reconciles of an unchanged object from
 /// touching it at all, so GitOps tools and watchers see no churn.
-async fn apply_status<K, S>(api: &Api<K>, object: &K, current: Option<&S>, status: &S) -> Result<()>
+async fn apply_status<K, S>(
+    api: &Api<K>,
+    manager: &str,
+    object: &K,
+    current: Option<&S>,
+    status: &S,
+) -> Result<()>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize + PartialEq,
@@ -137,7 +144,7 @@ where
         "kind": K::kind(&()),
         "status": status,
     });
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(manager).force();
     api.patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     Ok(())

@@ -61,6 +61,8 @@ use super::{DNS_SUBDOMAIN, GO_DURATION, SecretKeyRef};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.source) || (has(self.source) && self.source == oldSelf.source)")
     .message("spec.source is immutable: to use other key material, rotate or create a new EncryptionKey").field_path(".source"))]
+#[x_kube(validation = Rule::new("has(oldSelf.source) || !has(self.source)")
+    .message("spec.source can only be set when the EncryptionKey is created: to use other key material, rotate or create a new EncryptionKey").field_path(".source"))]
 pub struct EncryptionKeySpec {
     /// Where the key material comes from. Absent: the operator generates it from the
     /// operating system's CSPRNG.
@@ -333,6 +335,10 @@ pub struct DistributionStatus {
     /// Hash of the keyring every pod must hold.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keyring_hash: Option<String>,
+    /// The key versions pods hold once in sync: the primary for single-key formats,
+    /// every version not retired for `Keyring`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub versions: Vec<i64>,
     /// Ready pods that hold it.
     pub pods_in_sync: i32,
     /// Ready pods of all targets.

@@ -52,7 +52,11 @@ use super::{DNS_SUBDOMAIN, GO_DURATION, SECRET_DATA_KEY};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    // On the root: the default names derive from metadata.name.
+    validation = Rule::new("(has(self.spec.verifierSecret) && has(self.spec.verifierSecret.name) ? self.spec.verifierSecret.name : self.metadata.name + '-verifier') != (has(self.spec.deliverySecret) && has(self.spec.deliverySecret.name) ? self.spec.deliverySecret.name : self.metadata.name + '-credentials')")
+        .message("spec.verifierSecret.name and spec.deliverySecret.name must name different Secrets (they default to <name>-verifier and <name>-credentials): the verifier must never hold the plaintext")
+        .field_path(".spec.deliverySecret.name")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.clientId) || (has(self.clientId) && self.clientId == oldSelf.clientId)")
@@ -65,8 +69,8 @@ use super::{DNS_SUBDOMAIN, GO_DURATION, SECRET_DATA_KEY};
     .message("spec.rotation cannot be combined with spec.importFrom: an imported secret rotates when its source Secret changes").field_path(".rotation"))]
 #[x_kube(validation = Rule::new("!has(self.importFrom) || !has(self.clientId) || !has(self.importFrom.clientIdKey)")
     .message("spec.importFrom.clientIdKey cannot be combined with spec.clientId: the client id has one source").field_path(".importFrom.clientIdKey"))]
-#[x_kube(validation = Rule::new("!has(self.verifierSecret) || !has(self.deliverySecret) || !has(self.verifierSecret.name) || !has(self.deliverySecret.name) || self.verifierSecret.name != self.deliverySecret.name")
-    .message("spec.deliverySecret.name must differ from spec.verifierSecret.name: the verifier must never hold the plaintext").field_path(".deliverySecret.name"))]
+#[x_kube(validation = Rule::new("!has(self.importFrom) || !has(self.importFrom.clientIdKey) || self.importFrom.clientIdKey != (has(self.importFrom.secretKey) ? self.importFrom.secretKey : 'clientSecret')")
+    .message("spec.importFrom.clientIdKey must differ from spec.importFrom.secretKey: the client id is shown in status, the secret must never be").field_path(".importFrom.clientIdKey"))]
 pub struct OAuthClientSpec {
     /// The client id. Generated (URL-safe, 128 bits or more) when empty; immutable once set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,6 +114,16 @@ pub struct OAuthClientSpec {
     /// Where the plaintext is delivered to the client application.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_secret: Option<DeliverySecret>,
+}
+
+/// Whether `id` is a client id as `spec.clientId` allows it: 8 to 255 characters of
+/// `A-Z a-z 0-9 . _ ~ -`. Imported client ids are held to the same rule, because a
+/// client id is shown in status and events.
+pub fn valid_client_id(id: &str) -> bool {
+    (8..=255).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
 }
 
 fn default_secret_length() -> i32 {

@@ -1,38 +1,40 @@
 //! Reconciler of `EncryptionKey`: keeps the keyring Secret, renders the key for pods,
 //! projects it into the target workloads and counts the pods that hold it.
 //!
-//! The keyring Secret is written once, when the first version is created, and never
+//! Each reconcile reads the keyring, the key-encryption key and the source, lets
+//! [`decide::next_step`] choose, and acts. The keyring is created once and never
 //! regenerated: if status records versions but the keyring is gone or unreadable, the
 //! key is `Degraded` and waits for the user to restore it, because a new key would make
-//! every existing ciphertext unreadable. Key material never reaches a log line, an
-//! event or status — only fingerprints do.
+//! every existing ciphertext unreadable. Key material never reaches a log line, an event
+//! or status — only fingerprints do.
 
+pub mod decide;
 pub mod render;
-mod secrets;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Secret};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::core::Selector;
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
+use self::decide::{Observed, Problem, Step};
 use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_config};
 use crate::crd::encryption_key::{
-    DistributionStatus, DistributionTarget, EncryptionKeyStatus, KeyVersionStatus, WorkloadKind,
+    DistributionStatus, EncryptionKeyStatus, KeyVersionStatus, WorkloadKind,
 };
 use crate::crd::{ConditionStatus, ConditionType, EncryptionKey, find_condition, set_condition};
 use crate::crypto::keyring::VersionState;
 use crate::crypto::{KeyMaterial, Keyring};
-use crate::workload::{self, TemplateProjection};
-use crate::{Error, FIELD_MANAGER, Result};
+use crate::store::{self, ENCRYPTION_KEY_MANAGER, Written, keyring as keyring_store};
+use crate::workload::{self, Rollout, TemplateProjection};
+use crate::{Error, Result};
 
 /// How often an undistributed key is looked at again, besides the workload watches.
 const DISTRIBUTION_RECHECK: Duration = Duration::from_secs(5);
@@ -46,15 +48,15 @@ pub fn controller(
     stateful_sets: Api<StatefulSet>,
 ) -> Controller<EncryptionKey> {
     let controller = Controller::new(api, watcher_config());
-    let (sources, by_deployment, by_stateful_set) =
+    let (by_secret, by_deployment, by_stateful_set) =
         (controller.store(), controller.store(), controller.store());
     controller
         .owns(
             secrets.clone(),
-            watcher_config().labels(&secrets::managed_selector()),
+            watcher_config().labels(&store::managed_selector()),
         )
         .watches(secrets, watcher_config(), move |secret| {
-            readers_of(&sources, &secret)
+            readers_of(&by_secret, &secret)
         })
         .watches(deployments, watcher_config(), move |deployment| {
             targeting(&by_deployment, WorkloadKind::Deployment, &deployment)
@@ -64,14 +66,17 @@ pub fn controller(
         })
 }
 
-/// Keys whose source or key-encryption key is `secret`.
+/// Keys whose keyring, source or key-encryption key is `secret`. The keyring has no
+/// owner reference, so it is matched by name like the Secrets the key reads.
 fn readers_of(store: &Store<EncryptionKey>, secret: &Secret) -> Vec<ObjectRef<EncryptionKey>> {
     let name = secret.name_any();
     in_namespace_of(store, secret, |key| {
-        key.spec
-            .source
-            .as_ref()
-            .is_some_and(|source| source.secret_ref.name == name)
+        keyring_store::secret_name(&key.name_any()) == name
+            || key
+                .spec
+                .source
+                .as_ref()
+                .is_some_and(|source| source.secret_ref.name == name)
             || key
                 .spec
                 .key_encryption_key_ref
@@ -95,175 +100,122 @@ fn targeting<W: Resource>(
     })
 }
 
-/// The keyring of EncryptionKey `name` in `namespace`, for other resources that encrypt
-/// under it; `Err` says, for status, why it is not usable yet.
-pub async fn load_keyring(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-) -> Result<Result<Keyring, String>> {
-    let keys: Api<EncryptionKey> = Api::namespaced(client.clone(), namespace);
-    let Some(key) = keys.get_opt(name).await? else {
-        return Ok(Err(format!(
-            "EncryptionKey {name:?} named in spec.encryptionKeyRef does not exist"
-        )));
-    };
-    let secrets_api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let kek = match &key.spec.key_encryption_key_ref {
-        None => None,
-        Some(reference) => {
-            match secrets::read_key(&secrets_api, &reference.name, &reference.key).await? {
-                Ok(kek) => Some(kek),
-                Err(_) => {
-                    return Ok(Err(format!(
-                        "EncryptionKey {name:?} cannot read its key-encryption key"
-                    )));
-                }
-            }
-        }
-    };
-    let keyring_name = secrets::SecretNames::of(&key).keyring;
-    Ok(
-        match secrets::read_keyring(&secrets_api, &key, &keyring_name, kek.as_ref()).await? {
-            secrets::StoredKeyring::Present(keyring) => Ok(keyring),
-            _ => Err(format!("EncryptionKey {name:?} has no usable keyring yet")),
-        },
-    )
-}
-
-/// A reason the key cannot be ready, and whether it is a fault (`Degraded`) rather than
-/// something to wait for.
-struct Problem {
-    reason: &'static str,
-    message: String,
-    degraded: bool,
-}
-
 /// Brings one EncryptionKey up to date.
 pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result<Action> {
     let namespace = key.namespace().ok_or(Error::MissingObjectField {
         kind: "EncryptionKey",
         field: "metadata.namespace",
     })?;
-    let secrets_api: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
-    let names = secrets::SecretNames::of(&key);
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let name = key.name_any();
     let now = Timestamp::now();
-
-    let keyring = match load_or_create_keyring(&key, &context, &secrets_api, &names, now).await? {
-        Ok(keyring) => keyring,
-        Err(problem) => {
-            report(&context, &key, Found::Problem(problem), now).await?;
-            context.record_success(key.as_ref());
-            return Ok(Action::await_change());
+    let observed = load(&key, &secrets).await?;
+    let kek = observed
+        .kek
+        .as_ref()
+        .and_then(|kek| kek.as_ref().ok())
+        .cloned();
+    let mut reporter = Reporter::new(&context, &key, now);
+    let action = match decide::next_step(&name, &key.spec, key.status.as_ref(), observed) {
+        Step::Report(problem) => {
+            reporter.report(Found::Problem(problem, None)).await?;
+            Action::await_change()
+        }
+        Step::RetainKeyring { resource_version } => {
+            keyring_store::retain(&secrets, &name, resource_version).await?;
+            Action::requeue(Duration::ZERO)
+        }
+        Step::WrapKeyring {
+            keyring,
+            resource_version,
+        } => {
+            keyring_store::update(&secrets, &name, resource_version, &keyring, kek.as_ref())
+                .await?;
+            let note = format!(
+                "stored the keyring in Secret {:?} wrapped under spec.keyEncryptionKeyRef",
+                keyring_store::secret_name(&name)
+            );
+            context
+                .publish(
+                    key.as_ref(),
+                    EventType::Normal,
+                    "KeyringWrapped",
+                    "Wrap",
+                    note,
+                )
+                .await;
+            Action::requeue(Duration::ZERO)
+        }
+        Step::CreateKeyring { material } => {
+            let keyring =
+                create_keyring(&context, &key, &secrets, material, kek.as_ref(), now).await?;
+            // Recorded at once: from here on a lost keyring is reported, never replaced.
+            reporter.report(Found::Created(&keyring)).await?;
+            distribute(&context, &key, &secrets, &keyring, None, &mut reporter).await?
+        }
+        Step::Distribute { keyring, notice } => {
+            distribute(&context, &key, &secrets, &keyring, notice, &mut reporter).await?
         }
     };
-    let rendered = render::render(&keyring, key.spec.distribution.format).map_err(Error::Key)?;
-    secrets::write_distribution(&secrets_api, &key, &names, &rendered).await?;
-    let hash = keyring.distribution_hash();
-    let distribution = distribute(
-        &context,
-        &key,
-        &namespace,
-        &names,
-        rendered.file_name,
-        &hash,
-    )
-    .await?;
-    let outcome = outcome(&distribution.status, &distribution.missing);
-    let distributed = outcome.distributed;
-    let found = Found::Keyring {
-        keyring: &keyring,
-        progress: distribution.status,
-        outcome,
-    };
-    report(&context, &key, found, now).await?;
     context.record_success(key.as_ref());
-    Ok(if distributed {
-        Action::await_change()
-    } else {
-        Action::requeue(DISTRIBUTION_RECHECK)
-    })
+    Ok(action)
 }
 
-/// The keyring, created from the source (or fresh material) the first time; or why there
-/// is none.
-async fn load_or_create_keyring(
-    key: &EncryptionKey,
-    context: &Context,
-    secrets_api: &Api<Secret>,
-    names: &secrets::SecretNames,
-    now: Timestamp,
-) -> Result<Result<Keyring, Problem>> {
+/// Reads what the decision needs: the key-encryption key, the keyring and the source.
+async fn load(key: &EncryptionKey, secrets: &Api<Secret>) -> Result<Observed> {
     let kek = match &key.spec.key_encryption_key_ref {
         None => None,
         Some(reference) => {
-            match secrets::read_key(secrets_api, &reference.name, &reference.key).await? {
-                Ok(kek) => Some(kek),
-                Err(problem) => {
-                    return Ok(Err(
-                        problem.named("KeyEncryptionKey", "spec.keyEncryptionKeyRef")
-                    ));
-                }
-            }
+            Some(keyring_store::read_key(secrets, &reference.name, &reference.key).await?)
         }
     };
-    let recorded_versions = key
-        .status
-        .as_ref()
-        .is_some_and(|status| !status.versions.is_empty());
-    match secrets::read_keyring(secrets_api, key, &names.keyring, kek.as_ref()).await? {
-        secrets::StoredKeyring::Present(keyring) => return Ok(Ok(keyring)),
-        secrets::StoredKeyring::Foreign => {
-            return Ok(Err(Problem {
-                reason: "SecretConflict",
-                message: format!(
-                    "Secret {:?} exists and is not owned by this EncryptionKey; keyward will not overwrite it",
-                    names.keyring
-                ),
-                degraded: true,
-            }));
+    let usable_kek = kek.as_ref().and_then(|kek| kek.as_ref().ok());
+    let stored = match (&kek, usable_kek) {
+        // Without the KEK a wrapped keyring cannot be read; the decision reports the KEK.
+        (Some(Err(_)), _) => keyring_store::Stored::Absent,
+        _ => keyring_store::load(secrets, &key.name_any(), usable_kek).await?,
+    };
+    let source = match &key.spec.source {
+        None => None,
+        Some(source) => Some(
+            keyring_store::read_key(secrets, &source.secret_ref.name, &source.secret_ref.key)
+                .await?,
+        ),
+    };
+    Ok(Observed {
+        kek,
+        stored,
+        source,
+    })
+}
+
+/// Creates the keyring with version 1 from `material`, or from fresh material.
+async fn create_keyring(
+    context: &Context,
+    key: &EncryptionKey,
+    secrets: &Api<Secret>,
+    material: Option<KeyMaterial>,
+    kek: Option<&KeyMaterial>,
+    now: Timestamp,
+) -> Result<Keyring> {
+    let (material, origin) = match material {
+        Some(material) => {
+            let source = key
+                .spec
+                .source
+                .as_ref()
+                .map(|source| source.secret_ref.name.as_str())
+                .unwrap_or_default();
+            (material, format!("taken from Secret {source:?}"))
         }
-        secrets::StoredKeyring::Unreadable(error) => {
-            return Ok(Err(Problem {
-                reason: "KeyringUnreadable",
-                message: format!(
-                    "keyring Secret {:?} cannot be read ({error}); restore it from backup — keyward never replaces a keyring",
-                    names.keyring
-                ),
-                degraded: true,
-            }));
-        }
-        secrets::StoredKeyring::Absent if recorded_versions => {
-            return Ok(Err(Problem {
-                reason: "KeyringMissing",
-                message: format!(
-                    "keyring Secret {:?} is gone but status records key versions; restore it from backup — a new key would make existing ciphertext unreadable",
-                    names.keyring
-                ),
-                degraded: true,
-            }));
-        }
-        secrets::StoredKeyring::Absent => {}
-    }
-    let (material, origin) = match &key.spec.source {
         None => (
             KeyMaterial::generate()?,
             "generated from the operating system's CSPRNG".to_owned(),
         ),
-        Some(source) => {
-            match secrets::read_key(secrets_api, &source.secret_ref.name, &source.secret_ref.key)
-                .await?
-            {
-                Ok(material) => (
-                    material,
-                    format!("taken from Secret {:?}", source.secret_ref.name),
-                ),
-                Err(problem) => return Ok(Err(problem.named("Source", "spec.source.secretRef"))),
-            }
-        }
     };
-    let keyring = Keyring::new(&key.name_any(), material, now);
-    secrets::create_keyring(secrets_api, key, &names.keyring, &keyring, kek.as_ref()).await?;
+    let name = key.name_any();
+    let keyring = Keyring::new(&name, material, now);
+    keyring_store::create(secrets, &name, &keyring, kek).await?;
     let fingerprint = keyring
         .primary()
         .map_err(Error::Key)?
@@ -271,213 +223,78 @@ async fn load_or_create_keyring(
         .fingerprint();
     let note = format!(
         "created key version 1 (fingerprint {fingerprint}), {origin}, in Secret {:?}",
-        names.keyring
+        keyring_store::secret_name(&name)
     );
     context
         .publish(key, EventType::Normal, "KeyCreated", "Create", note)
         .await;
-    Ok(Ok(keyring))
+    Ok(keyring)
 }
 
-/// Projects the key into every target workload and counts the pods that hold it.
+/// Renders the keyring into the distribution Secret, projects it into the targets,
+/// counts the pods that hold it and reports.
 async fn distribute(
     context: &Context,
     key: &EncryptionKey,
-    namespace: &str,
-    names: &secrets::SecretNames,
-    file_name: &str,
-    hash: &str,
-) -> Result<Rollout> {
-    let key_name = key.name_any();
+    secrets: &Api<Secret>,
+    keyring: &Keyring,
+    notice: Option<Problem>,
+    reporter: &mut Reporter<'_>,
+) -> Result<Action> {
+    let name = key.name_any();
+    let rendered = render::render(keyring, key.spec.distribution.format).map_err(Error::Key)?;
+    let distribution_secret = store::distribution::secret_name(&name);
+    let written = store::distribution::write(
+        secrets,
+        key,
+        rendered.file_name,
+        rendered.content.as_bytes(),
+    )
+    .await?;
+    if written == Written::Conflict {
+        let problem = Problem {
+            reason: "SecretConflict",
+            message: format!(
+                "Secret {distribution_secret:?} exists and is not owned by this EncryptionKey; keyward will not overwrite it"
+            ),
+            degraded: true,
+        };
+        reporter
+            .report(Found::Problem(problem, Some(keyring)))
+            .await?;
+        return Ok(Action::await_change());
+    }
+    let hash = keyring.distribution_hash();
     let projection = TemplateProjection {
-        key_name: &key_name,
-        secret_name: &names.distribution,
-        file_name,
-        keyring_hash: hash,
+        key_name: &name,
+        secret_name: &distribution_secret,
+        file_name: rendered.file_name,
+        keyring_hash: &hash,
         distribution: &key.spec.distribution,
     };
-    let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
-    let (mut pods_in_sync, mut pods_total) = (0, 0);
-    let mut missing = Vec::new();
-    for target in &key.spec.targets {
-        let workloads = resolve(context, namespace, target).await?;
-        if let (Some(name), true) = (&target.name, workloads.is_empty()) {
-            missing.push(format!("{:?} {name}", target.kind));
-        }
-        for workload in workloads {
-            if workload.needs_patch(&key_name, hash, &key.spec.distribution) {
-                let patch = workload::template_patch(
-                    target.kind,
-                    &workload.name,
-                    &workload.containers,
-                    &projection,
-                );
-                workload
-                    .apply(context, namespace, target.kind, &patch)
-                    .await?;
-            }
-            let selected = pods
-                .list(&ListParams::default().labels_from(&workload.selector))
-                .await?;
-            let (in_sync, total) = workload::pods_in_sync(
-                &selected.items,
-                &key_name,
-                hash,
-                key.spec.distribution.restart,
-            );
-            pods_in_sync += in_sync;
-            // Until every pod the workload asks for is ready, some are missing from sync.
-            pods_total += total.max(workload.replicas);
-        }
-    }
-    let status = DistributionStatus {
-        keyring_hash: Some(hash.to_owned()),
-        pods_in_sync,
-        pods_total,
+    let namespace = key.namespace().unwrap_or_default();
+    let rollout =
+        workload::roll_out(&context.client, &namespace, &key.spec.targets, &projection).await?;
+    let progress = DistributionStatus {
+        keyring_hash: Some(hash.clone()),
+        versions: rendered.versions.clone(),
+        pods_in_sync: rollout.pods_in_sync,
+        pods_total: rollout.pods_total,
     };
-    Ok(Rollout { status, missing })
-}
-
-/// Distribution progress, and the named targets that do not exist.
-struct Rollout {
-    status: DistributionStatus,
-    missing: Vec<String>,
-}
-
-/// A target workload, reduced to what distribution needs.
-struct Workload {
-    name: String,
-    /// Pods the workload asks for.
-    replicas: i32,
-    containers: Vec<String>,
-    selector: Selector,
-    /// The current pod template's annotations and volume names.
-    annotations: std::collections::BTreeMap<String, String>,
-    volumes: Vec<String>,
-}
-
-impl Workload {
-    fn from_template(
-        name: String,
-        replicas: i32,
-        selector: &LabelSelector,
-        template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
-    ) -> Result<Self> {
-        let spec = template.and_then(|template| template.spec.as_ref());
-        let selector =
-            Selector::try_from(selector.clone()).map_err(|_| Error::MissingObjectField {
-                kind: "workload",
-                field: "spec.selector",
-            })?;
-        Ok(Self {
-            name,
-            replicas,
-            containers: spec
-                .map(|spec| spec.containers.iter().map(|c| c.name.clone()).collect())
-                .unwrap_or_default(),
-            selector,
-            annotations: template
-                .and_then(|t| t.metadata.as_ref())
-                .and_then(|m| m.annotations.clone())
-                .unwrap_or_default(),
-            volumes: spec
-                .and_then(|spec| spec.volumes.as_ref())
-                .map(|v| v.iter().map(|v| v.name.clone()).collect())
-                .unwrap_or_default(),
+    let outcome = outcome(&rollout, notice);
+    let distributed = outcome.distributed;
+    reporter
+        .report(Found::Keyring {
+            keyring,
+            progress,
+            outcome,
         })
-    }
-
-    /// Whether the pod template lacks the current projection. Checking first keeps an
-    /// unchanged key from writing to the workload at all.
-    fn needs_patch(
-        &self,
-        key_name: &str,
-        hash: &str,
-        distribution: &crate::crd::encryption_key::Distribution,
-    ) -> bool {
-        use crate::crd::encryption_key::{Projection, RestartPolicy};
-        let hash_current = distribution.restart == RestartPolicy::None
-            || self
-                .annotations
-                .get(&workload::hash_annotation(key_name))
-                .is_some_and(|h| h == hash);
-        let volume_present = distribution.projection == Projection::Env
-            || self.volumes.contains(&workload::volume_name(key_name));
-        !(hash_current && volume_present)
-    }
-
-    async fn apply(
-        &self,
-        context: &Context,
-        namespace: &str,
-        kind: WorkloadKind,
-        patch: &serde_json::Value,
-    ) -> Result<()> {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        match kind {
-            WorkloadKind::Deployment => {
-                let api: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
-                api.patch(&self.name, &params, &Patch::Apply(patch)).await?;
-            }
-            WorkloadKind::StatefulSet => {
-                let api: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
-                api.patch(&self.name, &params, &Patch::Apply(patch)).await?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The workloads `target` names or selects.
-async fn resolve(
-    context: &Context,
-    namespace: &str,
-    target: &DistributionTarget,
-) -> Result<Vec<Workload>> {
-    let params = match &target.selector {
-        Some(selector) => ListParams::default().labels_from(
-            &Selector::try_from(selector.clone()).map_err(|_| Error::MissingObjectField {
-                kind: "EncryptionKey",
-                field: "spec.targets[].selector",
-            })?,
-        ),
-        None => ListParams::default().fields(&format!(
-            "metadata.name={}",
-            target.name.as_deref().unwrap_or_default()
-        )),
-    };
-    let mut workloads = Vec::new();
-    match target.kind {
-        WorkloadKind::Deployment => {
-            let api: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
-            for deployment in api.list(&params).await? {
-                let spec = deployment.spec.as_ref();
-                let selector = spec.map(|spec| spec.selector.clone()).unwrap_or_default();
-                let replicas = spec.and_then(|spec| spec.replicas).unwrap_or(1);
-                workloads.push(Workload::from_template(
-                    deployment.name_any(),
-                    replicas,
-                    &selector,
-                    spec.map(|spec| &spec.template),
-                )?);
-            }
-        }
-        WorkloadKind::StatefulSet => {
-            let api: Api<StatefulSet> = Api::namespaced(context.client.clone(), namespace);
-            for stateful_set in api.list(&params).await? {
-                let spec = stateful_set.spec.as_ref();
-                let selector = spec.map(|spec| spec.selector.clone()).unwrap_or_default();
-                let replicas = spec.and_then(|spec| spec.replicas).unwrap_or(1);
-                workloads.push(Workload::from_template(
-                    stateful_set.name_any(),
-                    replicas,
-                    &selector,
-                    spec.map(|spec| &spec.template),
-                )?);
-            }
-        }
-    }
-    Ok(workloads)
+        .await?;
+    Ok(if distributed {
+        Action::await_change()
+    } else {
+        Action::requeue(DISTRIBUTION_RECHECK)
+    })
 }
 
 /// What distribution progress means for the `Distributed` and `Ready` conditions.
@@ -486,22 +303,25 @@ struct Outcome {
     distributed_condition: (ConditionStatus, &'static str),
     ready_condition: (ConditionStatus, &'static str),
     summary: String,
+    /// A request of the spec that keeps `Ready` false although the key is distributed.
+    notice: Option<Problem>,
 }
 
 /// Distributed only when every named target exists and every pod it asks for is ready
 /// with the current keyring.
-fn outcome(progress: &DistributionStatus, missing: &[String]) -> Outcome {
-    let (in_sync, total) = (progress.pods_in_sync, progress.pods_total);
+fn outcome(rollout: &Rollout, notice: Option<Problem>) -> Outcome {
+    let (in_sync, total) = (rollout.pods_in_sync, rollout.pods_total);
     let counted = format!("{in_sync}/{total} ready pods of the targets hold the current keyring");
-    if !missing.is_empty() {
+    if !rollout.missing.is_empty() {
         return Outcome {
             distributed: false,
             distributed_condition: (ConditionStatus::False, "TargetNotFound"),
             ready_condition: (ConditionStatus::False, "TargetNotFound"),
             summary: format!(
                 "spec.targets names {} which does not exist; {counted}",
-                missing.join(", ")
+                rollout.missing.join(", ")
             ),
+            notice,
         };
     }
     let distributed = in_sync == total;
@@ -518,13 +338,17 @@ fn outcome(progress: &DistributionStatus, missing: &[String]) -> Outcome {
             (ConditionStatus::False, "Distributing")
         },
         summary: counted,
+        notice,
     }
 }
 
 /// What a reconcile found, for status.
 enum Found<'a> {
-    /// Something keeps the key from being ready.
-    Problem(Problem),
+    /// Something keeps the key from being ready; the keyring, when there is one, is
+    /// still listed.
+    Problem(Problem, Option<&'a Keyring>),
+    /// The keyring was just created; nothing is distributed yet.
+    Created(&'a Keyring),
     /// The keyring, how far its distribution got, and what that means.
     Keyring {
         keyring: &'a Keyring,
@@ -533,122 +357,172 @@ enum Found<'a> {
     },
 }
 
-/// Writes status from what the reconcile found, with an event on each transition a user
-/// would want to see.
-async fn report(
-    context: &Context,
-    key: &EncryptionKey,
-    found: Found<'_>,
+/// Writes status (only when it changes) with an event on each transition a user would
+/// want to see; remembers what it wrote, so a second report in one reconcile compares
+/// against it.
+struct Reporter<'a> {
+    context: &'a Context,
+    key: &'a EncryptionKey,
     now: Timestamp,
-) -> Result<()> {
-    let api: Api<EncryptionKey> = namespaced_api(&context.client, key)?;
-    let generation = key.meta().generation;
-    let previous = key
-        .status
-        .as_ref()
-        .map(|status| status.conditions.as_slice())
-        .unwrap_or_default();
-    let was = |type_: ConditionType| {
-        find_condition(previous, type_).map(|c| (c.status.clone(), c.reason.clone()))
-    };
-    let mut status: EncryptionKeyStatus = key.status.clone().unwrap_or_default();
-    status.observed_generation = generation;
-    match found {
-        Found::Problem(problem) => {
-            let conditions = &mut status.conditions;
-            let message = problem.message;
+    current: Option<EncryptionKeyStatus>,
+}
+
+impl<'a> Reporter<'a> {
+    fn new(context: &'a Context, key: &'a EncryptionKey, now: Timestamp) -> Self {
+        Self {
+            context,
+            key,
+            now,
+            current: key.status.clone(),
+        }
+    }
+
+    async fn report(&mut self, found: Found<'_>) -> Result<()> {
+        let (key, now) = (self.key, self.now);
+        let generation = key.meta().generation;
+        let previous = self.current.clone().unwrap_or_default();
+        let was = |type_: ConditionType| {
+            find_condition(&previous.conditions, type_)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+        };
+        let mut status = previous.clone();
+        status.observed_generation = generation;
+        let set = |status: &mut EncryptionKeyStatus,
+                   type_: ConditionType,
+                   state: ConditionStatus,
+                   reason: &str,
+                   message: &str| {
             set_condition(
-                conditions,
+                &mut status.conditions,
+                type_,
+                state,
+                reason,
+                message.to_owned(),
+                generation,
+                now,
+            );
+        };
+        let mut events = Vec::new();
+        let mut problem_to_report = None;
+        match found {
+            Found::Problem(problem, keyring) => {
+                if let Some(keyring) = keyring {
+                    list_versions(&mut status, key, keyring);
+                }
+                problem_to_report = Some(problem);
+            }
+            Found::Created(keyring) => {
+                list_versions(&mut status, key, keyring);
+                let message = "key version 1 created; distributing it to the targets";
+                set(
+                    &mut status,
+                    ConditionType::Ready,
+                    ConditionStatus::False,
+                    "Distributing",
+                    message,
+                );
+            }
+            Found::Keyring {
+                keyring,
+                progress,
+                outcome,
+            } => {
+                list_versions(&mut status, key, keyring);
+                status.distribution = Some(progress);
+                let (state, reason) = outcome.distributed_condition;
+                set(
+                    &mut status,
+                    ConditionType::Distributed,
+                    state,
+                    reason,
+                    &outcome.summary,
+                );
+                let was_distributed =
+                    was(ConditionType::Distributed).is_some_and(|(status, _)| status == "True");
+                if outcome.distributed && !was_distributed {
+                    events.push((
+                        EventType::Normal,
+                        "Distributed",
+                        "Distribute",
+                        outcome.summary.clone(),
+                    ));
+                }
+                match outcome.notice {
+                    Some(notice) => problem_to_report = Some(notice),
+                    None => {
+                        let (ready, reason) = outcome.ready_condition;
+                        set(
+                            &mut status,
+                            ConditionType::Ready,
+                            ready,
+                            reason,
+                            &outcome.summary,
+                        );
+                        set(
+                            &mut status,
+                            ConditionType::Degraded,
+                            ConditionStatus::False,
+                            "AsExpected",
+                            "",
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(problem) = problem_to_report {
+            let message = &problem.message;
+            set(
+                &mut status,
                 ConditionType::Ready,
                 ConditionStatus::False,
                 problem.reason,
-                message.clone(),
-                generation,
-                now,
+                message,
             );
             let (degraded, reason) = if problem.degraded {
                 (ConditionStatus::True, problem.reason)
             } else {
                 (ConditionStatus::False, "AsExpected")
             };
-            set_condition(
-                conditions,
+            set(
+                &mut status,
                 ConditionType::Degraded,
                 degraded,
                 reason,
-                message.clone(),
-                generation,
-                now,
+                if problem.degraded { message } else { "" },
             );
-            let newly_degraded = was(ConditionType::Degraded)
-                != Some(("True".to_owned(), problem.reason.to_owned()));
-            if problem.degraded && newly_degraded {
-                context
-                    .publish(
-                        key,
-                        EventType::Warning,
-                        problem.reason,
-                        "Reconcile",
-                        message,
-                    )
-                    .await;
+            let newly =
+                was(ConditionType::Ready) != Some(("False".to_owned(), problem.reason.to_owned()));
+            if newly {
+                events.push((
+                    EventType::Warning,
+                    problem.reason,
+                    "Reconcile",
+                    problem.message.clone(),
+                ));
             }
         }
-        Found::Keyring {
-            keyring,
-            progress,
-            outcome,
-        } => {
-            status.keyring_secret_name = Some(secrets::SecretNames::of(key).keyring);
-            status.primary_version = keyring.primary().ok().map(|primary| primary.version);
-            status.versions = keyring.versions.iter().map(version_status).collect();
-            status.distribution = Some(progress);
-            let conditions = &mut status.conditions;
-            let (state, reason) = outcome.distributed_condition;
-            set_condition(
-                conditions,
-                ConditionType::Distributed,
-                state,
-                reason,
-                outcome.summary.clone(),
-                generation,
-                now,
-            );
-            let (ready, reason) = outcome.ready_condition;
-            set_condition(
-                conditions,
-                ConditionType::Ready,
-                ready,
-                reason,
-                outcome.summary.clone(),
-                generation,
-                now,
-            );
-            set_condition(
-                conditions,
-                ConditionType::Degraded,
-                ConditionStatus::False,
-                "AsExpected",
-                "",
-                generation,
-                now,
-            );
-            let was_distributed =
-                was(ConditionType::Distributed).is_some_and(|(status, _)| status == "True");
-            if outcome.distributed && !was_distributed {
-                context
-                    .publish(
-                        key,
-                        EventType::Normal,
-                        "Distributed",
-                        "Distribute",
-                        outcome.summary,
-                    )
-                    .await;
-            }
+        let api: Api<EncryptionKey> = namespaced_api(&self.context.client, key)?;
+        apply_status(
+            &api,
+            ENCRYPTION_KEY_MANAGER,
+            key,
+            self.current.as_ref(),
+            &status,
+        )
+        .await?;
+        self.current = Some(status);
+        for (type_, reason, action, note) in events {
+            self.context.publish(key, type_, reason, action, note).await;
         }
+        Ok(())
     }
-    apply_status(&api, key, key.status.as_ref(), &status).await
+}
+
+/// Lists the keyring's versions in status.
+fn list_versions(status: &mut EncryptionKeyStatus, key: &EncryptionKey, keyring: &Keyring) {
+    status.keyring_secret_name = Some(keyring_store::secret_name(&key.name_any()));
+    status.primary_version = keyring.primary().ok().map(|primary| primary.version);
+    status.versions = keyring.versions.iter().map(version_status).collect();
 }
 
 /// One keyring version as status shows it: never the material, only its fingerprint.
@@ -670,21 +544,21 @@ fn version_status(version: &crate::crypto::keyring::KeyVersion) -> KeyVersionSta
 mod tests {
     use super::*;
 
-    fn progress(pods_in_sync: i32, pods_total: i32) -> DistributionStatus {
-        DistributionStatus {
-            keyring_hash: None,
+    fn rollout(pods_in_sync: i32, pods_total: i32, missing: &[&str]) -> Rollout {
+        Rollout {
             pods_in_sync,
             pods_total,
+            missing: missing.iter().map(|m| (*m).to_owned()).collect(),
         }
     }
 
     #[test]
     fn distributed_needs_every_pod_in_sync_and_every_named_target_present() {
-        assert!(outcome(&progress(3, 3), &[]).distributed);
-        let rolling = outcome(&progress(2, 3), &[]);
+        assert!(outcome(&rollout(3, 3, &[]), None).distributed);
+        let rolling = outcome(&rollout(2, 3, &[]), None);
         assert!(!rolling.distributed);
         assert_eq!(rolling.ready_condition.1, "Distributing");
-        let missing = outcome(&progress(0, 0), &["Deployment apim".to_owned()]);
+        let missing = outcome(&rollout(0, 0, &["Deployment apim"]), None);
         assert!(!missing.distributed);
         assert_eq!(missing.distributed_condition.1, "TargetNotFound");
         assert!(missing.summary.contains("Deployment apim"));

@@ -6,10 +6,12 @@ use zeroize::Zeroizing;
 use crate::crd::encryption_key::KeyFormat;
 use crate::crypto::keyring::{KeyError, Keyring, VersionState};
 
-/// The file (or Secret key) name and content pods receive.
+/// The file (or Secret key) name and content pods receive, and the key versions it
+/// carries.
 pub struct Rendered {
     pub file_name: &'static str,
     pub content: Zeroizing<String>,
+    pub versions: Vec<i64>,
 }
 
 #[derive(Serialize)]
@@ -26,6 +28,7 @@ struct Wso2Encryption<'a> {
 /// `Keyring` carries every version pods still need (retired ones are left out).
 pub fn render(keyring: &Keyring, format: KeyFormat) -> Result<Rendered, KeyError> {
     let primary = keyring.primary()?;
+    let only_primary = vec![primary.version];
     let hex_key = || Zeroizing::new(hex::encode(primary.material.expose()));
     Ok(match format {
         KeyFormat::Wso2Toml => {
@@ -38,11 +41,13 @@ pub fn render(keyring: &Keyring, format: KeyFormat) -> Result<Rendered, KeyError
             Rendered {
                 file_name: "deployment.toml",
                 content: Zeroizing::new(content),
+                versions: only_primary,
             }
         }
         KeyFormat::Hex => Rendered {
             file_name: "key.hex",
             content: hex_key(),
+            versions: only_primary,
         },
         KeyFormat::Base64 => {
             use base64::Engine;
@@ -51,6 +56,7 @@ pub fn render(keyring: &Keyring, format: KeyFormat) -> Result<Rendered, KeyError
             Rendered {
                 file_name: "key.base64",
                 content: Zeroizing::new(content),
+                versions: only_primary,
             }
         }
         KeyFormat::Keyring => {
@@ -60,6 +66,11 @@ pub fn render(keyring: &Keyring, format: KeyFormat) -> Result<Rendered, KeyError
             Rendered {
                 file_name: "keyring.json",
                 content: held.to_json()?,
+                versions: held
+                    .versions
+                    .iter()
+                    .map(|version| version.version)
+                    .collect(),
             }
         }
     })

@@ -4,7 +4,13 @@
 //! The verifier Secret is the source of truth for what has been issued (its data and
 //! `keyward.io/*` annotations), never the resource's status, which may be stale in the
 //! watch cache: deciding from status could issue the same rotation twice.
+//!
+//! Everything read from a Secret may be hostile (anyone who can edit Secrets in the
+//! namespace can write it): annotations that do not parse or lie in the future, and
+//! records that no longer decrypt, are reported and left alone — never a panic, never a
+//! silent re-issue. All time arithmetic is checked.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -12,6 +18,84 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use crate::crd::oauth_client::{OAuthClientSpec, SecretType};
 use crate::crypto::envelope::EnvelopeError;
 use crate::crypto::{Credential, HashAlgorithm, Keyring, RecordError, SecretBytes, VerifierRecord};
+use crate::store::keyring::KeyInUse;
+
+/// Annotations keyward keeps on its Secrets.
+pub mod annotations {
+    /// Secret version a delivery Secret holds.
+    pub const SECRET_VERSION: &str = "keyward.io/secret-version";
+    /// `spec.rotation.generation` when the current secret was issued.
+    pub const ROTATION_GENERATION: &str = "keyward.io/rotation-generation";
+    /// When the current secret was issued.
+    pub const ISSUED_AT: &str = "keyward.io/issued-at";
+    /// When a delivery Secret was written.
+    pub const WRITTEN_AT: &str = "keyward.io/written-at";
+    /// When the delivery Secret was deleted after its TTL.
+    pub const DELIVERY_DELETED_AT: &str = "keyward.io/delivery-deleted-at";
+}
+
+/// How far a recorded time may lie ahead of the operator's clock (clock skew between
+/// replicas); anything later was not written by keyward.
+const CLOCK_SKEW: SignedDuration = SignedDuration::from_secs(300);
+/// The longest grace period the resource allows (`spec.rotation.gracePeriod`).
+const MAX_GRACE: SignedDuration = SignedDuration::from_hours(720);
+/// The longest a reconcile waits before looking again at a far deadline.
+const MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
+
+/// Names of the Secrets an OAuthClient writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretNames {
+    pub verifier: String,
+    pub delivery: String,
+}
+
+impl SecretNames {
+    /// The names from the spec, defaulting to `<name>-verifier` and `<name>-credentials`.
+    pub fn of(name: &str, spec: &OAuthClientSpec) -> Self {
+        let verifier = spec
+            .verifier_secret
+            .as_ref()
+            .and_then(|secret| secret.name.clone());
+        let delivery = spec
+            .delivery_secret
+            .as_ref()
+            .and_then(|secret| secret.name.clone());
+        Self {
+            verifier: verifier.unwrap_or_else(|| format!("{name}-verifier")),
+            delivery: delivery.unwrap_or_else(|| format!("{name}-credentials")),
+        }
+    }
+}
+
+/// An annotation keyward did not write as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidAnnotation {
+    /// The Secret that carries it.
+    pub secret: String,
+    pub annotation: &'static str,
+    /// What is wrong, without the value.
+    pub problem: &'static str,
+}
+
+/// Reads annotation `key` of `secret` as `T`: absent is `None`, unparsable an error
+/// that names the annotation, never its value.
+pub fn parse_annotation<T: std::str::FromStr>(
+    secret: &str,
+    annotations: &BTreeMap<String, String>,
+    key: &'static str,
+    what: &'static str,
+) -> Result<Option<T>, InvalidAnnotation> {
+    annotations
+        .get(key)
+        .map(|value| {
+            value.parse().map_err(|_| InvalidAnnotation {
+                secret: secret.to_owned(),
+                annotation: key,
+                problem: what,
+            })
+        })
+        .transpose()
+}
 
 /// What the operator's flags allow.
 #[derive(Clone, Copy, Debug, Default)]
@@ -30,13 +114,23 @@ pub enum Verifier {
     Present(Box<IssuedRecord>),
 }
 
+/// An encrypted record, decrypted with its key.
+#[derive(Debug)]
+pub enum Opened {
+    /// Not encrypted, or under another key than the spec names (a spec change).
+    NotEncrypted,
+    /// Decrypted; comparisons use it.
+    Opened(VerifierRecord),
+    /// Encrypted under the spec's key, which cannot decrypt it: altered, moved from
+    /// another Secret, or its key version is gone.
+    Undecryptable,
+}
+
 /// A readable verifier record and the bookkeeping kept beside it.
 #[derive(Debug)]
 pub struct IssuedRecord {
     pub record: VerifierRecord,
-    /// The record with encrypted credentials decrypted, when it has them and the key is
-    /// at hand; comparisons use it.
-    pub opened: Option<VerifierRecord>,
+    pub opened: Opened,
     /// `spec.rotation.generation` when the current secret was issued.
     pub rotation_generation: i64,
     pub issued_at: Timestamp,
@@ -51,6 +145,10 @@ pub struct Delivered {
     pub client_id: String,
     pub secret: SecretBytes,
     pub written_at: Timestamp,
+    /// The Secret's uid and resourceVersion: deleting it after its TTL is conditional on
+    /// them, so a Secret re-created in between is never deleted.
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
 }
 
 /// The import source as found.
@@ -61,6 +159,8 @@ pub enum ImportSource {
     Missing,
     /// The Secret exists but lacks the key.
     MissingKey(String),
+    /// The client id key holds no valid client id (the key's name).
+    InvalidClientId(String),
     Present {
         secret: SecretBytes,
         client_id: Option<String>,
@@ -68,8 +168,9 @@ pub enum ImportSource {
 }
 
 /// Everything the decision needs from the cluster.
-#[derive(Debug)]
 pub struct Observed {
+    /// The names of the Secrets the client writes.
+    pub names: SecretNames,
     pub verifier: Verifier,
     pub delivery: Option<Delivered>,
     pub import_source: ImportSource,
@@ -78,9 +179,21 @@ pub struct Observed {
     pub status_secret_version: Option<i64>,
     /// A Secret keyward would write exists but belongs to someone else.
     pub foreign_secret: Option<String>,
-    /// For `Encrypted` secrets: the referenced EncryptionKey's keyring, or why it is not
-    /// usable yet.
-    pub keyring: Option<Result<Keyring, String>>,
+    /// An annotation of the verifier or delivery Secret that keyward did not write.
+    pub invalid_annotation: Option<InvalidAnnotation>,
+    /// For `Encrypted` secrets: the referenced EncryptionKey and its keyring, or why it
+    /// is not usable yet.
+    pub key: Option<Result<KeyInUse, String>>,
+}
+
+impl Observed {
+    /// The keyring of the referenced EncryptionKey, when usable.
+    pub fn keyring(&self) -> Option<&Keyring> {
+        self.key
+            .as_ref()
+            .and_then(|key| key.as_ref().ok())
+            .map(|key| &key.keyring)
+    }
 }
 
 /// Why a new secret is issued.
@@ -138,8 +251,12 @@ pub enum Step {
     ExpirePrevious,
     /// The delivery Secret's TTL is over: delete it.
     DeleteDelivery,
-    /// Nothing to do until `recheck_in` (if any).
-    UpToDate { recheck_in: Option<Duration> },
+    /// Nothing to do until `recheck_in` (if any). `not_ready` is why the client cannot be
+    /// used yet although its record is current (its key version is not on the pods).
+    UpToDate {
+        recheck_in: Option<Duration>,
+        not_ready: Option<(&'static str, String)>,
+    },
 }
 
 /// Decides the next step for `spec` given what the cluster holds at `now`.
@@ -157,10 +274,13 @@ pub fn next_step(
             ),
         };
     }
-    if let Some(refusal) = refusal(spec, policy) {
+    if let Some(refusal) = refusal(spec, &observed.names, policy) {
         return refusal;
     }
-    if let Some(Err(message)) = &observed.keyring {
+    if let Some(refusal) = untrusted(observed, now) {
+        return refusal;
+    }
+    if let Some(Err(message)) = &observed.key {
         return Step::Wait {
             reason: "EncryptionKeyNotReady",
             message: message.clone(),
@@ -188,7 +308,7 @@ pub fn next_step(
             };
             let client_id = spec.client_id.clone().unwrap_or_default();
             return Step::Issue {
-                version: last + 1,
+                version: last.saturating_add(1),
                 client_id,
                 cause,
             };
@@ -200,7 +320,7 @@ pub fn next_step(
     {
         return Step::CompleteIssue;
     }
-    let next_version = record.secret_version + 1;
+    let next_version = record.secret_version.saturating_add(1);
     let client_id = spec
         .client_id
         .clone()
@@ -213,6 +333,11 @@ pub fn next_step(
             cause: IssueCause::Requested,
         };
     }
+    // Only an explicit rotation (above) may replace a record that no longer decrypts:
+    // anything else would lock the client out without anyone deciding so.
+    if matches!(issued.opened, Opened::Undecryptable) {
+        return undecryptable(&observed.names.verifier);
+    }
     if !credential_fits(&record.current, spec) || client_id != record.client_id {
         return Step::Issue {
             version: next_version,
@@ -222,7 +347,7 @@ pub fn next_step(
     }
     let rotate_at = rotation
         .period
-        .map(|period| issued.issued_at + duration(period.into()));
+        .and_then(|period| later(issued.issued_at, period.into()));
     if rotate_at.is_some_and(|at| at <= now) {
         return Step::Issue {
             version: next_version,
@@ -230,7 +355,72 @@ pub fn next_step(
             cause: IssueCause::Scheduled,
         };
     }
-    up_to_date_or_housekeeping(spec, issued, observed.delivery.as_ref(), rotate_at, now)
+    up_to_date_or_housekeeping(spec, issued, observed, rotate_at, now)
+}
+
+/// The record is encrypted under the spec's key and does not decrypt with it.
+fn undecryptable(verifier: &str) -> Step {
+    Step::Refuse {
+        reason: "RecordUndecryptable",
+        message: format!(
+            "the encrypted secret in Secret {verifier:?} does not decrypt with spec.encryptionKeyRef's keyring (altered, copied from another Secret, or its key version is gone); keyward will not issue over it: restore the keyring or the record, or bump spec.rotation.generation to issue a new secret"
+        ),
+    }
+}
+
+/// Bookkeeping that keyward cannot have written: an annotation that does not parse, or
+/// a time after now (or a previous secret valid longer than any grace period). Acting on
+/// it could rotate too early, never, or crash on overflowing arithmetic.
+fn untrusted(observed: &Observed, now: Timestamp) -> Option<Step> {
+    let invalid = |invalid: &InvalidAnnotation| Step::Refuse {
+        reason: "AnnotationInvalid",
+        message: format!(
+            "annotation {} of Secret {:?} {}; keyward did not write it so and will not act on it: remove the annotation or restore its value",
+            invalid.annotation, invalid.secret, invalid.problem
+        ),
+    };
+    if let Some(annotation) = &observed.invalid_annotation {
+        return Some(invalid(annotation));
+    }
+    let latest = now.checked_add(CLOCK_SKEW).unwrap_or(now);
+    let in_future = |secret: &str, annotation: &'static str| {
+        invalid(&InvalidAnnotation {
+            secret: secret.to_owned(),
+            annotation,
+            problem: "lies in the future",
+        })
+    };
+    if let Verifier::Present(issued) = &observed.verifier {
+        let verifier = &observed.names.verifier;
+        if issued.issued_at > latest {
+            return Some(in_future(verifier, annotations::ISSUED_AT));
+        }
+        if issued.delivery_deleted_at.is_some_and(|at| at > latest) {
+            return Some(in_future(verifier, annotations::DELIVERY_DELETED_AT));
+        }
+        let longest_grace = latest.checked_add(MAX_GRACE).unwrap_or(latest);
+        if let Some(previous) = &issued.record.previous
+            && previous.expires_at > longest_grace
+        {
+            return Some(Step::Refuse {
+                reason: "VerifierRecordInvalid",
+                message: format!(
+                    "previousExpiresAt of Secret {verifier:?} lies further ahead than the longest grace period (720h); keyward did not write it so"
+                ),
+            });
+        }
+    }
+    if let Some(delivered) = &observed.delivery
+        && delivered.written_at > latest
+    {
+        return Some(in_future(&observed.names.delivery, annotations::WRITTEN_AT));
+    }
+    None
+}
+
+/// `at + by`, or `None` past the end of time.
+fn later(at: Timestamp, by: Duration) -> Option<Timestamp> {
+    at.checked_add(SignedDuration::try_from(by).ok()?).ok()
 }
 
 /// A verifier record keyward cannot read is left alone: overwriting it would lock out the
@@ -242,7 +432,25 @@ fn damaged(error: &RecordError) -> Step {
     }
 }
 
-fn refusal(spec: &OAuthClientSpec, policy: Policy) -> Option<Step> {
+fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Option<Step> {
+    // The resource's schema refuses both; these guard objects stored before it did.
+    if names.verifier == names.delivery {
+        return Some(Step::Refuse {
+            reason: "SecretNameConflict",
+            message: format!(
+                "spec.verifierSecret.name and spec.deliverySecret.name both name Secret {:?}: the verifier must never hold the plaintext",
+                names.verifier
+            ),
+        });
+    }
+    if let Some(import) = &spec.import_from
+        && import.client_id_key.as_ref() == Some(&import.secret_key)
+    {
+        return Some(Step::Refuse {
+            reason: "ImportKeysConflict",
+            message: "spec.importFrom.clientIdKey must differ from spec.importFrom.secretKey: the client id is shown in status, the secret must never be".into(),
+        });
+    }
     if spec.hash_algorithm.is_legacy()
         && !policy.allow_legacy_algorithms
         && spec.secret_type == SecretType::Hashed
@@ -275,12 +483,13 @@ fn import_step(
         Verifier::Damaged(error) => return damaged(error),
         Verifier::Absent => None,
     };
+    let housekeeping = |issued| up_to_date_or_housekeeping(spec, issued, observed, None, now);
     let (secret, source_client_id) = match &observed.import_source {
         ImportSource::Present { secret, client_id } => (secret, client_id),
         ImportSource::Missing | ImportSource::NotConfigured => {
             return match issued {
                 // Imported before; the source may be gone on purpose.
-                Some(issued) => up_to_date_or_housekeeping(spec, issued, None, None, now),
+                Some(issued) => housekeeping(issued),
                 None => Step::Wait {
                     reason: "ImportSourceMissing",
                     message: format!(
@@ -295,6 +504,14 @@ fn import_step(
                 message: format!("Secret {source_name:?} has no key {key:?} (spec.importFrom)"),
             };
         }
+        ImportSource::InvalidClientId(key) => {
+            return Step::Wait {
+                reason: "ImportClientIdInvalid",
+                message: format!(
+                    "key {key:?} of Secret {source_name:?} (spec.importFrom.clientIdKey) does not hold a client id: 8 to 255 characters of A-Z a-z 0-9 . _ ~ -"
+                ),
+            };
+        }
     };
     // Empty means: generate one.
     let client_id = spec
@@ -305,16 +522,11 @@ fn import_step(
         .unwrap_or_default();
     match issued {
         Some(issued)
-            if issued
-                .opened
-                .as_ref()
-                .unwrap_or(&issued.record)
-                .current
-                .matches(secret.expose())
+            if issued.comparable().current.matches(secret.expose())
                 && credential_fits(&issued.record.current, spec)
                 && issued.record.client_id == client_id =>
         {
-            up_to_date_or_housekeeping(spec, issued, None, None, now)
+            housekeeping(issued)
         }
         _ => Step::Import {
             version: next_import_version(issued, observed),
@@ -328,7 +540,17 @@ fn next_import_version(issued: Option<&IssuedRecord>, observed: &Observed) -> i6
         .map(|issued| issued.record.secret_version)
         .or(observed.status_secret_version)
         .unwrap_or(0)
-        + 1
+        .saturating_add(1)
+}
+
+impl IssuedRecord {
+    /// The record to compare presented secrets with: decrypted when it is encrypted.
+    fn comparable(&self) -> &VerifierRecord {
+        match &self.opened {
+            Opened::Opened(record) => record,
+            Opened::NotEncrypted | Opened::Undecryptable => &self.record,
+        }
+    }
 }
 
 /// Whether the stored credential is of the kind and algorithm the spec asks for.
@@ -349,10 +571,14 @@ fn credential_fits(credential: &Credential, spec: &OAuthClientSpec) -> bool {
 fn up_to_date_or_housekeeping(
     spec: &OAuthClientSpec,
     issued: &IssuedRecord,
-    delivery: Option<&Delivered>,
+    observed: &Observed,
     rotate_at: Option<Timestamp>,
     now: Timestamp,
 ) -> Step {
+    let delivery = observed
+        .delivery
+        .as_ref()
+        .filter(|_| spec.import_from.is_none());
     let previous_expires_at = issued
         .record
         .previous
@@ -367,7 +593,7 @@ fn up_to_date_or_housekeeping(
         .and_then(|delivery| delivery.ttl);
     let delete_delivery_at = delivery
         .zip(ttl)
-        .map(|(delivered, ttl)| delivered.written_at + duration(ttl.into()));
+        .and_then(|(delivered, ttl)| later(delivered.written_at, ttl.into()));
     if delete_delivery_at.is_some_and(|at| at <= now) {
         return Step::DeleteDelivery;
     }
@@ -376,14 +602,31 @@ fn up_to_date_or_housekeeping(
         .flatten()
         .min();
     let recheck_in = next_deadline.map(|at| {
-        let wait = now.duration_until(at);
-        Duration::try_from(wait).unwrap_or(Duration::ZERO) + Duration::from_secs(1)
+        let wait = Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO);
+        wait.saturating_add(Duration::from_secs(1)).min(MAX_RECHECK)
     });
-    Step::UpToDate { recheck_in }
+    Step::UpToDate {
+        recheck_in,
+        not_ready: not_distributed(issued, observed),
+    }
 }
 
-fn duration(value: Duration) -> SignedDuration {
-    SignedDuration::try_from(value).unwrap_or(SignedDuration::MAX)
+/// For an encrypted record: why the API manager cannot verify it yet, when the pods of
+/// its key's targets do not hold the version it was sealed under.
+fn not_distributed(issued: &IssuedRecord, observed: &Observed) -> Option<(&'static str, String)> {
+    let Credential::Encrypted(envelope) = &issued.record.current else {
+        return None;
+    };
+    let key = observed.key.as_ref()?.as_ref().ok()?;
+    (!key.distributed(envelope.key_version)).then(|| {
+        (
+            "KeyNotDistributed",
+            format!(
+                "the secret is sealed under version {} of EncryptionKey {:?}, which not every pod of its targets holds yet",
+                envelope.key_version, envelope.key_name
+            ),
+        )
+    })
 }
 
 /// The credential the spec asks the verifier to keep for `secret`; `Encrypted` seals it
@@ -432,7 +675,7 @@ mod tests {
                 current: Credential::hashed(HashAlgorithm::Sha256, b"secret"),
                 previous: None,
             },
-            opened: None,
+            opened: Opened::NotEncrypted,
             rotation_generation,
             issued_at: at(issued_at),
             delivery_deleted_at: None,
@@ -441,12 +684,14 @@ mod tests {
 
     fn observed(verifier: Verifier) -> Observed {
         Observed {
+            names: SecretNames::of("portal", &spec(serde_json::json!({}))),
             verifier,
             delivery: None,
             import_source: ImportSource::NotConfigured,
             status_secret_version: None,
             foreign_secret: None,
-            keyring: None,
+            invalid_annotation: None,
+            key: None,
         }
     }
 
@@ -496,7 +741,13 @@ mod tests {
             at(11),
         );
         assert!(
-            matches!(step, Step::UpToDate { recheck_in: None }),
+            matches!(
+                step,
+                Step::UpToDate {
+                    recheck_in: None,
+                    ..
+                }
+            ),
             "{step:?}"
         );
     }
@@ -513,6 +764,7 @@ mod tests {
         match step {
             Step::UpToDate {
                 recheck_in: Some(delay),
+                ..
             } => assert_eq!(delay, Duration::from_secs(3000 + 1)),
             other => panic!("expected a timed recheck, got {other:?}"),
         }
@@ -552,7 +804,7 @@ mod tests {
             at(40),
         );
         assert!(
-            matches!(step, Step::UpToDate { recheck_in: Some(delay) } if delay == Duration::from_secs(61)),
+            matches!(step, Step::UpToDate { recheck_in: Some(delay), .. } if delay == Duration::from_secs(61)),
             "{step:?}"
         );
         let step = next_step(
@@ -572,6 +824,8 @@ mod tests {
             client_id: "portal-client".into(),
             secret: SecretBytes::new(b"new".to_vec()),
             written_at: at(5),
+            uid: None,
+            resource_version: None,
         });
         let step = next_step(
             &spec(serde_json::json!({"rotation": {"generation": 1}})),
@@ -590,12 +844,15 @@ mod tests {
             client_id: "portal-client".into(),
             secret: SecretBytes::new(b"secret".to_vec()),
             written_at: at(0),
+            uid: None,
+            resource_version: None,
         });
         let ttl = spec(serde_json::json!({"deliverySecret": {"ttl": "30s"}}));
         assert!(matches!(
             next_step(&ttl, &observed, Policy::default(), at(29)),
             Step::UpToDate {
-                recheck_in: Some(_)
+                recheck_in: Some(_),
+                ..
             }
         ));
         assert!(matches!(
@@ -710,5 +967,146 @@ mod tests {
             next_step(&import, &present, Policy::default(), at(0)),
             Step::Import { version: 2, .. }
         ));
+    }
+
+    #[test]
+    fn a_record_that_no_longer_decrypts_is_refused_unless_a_rotation_is_asked_for() {
+        let mut record = issued(1, 0, 0);
+        record.opened = Opened::Undecryptable;
+        let observed = observed(Verifier::Present(Box::new(record)));
+        assert!(matches!(
+            next_step(
+                &spec(serde_json::json!({})),
+                &observed,
+                Policy::default(),
+                at(1)
+            ),
+            Step::Refuse {
+                reason: "RecordUndecryptable",
+                ..
+            }
+        ));
+        let rotate = spec(serde_json::json!({"rotation": {"generation": 1}}));
+        assert_eq!(
+            issue_of(next_step(&rotate, &observed, Policy::default(), at(1))),
+            (2, IssueCause::Requested)
+        );
+    }
+
+    #[test]
+    fn the_verifier_and_the_delivery_are_never_one_secret() {
+        let same = spec(serde_json::json!({"deliverySecret": {"name": "portal-verifier"}}));
+        let mut observed = observed(Verifier::Absent);
+        observed.names = SecretNames::of("portal", &same);
+        assert!(matches!(
+            next_step(&same, &observed, Policy::default(), at(0)),
+            Step::Refuse {
+                reason: "SecretNameConflict",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn an_imported_client_id_read_from_the_secret_key_is_refused() {
+        let import = spec(serde_json::json!({"importFrom": {
+            "secretName": "source", "secretKey": "clientSecret", "clientIdKey": "clientSecret"}}));
+        assert!(matches!(
+            next_step(
+                &import,
+                &observed(Verifier::Absent),
+                Policy::default(),
+                at(0)
+            ),
+            Step::Refuse {
+                reason: "ImportKeysConflict",
+                ..
+            }
+        ));
+    }
+
+    fn annotations(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn annotations_that_do_not_parse_are_named_without_their_value() {
+        let hostile = annotations(&[(annotations::ISSUED_AT, "tomorrow SECRET-VALUE")]);
+        let error = parse_annotation::<Timestamp>(
+            "portal-verifier",
+            &hostile,
+            annotations::ISSUED_AT,
+            "is not an RFC 3339 time",
+        )
+        .expect_err("refused");
+        assert_eq!(error.annotation, annotations::ISSUED_AT);
+        let mut observed = observed(Verifier::Present(Box::new(issued(1, 0, 0))));
+        observed.invalid_annotation = Some(error);
+        match next_step(
+            &spec(serde_json::json!({})),
+            &observed,
+            Policy::default(),
+            at(0),
+        ) {
+            Step::Refuse { reason, message } => {
+                assert_eq!(reason, "AnnotationInvalid");
+                assert!(
+                    message.contains("keyward.io/issued-at") && !message.contains("SECRET-VALUE")
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever times the Secrets' bookkeeping claims — up to the end of time — and
+        /// whatever the spec's periods, deciding never panics, and a time after now is
+        /// refused rather than acted on.
+        #[test]
+        fn hostile_times_never_panic_and_future_ones_are_refused(
+            issued_at in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            written_at in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            expires_at in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            now in 0i64..=4_102_444_800,
+            period_hours in 1u64..=2_562_047,
+            ttl_seconds in 60u64..=u64::from(u32::MAX),
+        ) {
+            let spec = spec(serde_json::json!({
+                "rotation": {"period": format!("{period_hours}h"), "gracePeriod": "720h"},
+                "deliverySecret": {"ttl": format!("{ttl_seconds}s")},
+            }));
+            let mut record = issued(1, 0, 0);
+            record.issued_at = Timestamp::from_second(issued_at).expect("in range");
+            record.record.previous = Some(PreviousCredential {
+                credential: Credential::hashed(HashAlgorithm::Sha256, b"old"),
+                expires_at: Timestamp::from_second(expires_at).expect("in range"),
+            });
+            let mut observed = observed(Verifier::Present(Box::new(record)));
+            observed.delivery = Some(Delivered {
+                secret_version: 1,
+                client_id: "portal-client".into(),
+                secret: SecretBytes::new(b"secret".to_vec()),
+                written_at: Timestamp::from_second(written_at).expect("in range"),
+                uid: None,
+                resource_version: None,
+            });
+            let now = at(now);
+            let step = next_step(&spec, &observed, Policy::default(), now);
+            let skew = now.checked_add(CLOCK_SKEW).expect("now is early enough");
+            let longest_grace = skew.checked_add(MAX_GRACE).expect("now is early enough");
+            if issued_at > skew.as_second()
+                || written_at > skew.as_second()
+                || expires_at > longest_grace.as_second()
+            {
+                let refused = matches!(
+                    step,
+                    Step::Refuse { reason: "AnnotationInvalid" | "VerifierRecordInvalid", .. }
+                );
+                proptest::prop_assert!(refused, "{:?}", step);
+            }
+        }
     }
 }

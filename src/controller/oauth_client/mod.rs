@@ -9,8 +9,6 @@
 pub mod decide;
 mod secrets;
 
-pub use secrets::managed_selector;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,15 +21,17 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
-use self::decide::{IssueCause, Observed, Step, Verifier};
-use self::secrets::SecretNames;
+use self::decide::{IssueCause, Observed, SecretNames, Step, Verifier};
+use self::secrets::Existing;
 use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_config};
 use crate::crd::oauth_client::SecretType;
 use crate::crd::{
-    ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, set_condition,
+    ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, find_condition,
+    set_condition,
 };
 use crate::crypto::secret::{generate_client_id, generate_client_secret};
 use crate::crypto::{PreviousCredential, VerifierRecord};
+use crate::store::{self, OAUTH_CLIENT_MANAGER};
 use crate::{Error, Result};
 
 /// The OAuthClient controller, watching `api` and the Secrets of `secrets`' scope.
@@ -45,7 +45,7 @@ pub fn controller(
     controller
         .owns(
             secrets.clone(),
-            watcher_config().labels(&secrets::managed_selector()),
+            watcher_config().labels(&store::managed_selector()),
         )
         .watches(secrets, watcher_config(), move |secret| {
             importers_of(&store, &secret)
@@ -90,8 +90,8 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
         field: "metadata.namespace",
     })?;
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
-    let names = SecretNames::of(&client);
-    let observed = secrets::load(&secrets, &client, &names).await?;
+    let names = SecretNames::of(&client.name_any(), &client.spec);
+    let (observed, existing) = secrets::load(&context.client, &client, names.clone()).await?;
     let now = Timestamp::now();
     let step = decide::next_step(&client.spec, &observed, context.policy, now);
     tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");
@@ -101,24 +101,31 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
         None => Action::await_change(),
     };
     let action = match step {
-        Step::Refuse { reason, message } | Step::Wait { reason, message } => {
-            report(
-                &context,
-                &client,
-                &observed,
-                &names,
-                Some((reason, message)),
-                now,
-            )
-            .await?;
+        Step::Refuse { reason, message } => {
+            let problem = (EventType::Warning, reason, message);
+            report(&context, &client, &observed, &names, Some(problem), now).await?;
             done(None)
         }
-        Step::UpToDate { recheck_in } => {
-            report(&context, &client, &observed, &names, None, now).await?;
+        Step::Wait { reason, message } => {
+            let problem = (EventType::Normal, reason, message);
+            report(&context, &client, &observed, &names, Some(problem), now).await?;
+            done(None)
+        }
+        Step::UpToDate {
+            recheck_in,
+            not_ready,
+        } => {
+            let problem = not_ready.map(|(reason, message)| (EventType::Normal, reason, message));
+            report(&context, &client, &observed, &names, problem, now).await?;
             done(recheck_in)
         }
         step => {
-            take(step, &context, &client, &secrets, &names, observed, now).await?;
+            let writer = SecretWriter {
+                api: &secrets,
+                names: &names,
+                existing: &existing,
+            };
+            take(step, &context, &client, &writer, observed, now).await?;
             // Look again at once: the next step (or the status) follows from fresh reads.
             Action::requeue(Duration::ZERO)
         }
@@ -140,22 +147,54 @@ fn step_name(step: &Step) -> &'static str {
     }
 }
 
+/// The client's Secrets, as read, and where to write them.
+struct SecretWriter<'a> {
+    api: &'a Api<Secret>,
+    names: &'a SecretNames,
+    existing: &'a Existing,
+}
+
+impl SecretWriter<'_> {
+    async fn delivery(
+        &self,
+        client: &OAuthClient,
+        client_id: &str,
+        secret: &crate::crypto::SecretBytes,
+        version: i64,
+        now: Timestamp,
+    ) -> Result<()> {
+        let (api, names, existing) = (self.api, self.names, self.existing);
+        secrets::write_delivery(
+            api, client, names, existing, client_id, secret, version, now,
+        )
+        .await
+    }
+
+    async fn verifier(
+        &self,
+        client: &OAuthClient,
+        record: &VerifierRecord,
+        bookkeeping: &secrets::Bookkeeping,
+    ) -> Result<()> {
+        let (api, names, existing) = (self.api, self.names, self.existing);
+        secrets::write_verifier(api, client, names, existing, record, bookkeeping).await
+    }
+}
+
 /// Performs a step that changes Secrets.
 async fn take(
     step: Step,
     context: &Context,
     client: &OAuthClient,
-    secrets: &Api<Secret>,
-    names: &SecretNames,
+    writer: &SecretWriter<'_>,
     observed: Observed,
     now: Timestamp,
 ) -> Result<()> {
     let spec = &client.spec;
+    let names = writer.names;
     let namespace = client.namespace().unwrap_or_default();
-    let keyring = observed
-        .keyring
-        .as_ref()
-        .and_then(|keyring| keyring.as_ref().ok());
+    let key = observed.key.and_then(Result::ok);
+    let keyring = key.as_ref().map(|key| &key.keyring);
     let credential_for = |secret: &crate::crypto::SecretBytes| {
         decide::credential_for(spec, secret, keyring, &namespace, &names.verifier)
             .map_err(Error::Envelope)
@@ -176,9 +215,12 @@ async fn take(
     let previous_after_rotation = || {
         let grace = grace.filter(|grace| !grace.is_zero())?;
         let old = issued.as_ref()?;
+        let expires_at = now
+            .checked_add(SignedDuration::try_from(grace).ok()?)
+            .ok()?;
         Some(PreviousCredential {
             credential: old.record.current.clone(),
-            expires_at: now + SignedDuration::try_from(grace).unwrap_or(SignedDuration::MAX),
+            expires_at,
         })
     };
     match step {
@@ -194,7 +236,8 @@ async fn take(
             };
             let secret = generate_client_secret(spec.secret_length.unsigned_abs() as usize)
                 .map_err(Error::Random)?;
-            secrets::write_delivery(secrets, client, names, &client_id, &secret, version, now)
+            writer
+                .delivery(client, &client_id, &secret, version, now)
                 .await?;
             let record = VerifierRecord {
                 client_id: client_id.clone(),
@@ -207,7 +250,7 @@ async fn take(
                 issued_at: now,
                 delivery_deleted_at: None,
             };
-            secrets::write_verifier(secrets, client, names, &record, &bookkeeping).await?;
+            writer.verifier(client, &record, &bookkeeping).await?;
             announce_issue(context, client, cause.reason(), version, &client_id).await;
         }
         Step::CompleteIssue => {
@@ -226,7 +269,7 @@ async fn take(
                 issued_at: delivered.written_at,
                 delivery_deleted_at: None,
             };
-            secrets::write_verifier(secrets, client, names, &record, &bookkeeping).await?;
+            writer.verifier(client, &record, &bookkeeping).await?;
             announce_issue(
                 context,
                 client,
@@ -256,7 +299,7 @@ async fn take(
                 issued_at: now,
                 delivery_deleted_at: None,
             };
-            secrets::write_verifier(secrets, client, names, &record, &bookkeeping).await?;
+            writer.verifier(client, &record, &bookkeeping).await?;
             let source = spec
                 .import_from
                 .as_ref()
@@ -274,14 +317,9 @@ async fn take(
                 return Ok(());
             };
             issued.record.previous = None;
-            secrets::write_verifier(
-                secrets,
-                client,
-                names,
-                &issued.record,
-                &secrets::Bookkeeping::of(&issued),
-            )
-            .await?;
+            writer
+                .verifier(client, &issued.record, &secrets::Bookkeeping::of(&issued))
+                .await?;
             let note = format!(
                 "the grace period of the secret before version {} is over; it no longer verifies",
                 issued.record.secret_version
@@ -297,13 +335,29 @@ async fn take(
                 .await;
         }
         Step::DeleteDelivery => {
-            let Some(issued) = issued else { return Ok(()) };
-            secrets::delete_delivery(secrets, &names.delivery).await?;
+            let (Some(issued), Some(delivered)) = (issued, &observed.delivery) else {
+                return Ok(());
+            };
+            // Only the very Secret that expired: one re-created in between stays.
+            let expired = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(names.delivery.clone()),
+                    uid: delivered.uid.clone(),
+                    resource_version: delivered.resource_version.clone(),
+                    ..Default::default()
+                },
+                ..Secret::default()
+            };
+            if !store::delete_unchanged(writer.api, &expired).await? {
+                return Ok(());
+            }
             let bookkeeping = secrets::Bookkeeping {
                 delivery_deleted_at: Some(now),
                 ..secrets::Bookkeeping::of(&issued)
             };
-            secrets::write_verifier(secrets, client, names, &issued.record, &bookkeeping).await?;
+            writer
+                .verifier(client, &issued.record, &bookkeeping)
+                .await?;
             let note = format!("deleted delivery Secret {:?} after its TTL", names.delivery);
             context
                 .publish(
@@ -343,18 +397,46 @@ async fn announce_issue(
 }
 
 /// Writes status from what the cluster holds; `problem` is a reason and message that
-/// keep the client from being ready.
+/// keep the client from being ready, published as an event of its type when the client
+/// turns not ready for that reason.
 async fn report(
     context: &Context,
     client: &OAuthClient,
     observed: &Observed,
     names: &SecretNames,
-    problem: Option<(&'static str, String)>,
+    problem: Option<(EventType, &'static str, String)>,
     now: Timestamp,
 ) -> Result<()> {
     let api: Api<OAuthClient> = namespaced_api(&context.client, client)?;
+    let was_ready = client
+        .status
+        .as_ref()
+        .and_then(|status| find_condition(&status.conditions, ConditionType::Ready))
+        .map(|ready| (ready.status.clone(), ready.reason.clone()));
+    let (event, problem) = match problem {
+        Some((type_, reason, message)) => (
+            Some((type_, reason, message.clone())),
+            Some((reason, message)),
+        ),
+        None => (None, None),
+    };
     let status = status(client, observed, names, problem, now);
-    apply_status(&api, client, client.status.as_ref(), &status).await
+    apply_status(
+        &api,
+        OAUTH_CLIENT_MANAGER,
+        client,
+        client.status.as_ref(),
+        &status,
+    )
+    .await?;
+    if let Some((type_, reason, message)) = event
+        && was_ready != Some(("False".to_owned(), reason.to_owned()))
+    {
+        context
+            .publish(client, type_, reason, "Reconcile", message)
+            .await;
+    }
+    Ok(())
 }
 
 /// The status of `client` given what the cluster holds.
@@ -393,47 +475,35 @@ fn status(
             client.spec.import_from.as_ref().map(|_| problem.is_none());
     }
     let conditions = &mut status.conditions;
-    match (&problem, issued) {
-        (Some((reason, message)), _) => {
-            set_condition(
-                conditions,
-                ConditionType::Ready,
-                ConditionStatus::False,
-                reason,
-                message.clone(),
-                generation,
-                now,
-            );
-            if issued.is_none() {
-                set_condition(
-                    conditions,
-                    ConditionType::SecretIssued,
-                    ConditionStatus::False,
-                    reason,
-                    message.clone(),
-                    generation,
-                    now,
-                );
-            }
-        }
-        (None, Some(issued)) => {
-            let version = issued.record.secret_version;
-            let (reason, message) = match &client.spec.import_from {
-                Some(import) => (
-                    "Imported",
-                    format!(
-                        "secret version {version} imported from Secret {:?}, which may now be deleted",
-                        import.secret_name
-                    ),
+    // SecretIssued says whether a secret exists; Ready whether it can be used now.
+    if let Some(issued) = issued {
+        let version = issued.record.secret_version;
+        let (reason, message) = match &client.spec.import_from {
+            Some(import) => (
+                "Imported",
+                format!(
+                    "secret version {version} imported from Secret {:?}, which may now be deleted",
+                    import.secret_name
                 ),
-                None => (
-                    "Issued",
-                    format!(
-                        "secret version {version} issued; the client application reads it from Secret {:?}",
-                        names.delivery
-                    ),
+            ),
+            None => (
+                "Issued",
+                format!(
+                    "secret version {version} issued; the client application reads it from Secret {:?}",
+                    names.delivery
                 ),
-            };
+            ),
+        };
+        set_condition(
+            conditions,
+            ConditionType::SecretIssued,
+            ConditionStatus::True,
+            reason,
+            message,
+            generation,
+            now,
+        );
+        if problem.is_none() {
             set_condition(
                 conditions,
                 ConditionType::Ready,
@@ -443,17 +513,29 @@ fn status(
                 generation,
                 now,
             );
+        }
+    }
+    if let Some((reason, message)) = &problem {
+        set_condition(
+            conditions,
+            ConditionType::Ready,
+            ConditionStatus::False,
+            reason,
+            message.clone(),
+            generation,
+            now,
+        );
+        if issued.is_none() {
             set_condition(
                 conditions,
                 ConditionType::SecretIssued,
-                ConditionStatus::True,
+                ConditionStatus::False,
                 reason,
-                message,
+                message.clone(),
                 generation,
                 now,
             );
         }
-        (None, None) => {}
     }
     let legacy = issued
         .and_then(|issued| issued.record.current.algorithm())

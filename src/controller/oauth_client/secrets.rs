@@ -1,63 +1,25 @@
 //! The Secrets an OAuthClient owns — the verifier record and the delivery Secret — and
-//! the import source it reads: names, reads and server-side-applied writes.
+//! the import source it reads: what is read of them for the decision, and the Secrets
+//! it writes, through the one write path of [`crate::store`].
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams};
-use kube::{Resource, ResourceExt};
+use kube::api::{Api, ObjectMeta};
+use kube::{Client, ResourceExt};
 
-use super::decide::{Delivered, ImportSource, IssuedRecord, Observed, Verifier};
-use crate::controller::encryption_key;
+use super::decide::{
+    Delivered, ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, SecretNames,
+    Verifier, annotations, parse_annotation,
+};
 use crate::crd::OAuthClient;
-use crate::crd::oauth_client::SecretType;
+use crate::crd::oauth_client::{SecretType, valid_client_id};
 use crate::crypto::hash::keys;
 use crate::crypto::{SecretBytes, VerifierRecord};
-use crate::{Error, FIELD_MANAGER, Result};
-
-const MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-const CLIENT_LABEL: &str = "keyward.io/oauth-client";
-const ROLE_LABEL: &str = "keyward.io/role";
-const KEY_LABEL: &str = "keyward.io/encryption-key";
-const SECRET_VERSION: &str = "keyward.io/secret-version";
-const ROTATION_GENERATION: &str = "keyward.io/rotation-generation";
-const ISSUED_AT: &str = "keyward.io/issued-at";
-const WRITTEN_AT: &str = "keyward.io/written-at";
-const DELIVERY_DELETED_AT: &str = "keyward.io/delivery-deleted-at";
-
-/// Label selector of every Secret keyward manages.
-pub fn managed_selector() -> String {
-    format!("{MANAGED_BY}={}", FIELD_MANAGER)
-}
-
-/// Names of the Secrets an OAuthClient writes.
-pub struct SecretNames {
-    pub verifier: String,
-    pub delivery: String,
-}
-
-impl SecretNames {
-    /// The names from the spec, defaulting to `<name>-verifier` and `<name>-credentials`.
-    pub fn of(client: &OAuthClient) -> Self {
-        let name = client.name_any();
-        let verifier = client
-            .spec
-            .verifier_secret
-            .as_ref()
-            .and_then(|secret| secret.name.clone());
-        let delivery = client
-            .spec
-            .delivery_secret
-            .as_ref()
-            .and_then(|secret| secret.name.clone());
-        Self {
-            verifier: verifier.unwrap_or_else(|| format!("{name}-verifier")),
-            delivery: delivery.unwrap_or_else(|| format!("{name}-credentials")),
-        }
-    }
-}
+use crate::store::{self, CLIENT_LABEL, KEY_LABEL, OAUTH_CLIENT_MANAGER, Written};
+use crate::{Error, Result};
 
 /// What keyward keeps beside the verifier record, as annotations of its Secret.
 pub struct Bookkeeping {
@@ -77,127 +39,248 @@ impl Bookkeeping {
     }
 }
 
+/// What was read of the Secrets the client writes: only their metadata, which the write
+/// path checks ownership and preconditions on.
+#[derive(Default)]
+pub struct Existing {
+    pub verifier: Option<ObjectMeta>,
+    pub delivery: Option<ObjectMeta>,
+}
+
 /// Reads everything the decision needs, fresh from the API server.
 pub async fn load(
-    secrets: &Api<Secret>,
-    client: &OAuthClient,
-    names: &SecretNames,
-) -> Result<Observed> {
-    let namespace = client.namespace().unwrap_or_default();
-    let keyring = match (client.spec.secret_type, &client.spec.encryption_key_ref) {
-        (SecretType::Encrypted, Some(reference)) => Some(
-            encryption_key::load_keyring(
-                &secrets.clone().into_client(),
-                &namespace,
-                &reference.name,
-            )
-            .await?,
-        ),
+    client: &Client,
+    resource: &OAuthClient,
+    names: SecretNames,
+) -> Result<(Observed, Existing)> {
+    let namespace = resource.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
+    let spec = &resource.spec;
+    let key = match (spec.secret_type, &spec.encryption_key_ref) {
+        (SecretType::Encrypted, Some(reference)) => {
+            Some(store::keyring::load_key(client, &namespace, &reference.name).await?)
+        }
         _ => None,
     };
-    let usable_keyring = keyring.as_ref().and_then(|keyring| keyring.as_ref().ok());
+    let mut existing = Existing::default();
     let mut foreign_secret = None;
-    let mut owned = |secret: Option<Secret>| match secret {
-        Some(secret) if !is_owned_by(&secret, client) => {
-            foreign_secret = Some(secret.name_any());
-            None
+    let mut invalid_annotation = None;
+    let verifier_secret = store::get(&secrets, &names.verifier).await?;
+    let delivery_secret = match spec.import_from {
+        None => store::get(&secrets, &names.delivery).await?,
+        Some(_) => None,
+    };
+    for (secret, slot) in [
+        (&verifier_secret, &mut existing.verifier),
+        (&delivery_secret, &mut existing.delivery),
+    ] {
+        if let Some(secret) = secret {
+            if !store::is_owned_by(&secret.metadata, resource) {
+                foreign_secret = Some(secret.name_any());
+            }
+            *slot = Some(secret.metadata.clone());
         }
-        secret => secret,
+    }
+    let owned = |secret: Option<store::Read>| {
+        secret.filter(|secret| store::is_owned_by(&secret.metadata, resource))
     };
-    let verifier_secret = owned(secrets.get_opt(&names.verifier).await?);
-    let delivery_secret = if client.spec.import_from.is_none() {
-        owned(secrets.get_opt(&names.delivery).await?)
-    } else {
-        None
-    };
-    let verifier = match verifier_secret {
+    let verifier = match owned(verifier_secret) {
         None => Verifier::Absent,
         Some(secret) => {
             match VerifierRecord::from_data(secret.data.as_ref().unwrap_or(&BTreeMap::new())) {
-                Ok(record) => Verifier::Present(Box::new(IssuedRecord {
-                    rotation_generation: annotation(&secret, ROTATION_GENERATION)
-                        .and_then(|value| value.parse().ok())
-                        .unwrap_or(0),
-                    issued_at: annotation(&secret, ISSUED_AT)
-                        .and_then(|value| value.parse().ok())
-                        .or_else(|| secret.creation_timestamp().map(|time| time.0))
-                        .unwrap_or(Timestamp::UNIX_EPOCH),
-                    delivery_deleted_at: annotation(&secret, DELIVERY_DELETED_AT)
-                        .and_then(|value| value.parse().ok()),
-                    opened: usable_keyring
-                        .filter(|_| record.encryption_key().is_some())
-                        .and_then(|keyring| {
-                            record.opened(keyring, &namespace, &names.verifier).ok()
-                        }),
-                    record,
-                })),
                 Err(error) => Verifier::Damaged(error),
+                Ok(record) => {
+                    let (issued, invalid) =
+                        issued_record(&secret, record, &names, &key, &namespace);
+                    invalid_annotation = invalid;
+                    Verifier::Present(Box::new(issued))
+                }
             }
         }
     };
-    let delivery = delivery_secret.and_then(|secret| delivered(&secret));
-    let import_source = match &client.spec.import_from {
+    let delivery = match owned(delivery_secret) {
+        None => None,
+        Some(secret) => match delivered(&secret) {
+            Ok(delivered) => delivered,
+            Err(invalid) => {
+                invalid_annotation.get_or_insert(invalid);
+                None
+            }
+        },
+    };
+    let import_source = match &spec.import_from {
         None => ImportSource::NotConfigured,
-        Some(import) => match secrets.get_opt(&import.secret_name).await? {
+        Some(import) => match store::get(&secrets, &import.secret_name).await? {
             None => ImportSource::Missing,
             Some(source) => {
-                let data = source.data.unwrap_or_default();
-                match data.get(&import.secret_key) {
+                let data = source.data.as_ref();
+                let value = |key: &str| data.and_then(|data| data.get(key));
+                match value(&import.secret_key) {
                     None => ImportSource::MissingKey(import.secret_key.clone()),
-                    Some(secret) => ImportSource::Present {
-                        secret: SecretBytes::new(secret.0.clone()),
-                        client_id: import
-                            .client_id_key
-                            .as_ref()
-                            .and_then(|key| data.get(key))
-                            .and_then(|id| String::from_utf8(id.0.clone()).ok()),
-                    },
+                    Some(secret) => {
+                        let client_id = import.client_id_key.as_ref().and_then(|key| {
+                            value(key).map(|id| {
+                                std::str::from_utf8(&id.0)
+                                    .ok()
+                                    .filter(|id| valid_client_id(id))
+                                    .map(str::to_owned)
+                                    .ok_or_else(|| key.clone())
+                            })
+                        });
+                        match client_id.transpose() {
+                            Err(key) => ImportSource::InvalidClientId(key),
+                            Ok(client_id) => ImportSource::Present {
+                                secret: SecretBytes::new(secret.0.clone()),
+                                client_id,
+                            },
+                        }
+                    }
                 }
             }
         },
     };
-    let status_secret_version = client
+    let status_secret_version = resource
         .status
         .as_ref()
         .and_then(|status| status.secret_version);
-    Ok(Observed {
+    let observed = Observed {
+        names,
         verifier,
         delivery,
         import_source,
         status_secret_version,
         foreign_secret,
-        keyring,
+        invalid_annotation,
+        key,
+    };
+    Ok((observed, existing))
+}
+
+/// The verifier record with its bookkeeping annotations, decrypted when it is encrypted
+/// under the key the spec names; and the first annotation that does not parse (its
+/// value is then taken as absent, and the decision refuses to act on the record).
+fn issued_record(
+    secret: &Secret,
+    record: VerifierRecord,
+    names: &SecretNames,
+    key: &Option<std::result::Result<store::keyring::KeyInUse, String>>,
+    namespace: &str,
+) -> (IssuedRecord, Option<InvalidAnnotation>) {
+    let annotations = secret.annotations();
+    let name = &names.verifier;
+    let mut invalid = None;
+    let rotation_generation: i64 = lenient(
+        name,
+        annotations,
+        annotations::ROTATION_GENERATION,
+        "is not an integer",
+        &mut invalid,
+    )
+    .unwrap_or(0);
+    if rotation_generation < 0 {
+        invalid.get_or_insert(InvalidAnnotation {
+            secret: name.clone(),
+            annotation: annotations::ROTATION_GENERATION,
+            problem: "is negative",
+        });
+    }
+    let issued_at = lenient(
+        name,
+        annotations,
+        annotations::ISSUED_AT,
+        "is not an RFC 3339 time",
+        &mut invalid,
+    )
+    .or_else(|| secret.creation_timestamp().map(|time| time.0))
+    .unwrap_or(Timestamp::UNIX_EPOCH);
+    let delivery_deleted_at = lenient(
+        name,
+        annotations,
+        annotations::DELIVERY_DELETED_AT,
+        "is not an RFC 3339 time",
+        &mut invalid,
+    );
+    let key = key.as_ref().and_then(|key| key.as_ref().ok());
+    let opened = match (record.encryption_key(), key) {
+        (Some(sealed_under), Some(key)) if sealed_under == key.keyring.name => {
+            match record.opened(&key.keyring, namespace, &names.verifier) {
+                Ok(opened) => Opened::Opened(opened),
+                Err(_) => Opened::Undecryptable,
+            }
+        }
+        _ => Opened::NotEncrypted,
+    };
+    let issued = IssuedRecord {
+        record,
+        opened,
+        rotation_generation,
+        issued_at,
+        delivery_deleted_at,
+    };
+    (issued, invalid)
+}
+
+/// Annotation `key` as `T`; one that does not parse is taken as absent and kept in
+/// `invalid` (the first one only).
+fn lenient<T: std::str::FromStr>(
+    secret: &str,
+    annotations: &BTreeMap<String, String>,
+    key: &'static str,
+    what: &'static str,
+    invalid: &mut Option<InvalidAnnotation>,
+) -> Option<T> {
+    parse_annotation(secret, annotations, key, what).unwrap_or_else(|error| {
+        invalid.get_or_insert(error);
+        None
     })
 }
 
-fn delivered(secret: &Secret) -> Option<Delivered> {
-    let data = secret.data.as_ref()?;
-    Some(Delivered {
-        secret_version: annotation(secret, SECRET_VERSION)?.parse().ok()?,
-        written_at: annotation(secret, WRITTEN_AT)?.parse().ok()?,
-        client_id: String::from_utf8(data.get(keys::CLIENT_ID)?.0.clone()).ok()?,
-        secret: SecretBytes::new(data.get(keys::CLIENT_SECRET)?.0.clone()),
-    })
-}
-
-fn annotation<'a>(secret: &'a Secret, key: &str) -> Option<&'a str> {
-    secret.annotations().get(key).map(String::as_str)
-}
-
-fn is_owned_by(secret: &Secret, client: &OAuthClient) -> bool {
-    let uid = client.uid();
-    secret
-        .owner_references()
-        .iter()
-        .any(|owner| Some(&owner.uid) == uid.as_ref())
+/// The delivery Secret's content; `None` when it holds no complete credential.
+fn delivered(secret: &Secret) -> std::result::Result<Option<Delivered>, InvalidAnnotation> {
+    let name = secret.name_any();
+    let annotations = secret.annotations();
+    let secret_version = parse_annotation(
+        &name,
+        annotations,
+        annotations::SECRET_VERSION,
+        "is not an integer",
+    )?;
+    let written_at = parse_annotation(
+        &name,
+        annotations,
+        annotations::WRITTEN_AT,
+        "is not an RFC 3339 time",
+    )?;
+    let Some(data) = secret.data.as_ref() else {
+        return Ok(None);
+    };
+    let (Some(secret_version), Some(written_at)) = (secret_version, written_at) else {
+        return Ok(None);
+    };
+    let client_id = data
+        .get(keys::CLIENT_ID)
+        .and_then(|id| String::from_utf8(id.0.clone()).ok());
+    let plaintext = data.get(keys::CLIENT_SECRET);
+    Ok(client_id
+        .zip(plaintext)
+        .map(|(client_id, plaintext)| Delivered {
+            secret_version,
+            written_at,
+            client_id,
+            secret: SecretBytes::new(plaintext.0.clone()),
+            uid: secret.uid(),
+            resource_version: secret.resource_version(),
+        }))
 }
 
 /// Writes the delivery Secret: the client id and the plaintext secret, for the client
 /// application.
+#[allow(clippy::too_many_arguments)]
 pub async fn write_delivery(
     secrets: &Api<Secret>,
     client: &OAuthClient,
     names: &SecretNames,
+    existing: &Existing,
     client_id: &str,
     secret: &SecretBytes,
     version: i64,
@@ -214,13 +297,14 @@ pub async fn write_delivery(
         ),
     ]);
     let annotations = BTreeMap::from([
-        (SECRET_VERSION.to_owned(), version.to_string()),
-        (WRITTEN_AT.to_owned(), now.to_string()),
+        (annotations::SECRET_VERSION.to_owned(), version.to_string()),
+        (annotations::WRITTEN_AT.to_owned(), now.to_string()),
     ]);
-    apply(
+    write(
         secrets,
         client,
         &names.delivery,
+        existing.delivery.as_ref(),
         "delivery",
         None,
         annotations,
@@ -234,29 +318,40 @@ pub async fn write_verifier(
     secrets: &Api<Secret>,
     client: &OAuthClient,
     names: &SecretNames,
+    existing: &Existing,
     record: &VerifierRecord,
     bookkeeping: &Bookkeeping,
 ) -> Result<()> {
     let mut annotations = BTreeMap::from([
-        (SECRET_VERSION.to_owned(), record.secret_version.to_string()),
         (
-            ROTATION_GENERATION.to_owned(),
+            annotations::ROTATION_GENERATION.to_owned(),
             bookkeeping.rotation_generation.to_string(),
         ),
-        (ISSUED_AT.to_owned(), bookkeeping.issued_at.to_string()),
+        (
+            annotations::ISSUED_AT.to_owned(),
+            bookkeeping.issued_at.to_string(),
+        ),
+        (
+            annotations::SECRET_VERSION.to_owned(),
+            record.secret_version.to_string(),
+        ),
     ]);
     if let Some(deleted_at) = bookkeeping.delivery_deleted_at {
-        annotations.insert(DELIVERY_DELETED_AT.to_owned(), deleted_at.to_string());
+        annotations.insert(
+            annotations::DELIVERY_DELETED_AT.to_owned(),
+            deleted_at.to_string(),
+        );
     }
     // Encrypted records carry their key's label, the default selector of the Secrets a
     // key rotation re-encrypts.
     let key_label = record
         .encryption_key()
-        .map(|key| (KEY_LABEL.to_owned(), key.to_owned()));
-    apply(
+        .map(|key| (KEY_LABEL, key.to_owned()));
+    write(
         secrets,
         client,
         &names.verifier,
+        existing.verifier.as_ref(),
         "verifier",
         key_label,
         annotations,
@@ -265,49 +360,29 @@ pub async fn write_verifier(
     .await
 }
 
-/// Deletes the delivery Secret; already gone is fine.
-pub async fn delete_delivery(secrets: &Api<Secret>, name: &str) -> Result<()> {
-    match secrets.delete(name, &DeleteParams::default()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
-}
-
-async fn apply(
+#[allow(clippy::too_many_arguments)]
+async fn write(
     secrets: &Api<Secret>,
     client: &OAuthClient,
     name: &str,
+    existing: Option<&ObjectMeta>,
     role: &str,
-    extra_label: Option<(String, String)>,
+    extra_label: Option<(&'static str, String)>,
     annotations: BTreeMap<String, String>,
     data: BTreeMap<String, ByteString>,
 ) -> Result<()> {
-    let owner = client
-        .controller_owner_ref(&())
-        .ok_or(Error::MissingObjectField {
-            kind: "OAuthClient",
-            field: "metadata.uid",
-        })?;
-    let labels = BTreeMap::from([
-        (MANAGED_BY.to_owned(), FIELD_MANAGER.to_owned()),
-        (CLIENT_LABEL.to_owned(), client.name_any()),
-        (ROLE_LABEL.to_owned(), role.to_owned()),
-    ]);
-    let labels: BTreeMap<String, String> = labels.into_iter().chain(extra_label).collect();
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(labels),
-            annotations: Some(annotations),
-            owner_references: Some(vec![owner]),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".to_owned()),
-        data: Some(data),
-        ..Secret::default()
-    };
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    secrets.patch(name, &params, &Patch::Apply(&secret)).await?;
-    Ok(())
+    let labels = store::labels(
+        role,
+        [(CLIENT_LABEL, client.name_any())]
+            .into_iter()
+            .chain(extra_label),
+    );
+    let secret = store::secret(name, Some(client), labels, annotations, data)?;
+    let owns = |meta: &ObjectMeta| store::is_owned_by(meta, client);
+    match store::write_owned(secrets, OAUTH_CLIENT_MANAGER, secret, existing, owns).await? {
+        Written::Done => Ok(()),
+        Written::Conflict => Err(Error::SecretNotOwned {
+            name: name.to_owned(),
+        }),
+    }
 }

@@ -1,0 +1,367 @@
+//! The EncryptionKey reconciler's decisions, as a pure function of the spec, the
+//! recorded status and what the cluster holds: [`next_step`]. The rotation state machine
+//! will live here too.
+//!
+//! Its one rule: never decide anything that loses key material some ciphertext may
+//! need. A keyring that is gone, unreadable, foreign or at odds with `spec.source` is
+//! reported and waited on, never replaced.
+
+use subtle::ConstantTimeEq;
+
+use crate::crd::encryption_key::{EncryptionKeySpec, EncryptionKeyStatus};
+use crate::crypto::{KeyMaterial, Keyring};
+use crate::store::keyring::{KeyProblem, Stored};
+
+/// What the decision needs from the cluster.
+pub struct Observed {
+    /// The key-encryption key, when `spec.keyEncryptionKeyRef` names one.
+    pub kek: Option<Result<KeyMaterial, KeyProblem>>,
+    /// The keyring Secret (unwrapped with the KEK when there is one).
+    pub stored: Stored,
+    /// The key material of `spec.source`, when set.
+    pub source: Option<Result<KeyMaterial, KeyProblem>>,
+}
+
+/// A reason the key cannot be ready, and whether it is a fault that needs a person
+/// (`Degraded`) rather than something to wait for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+    pub degraded: bool,
+}
+
+/// The one thing to do next.
+pub enum Step {
+    /// Nothing can be done until the problem is resolved.
+    Report(Problem),
+    /// There is no keyring and none was ever recorded: create one whose version 1 is
+    /// `material` (from `spec.source`), or freshly generated when `None`.
+    CreateKeyring { material: Option<KeyMaterial> },
+    /// The keyring still carries owner references: drop them first, so the garbage
+    /// collector can never take it with the EncryptionKey.
+    RetainKeyring { resource_version: Option<String> },
+    /// `spec.keyEncryptionKeyRef` was added after the keyring was stored in the clear:
+    /// store it again, wrapped.
+    WrapKeyring {
+        keyring: Keyring,
+        resource_version: Option<String>,
+    },
+    /// Render the keyring, project it into the targets and count the pods that hold it.
+    /// `notice` is a request of the spec this version does not honour: it keeps `Ready`
+    /// false without stopping distribution.
+    Distribute {
+        keyring: Keyring,
+        notice: Option<Problem>,
+    },
+}
+
+/// Decides the next step for EncryptionKey `name` with `spec`.
+pub fn next_step(
+    name: &str,
+    spec: &EncryptionKeySpec,
+    status: Option<&EncryptionKeyStatus>,
+    observed: Observed,
+) -> Step {
+    let kek = match observed.kek {
+        Some(Err(problem)) => return Step::Report(named(problem, Secret::KeyEncryptionKey)),
+        Some(Ok(_)) => true,
+        None => false,
+    };
+    let keyring_name = crate::store::keyring::secret_name(name);
+    let (keyring, resource_version, has_owners, unwrapped) = match observed.stored {
+        Stored::Foreign => {
+            return Step::Report(Problem {
+                reason: "SecretConflict",
+                message: format!(
+                    "Secret {keyring_name:?} exists and is not this EncryptionKey's keyring; keyward will not overwrite it"
+                ),
+                degraded: true,
+            });
+        }
+        Stored::Unreadable(error) => {
+            return Step::Report(Problem {
+                reason: "KeyringUnreadable",
+                message: format!(
+                    "keyring Secret {keyring_name:?} cannot be read: {error}; restore it from backup — keyward never replaces a keyring"
+                ),
+                degraded: true,
+            });
+        }
+        Stored::Absent if status.is_some_and(|status| !status.versions.is_empty()) => {
+            return Step::Report(Problem {
+                reason: "KeyringMissing",
+                message: format!(
+                    "keyring Secret {keyring_name:?} is gone but status records key versions; restore it from backup — a new key would make existing ciphertext unreadable"
+                ),
+                degraded: true,
+            });
+        }
+        Stored::Absent => {
+            return match observed.source {
+                None => Step::CreateKeyring { material: None },
+                Some(Ok(material)) => Step::CreateKeyring {
+                    material: Some(material),
+                },
+                Some(Err(problem)) => Step::Report(named(problem, Secret::Source)),
+            };
+        }
+        Stored::Present {
+            keyring,
+            resource_version,
+            has_owners,
+            unwrapped,
+        } => (keyring, resource_version, has_owners, unwrapped),
+    };
+    if has_owners {
+        return Step::RetainKeyring { resource_version };
+    }
+    if unwrapped && kek {
+        return Step::WrapKeyring {
+            keyring,
+            resource_version,
+        };
+    }
+    // A source that is gone after the keyring was made is fine (the keyring is the key
+    // now); one that holds other material is a contradiction a person must resolve.
+    if let Some(Ok(material)) = &observed.source
+        && !holds(&keyring, material)
+    {
+        return Step::Report(Problem {
+            reason: "SourceMismatch",
+            message: format!(
+                "the key in spec.source (fingerprint {}) is not in keyring Secret {keyring_name:?}; keyward never replaces a keyring: delete that Secret deliberately to start over, or remove spec.source",
+                material.fingerprint()
+            ),
+            degraded: true,
+        });
+    }
+    Step::Distribute {
+        notice: rotation_notice(spec),
+        keyring,
+    }
+}
+
+fn holds(keyring: &Keyring, material: &KeyMaterial) -> bool {
+    keyring
+        .versions
+        .iter()
+        .any(|version| bool::from(version.material.expose().ct_eq(material.expose())))
+}
+
+/// Rotation is requested but not built yet: say so rather than ignore the request.
+fn rotation_notice(spec: &EncryptionKeySpec) -> Option<Problem> {
+    let rotation = &spec.rotation;
+    let mut asked = Vec::new();
+    if rotation.generation > 0 {
+        asked.push(format!(
+            "spec.rotation.generation is {}",
+            rotation.generation
+        ));
+    }
+    if let Some(period) = &rotation.period {
+        asked.push(format!("spec.rotation.period is {period}"));
+    }
+    (!asked.is_empty()).then(|| Problem {
+        reason: "RotationNotSupported",
+        message: format!(
+            "{}, but this version of keyward does not rotate keys yet: the keyring keeps its versions and nothing is re-encrypted",
+            asked.join(" and ")
+        ),
+        degraded: false,
+    })
+}
+
+/// The user Secrets key material is read from.
+#[derive(Clone, Copy)]
+enum Secret {
+    Source,
+    KeyEncryptionKey,
+}
+
+/// A problem with key material from a user Secret, for status.
+fn named(problem: KeyProblem, secret: Secret) -> Problem {
+    let (field, missing, no_key, invalid) = match secret {
+        Secret::Source => (
+            "spec.source.secretRef",
+            "SourceSecretMissing",
+            "SourceKeyMissing",
+            "SourceKeyInvalid",
+        ),
+        Secret::KeyEncryptionKey => (
+            "spec.keyEncryptionKeyRef",
+            "KeyEncryptionKeySecretMissing",
+            "KeyEncryptionKeyMissing",
+            "KeyEncryptionKeyInvalid",
+        ),
+    };
+    let (reason, message) = match problem {
+        KeyProblem::Missing(name) => (
+            missing,
+            format!(
+                "waiting for Secret {name:?} named in {field}; no key is generated in its place"
+            ),
+        ),
+        KeyProblem::MissingKey(name, key) => (
+            no_key,
+            format!("Secret {name:?} named in {field} has no key {key:?}"),
+        ),
+        KeyProblem::Invalid(name, error) => (
+            invalid,
+            format!("Secret {name:?} named in {field}: {error}"),
+        ),
+    };
+    Problem {
+        reason,
+        message,
+        degraded: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::crd::encryption_key::KeyVersionStatus;
+
+    fn spec(json: serde_json::Value) -> EncryptionKeySpec {
+        serde_json::from_value(json).expect("spec parses")
+    }
+
+    fn key(byte: u8) -> KeyMaterial {
+        KeyMaterial::parse(hex::encode([byte; 32]).as_bytes()).expect("key")
+    }
+
+    fn present(byte: u8) -> Stored {
+        Stored::Present {
+            keyring: Keyring::new("apim", key(byte), Timestamp::UNIX_EPOCH),
+            resource_version: Some("7".into()),
+            has_owners: false,
+            unwrapped: true,
+        }
+    }
+
+    fn observed(stored: Stored) -> Observed {
+        Observed {
+            kek: None,
+            stored,
+            source: None,
+        }
+    }
+
+    fn recorded() -> EncryptionKeyStatus {
+        EncryptionKeyStatus {
+            versions: vec![KeyVersionStatus {
+                version: 1,
+                state: "Primary".into(),
+                created_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                    Timestamp::UNIX_EPOCH,
+                ),
+                fingerprint: key(1).fingerprint(),
+            }],
+            ..EncryptionKeyStatus::default()
+        }
+    }
+
+    fn reason(step: Step) -> &'static str {
+        match step {
+            Step::Report(problem) => problem.reason,
+            Step::Distribute {
+                notice: Some(notice),
+                ..
+            } => notice.reason,
+            Step::Distribute { notice: None, .. } => "Distribute",
+            Step::CreateKeyring { .. } => "CreateKeyring",
+            Step::RetainKeyring { .. } => "RetainKeyring",
+            Step::WrapKeyring { .. } => "WrapKeyring",
+        }
+    }
+
+    #[test]
+    fn a_lost_keyring_is_reported_and_only_a_never_recorded_one_is_created() {
+        let plain = spec(serde_json::json!({}));
+        let lost = next_step("apim", &plain, Some(&recorded()), observed(Stored::Absent));
+        assert_eq!(reason(lost), "KeyringMissing");
+        let fresh = next_step("apim", &plain, None, observed(Stored::Absent));
+        assert!(matches!(fresh, Step::CreateKeyring { material: None }));
+    }
+
+    #[test]
+    fn a_missing_source_is_waited_for_and_never_replaced_by_a_generated_key() {
+        let sourced =
+            spec(serde_json::json!({"source": {"secretRef": {"name": "k", "key": "key"}}}));
+        let mut waiting = observed(Stored::Absent);
+        waiting.source = Some(Err(KeyProblem::Missing("k".into())));
+        assert_eq!(
+            reason(next_step("apim", &sourced, None, waiting)),
+            "SourceSecretMissing"
+        );
+    }
+
+    #[test]
+    fn a_foreign_or_unreadable_keyring_is_never_overwritten() {
+        let plain = spec(serde_json::json!({}));
+        assert_eq!(
+            reason(next_step("apim", &plain, None, observed(Stored::Foreign))),
+            "SecretConflict"
+        );
+        let unreadable = Stored::Unreadable(crate::crypto::keyring::KeyError::Unwrap(1));
+        assert_eq!(
+            reason(next_step("apim", &plain, None, observed(unreadable))),
+            "KeyringUnreadable"
+        );
+    }
+
+    #[test]
+    fn a_source_that_is_not_in_the_keyring_is_a_mismatch_and_one_that_is_is_fine() {
+        let sourced =
+            spec(serde_json::json!({"source": {"secretRef": {"name": "k", "key": "key"}}}));
+        let mut other = observed(present(1));
+        other.source = Some(Ok(key(2)));
+        assert_eq!(
+            reason(next_step("apim", &sourced, None, other)),
+            "SourceMismatch"
+        );
+        let mut same = observed(present(1));
+        same.source = Some(Ok(key(1)));
+        assert_eq!(
+            reason(next_step("apim", &sourced, None, same)),
+            "Distribute"
+        );
+        let mut gone = observed(present(1));
+        gone.source = Some(Err(KeyProblem::Missing("k".into())));
+        assert_eq!(
+            reason(next_step("apim", &sourced, None, gone)),
+            "Distribute"
+        );
+    }
+
+    #[test]
+    fn a_keyring_loses_its_owners_and_gains_its_wrapping_before_distribution() {
+        let plain = spec(serde_json::json!({}));
+        let mut owned = present(1);
+        if let Stored::Present { has_owners, .. } = &mut owned {
+            *has_owners = true;
+        }
+        assert_eq!(
+            reason(next_step("apim", &plain, None, observed(owned))),
+            "RetainKeyring"
+        );
+        let mut wrapped = observed(present(1));
+        wrapped.kek = Some(Ok(key(9)));
+        assert_eq!(
+            reason(next_step("apim", &plain, None, wrapped)),
+            "WrapKeyring"
+        );
+    }
+
+    #[test]
+    fn a_rotation_request_is_reported_while_the_key_keeps_being_distributed() {
+        let rotate = spec(serde_json::json!({"rotation": {"generation": 1}}));
+        assert_eq!(
+            reason(next_step("apim", &rotate, None, observed(present(1)))),
+            "RotationNotSupported"
+        );
+    }
+}
