@@ -29,7 +29,7 @@ fn deployments(cluster: &TestCluster) -> Api<Deployment> {
     Api::namespaced(cluster.client.clone(), &cluster.namespace)
 }
 
-fn deployment_manifest(name: &str, replicas: i32) -> serde_json::Value {
+pub fn deployment_manifest(name: &str, replicas: i32) -> serde_json::Value {
     json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": name},
@@ -46,7 +46,7 @@ fn deployment_manifest(name: &str, replicas: i32) -> serde_json::Value {
 
 /// Applies the Deployment as a GitOps tool does (its own field manager) and waits until
 /// all its pods are ready on the simulated nodes.
-async fn deploy(cluster: &TestCluster, name: &str, replicas: i32) -> Deployment {
+pub async fn deploy(cluster: &TestCluster, name: &str, replicas: i32) -> Deployment {
     manifest::apply(
         &cluster.client,
         &cluster.namespace,
@@ -98,7 +98,7 @@ fn operator(cluster: &TestCluster) -> Operator {
     )
 }
 
-async fn user_secret(cluster: &TestCluster, name: &str, key: &str, value: &[u8]) {
+pub async fn user_secret(cluster: &TestCluster, name: &str, key: &str, value: &[u8]) {
     let secret = Secret {
         metadata: ObjectMeta {
             name: Some(name.into()),

@@ -2,6 +2,7 @@
 
 mod bad_manifests;
 mod encryption_key;
+mod key_safety;
 mod oauth_client;
 mod operator_process;
 mod support;

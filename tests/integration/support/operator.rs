@@ -8,7 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// A running `keyward run` process. Killed when dropped.
+/// How many lines of the operator's log a failing test prints.
+const LOG_TAIL_ON_FAILURE: usize = 40;
+
+/// A running `keyward run` process. Killed when dropped; a test that fails prints the end
+/// of its log.
 pub struct Operator {
     process: Child,
     log: Arc<Mutex<String>>,
@@ -47,6 +51,11 @@ impl Operator {
         }
     }
 
+    /// Whether the process is still running (it has not exited, for any reason).
+    pub fn is_running(&mut self) -> bool {
+        self.process.try_wait().expect("operator status").is_none()
+    }
+
     /// Everything the operator has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
@@ -81,6 +90,17 @@ impl Operator {
 
 impl Drop for Operator {
     fn drop(&mut self) {
+        // A failing test shows the end of the operator's log beside its assertion.
+        if std::thread::panicking() {
+            let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(LOG_TAIL_ON_FAILURE)..];
+            eprintln!(
+                "--- last {} lines of the operator log ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         let _ = self.process.kill();
         let _ = self.process.wait();
     }

@@ -1,6 +1,7 @@
 //! Waiting on conditions with a timeout, never on sleeps.
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use keyward::crd::{EncryptionKey, OAuthClient};
@@ -39,10 +40,20 @@ pub async fn until_gone<K>(api: &Api<K>, name: &str, what: &str)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
+    until_gone_within(api, name, what, WAIT).await;
+}
+
+/// Waits up to `timeout` until `name` no longer exists: for what takes longer than
+/// [`WAIT`], such as kube-controller-manager's garbage collector discovering a kind
+/// created after it started.
+pub async fn until_gone_within<K>(api: &Api<K>, name: &str, what: &str, timeout: Duration)
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
     let gone = |object: Option<&K>| object.is_none();
-    tokio::time::timeout(WAIT, await_condition(api.clone(), name, gone))
+    tokio::time::timeout(timeout, await_condition(api.clone(), name, gone))
         .await
-        .unwrap_or_else(|_| panic!("timed out after {WAIT:?} waiting until {what}"))
+        .unwrap_or_else(|_| panic!("timed out after {timeout:?} waiting until {what}"))
         .unwrap_or_else(|error| panic!("watch of {name} failed: {error}"));
 }
 
@@ -70,12 +81,18 @@ impl Conditioned for EncryptionKey {
 /// The `Ready` condition's status and reason, if the object reports it for its current
 /// generation.
 pub fn ready<K: Conditioned>(object: &K) -> Option<(String, String)> {
+    condition(object, "Ready")
+}
+
+/// The status and reason of the condition of `type_`, if the object reports it for its
+/// current generation.
+pub fn condition<K: Conditioned>(object: &K, type_: &str) -> Option<(String, String)> {
     let generation = object.meta().generation;
     object
         .conditions()?
         .iter()
-        .find(|condition| condition.type_ == "Ready" && condition.observed_generation == generation)
-        .map(|ready| (ready.status.clone(), ready.reason.clone()))
+        .find(|condition| condition.type_ == type_ && condition.observed_generation == generation)
+        .map(|condition| (condition.status.clone(), condition.reason.clone()))
 }
 
 /// The `Ready` reason of `object`, as [`ready`] finds it.
