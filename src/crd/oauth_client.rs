@@ -116,16 +116,6 @@ pub struct OAuthClientSpec {
     pub delivery_secret: Option<DeliverySecret>,
 }
 
-/// Whether `id` is a client id as `spec.clientId` allows it: 8 to 255 characters of
-/// `A-Z a-z 0-9 . _ ~ -`. Imported client ids are held to the same rule, because a
-/// client id is shown in status and events.
-pub fn valid_client_id(id: &str) -> bool {
-    (8..=255).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
-}
-
 fn default_secret_length() -> i32 {
     32
 }

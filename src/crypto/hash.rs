@@ -269,6 +269,12 @@ impl VerifierRecord {
     pub fn from_data(data: &BTreeMap<String, ByteString>) -> Result<Self, RecordError> {
         let client_id =
             text(data, keys::CLIENT_ID)?.ok_or(RecordError::Missing(keys::CLIENT_ID))?;
+        if !super::secret::valid_client_id(&client_id) {
+            return Err(RecordError::Invalid {
+                key: keys::CLIENT_ID,
+                reason: "not a client id (8 to 255 characters of A-Z a-z 0-9 . _ ~ -)",
+            });
+        }
         let version =
             text(data, keys::SECRET_VERSION)?.ok_or(RecordError::Missing(keys::SECRET_VERSION))?;
         let secret_version = version

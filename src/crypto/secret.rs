@@ -67,9 +67,28 @@ pub fn generate_client_id() -> Result<String, RandomError> {
     Ok(URL_SAFE_NO_PAD.encode(raw.expose()))
 }
 
+/// Whether `id` is a client id as keyward issues and accepts them: 8 to 255 characters
+/// of `A-Z a-z 0-9 . _ ~ -` (what `spec.clientId` allows, and what generated ids are).
+/// Client ids are shown in status and events, so nothing else read from a Secret is
+/// taken for one.
+pub fn valid_client_id(id: &str) -> bool {
+    (8..=255).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_client_ids_are_valid_and_text_with_spaces_is_not() {
+        assert!(valid_client_id(&generate_client_id().expect("random")));
+        assert!(!valid_client_id("legacy app"));
+        assert!(!valid_client_id("short"));
+        assert!(!valid_client_id(&"a".repeat(256)));
+    }
 
     #[test]
     fn debug_never_shows_the_bytes() {

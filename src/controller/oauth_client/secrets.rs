@@ -15,8 +15,9 @@ use super::decide::{
     Verifier, annotations, parse_annotation,
 };
 use crate::crd::OAuthClient;
-use crate::crd::oauth_client::{SecretType, valid_client_id};
+use crate::crd::oauth_client::SecretType;
 use crate::crypto::hash::keys;
+use crate::crypto::secret::valid_client_id;
 use crate::crypto::{SecretBytes, VerifierRecord};
 use crate::store::{self, CLIENT_LABEL, KEY_LABEL, OAUTH_CLIENT_MANAGER, Written};
 use crate::{Error, Result};
