@@ -179,8 +179,12 @@ pub async fn roll_out(
     let mut rollout = Rollout::default();
     for target in targets {
         let workloads = resolve(client, namespace, target).await?;
-        if let (Some(name), true) = (&target.name, workloads.is_empty()) {
-            rollout.missing.push(format!("{:?} {name}", target.kind));
+        // A target that finds no workload holds the key on no pod: never "in sync".
+        if workloads.is_empty() {
+            rollout.missing.push(match &target.name {
+                Some(name) => format!("{:?} {name}", target.kind),
+                None => format!("a {:?} matching spec.targets[].selector", target.kind),
+            });
         }
         for workload in workloads {
             if workload.needs_patch(projection) {
@@ -198,9 +202,11 @@ pub async fn roll_out(
                 .list(&ListParams::default().labels_from(&workload.selector))
                 .await?;
             let (in_sync, total) = pods_in_sync(&selected.items, projection);
-            rollout.pods_in_sync += in_sync;
+            rollout.pods_in_sync = rollout.pods_in_sync.saturating_add(in_sync);
             // Until every pod the workload asks for is ready, some are missing from sync.
-            rollout.pods_total += total.max(workload.replicas);
+            rollout.pods_total = rollout
+                .pods_total
+                .saturating_add(total.max(workload.replicas));
         }
     }
     Ok(rollout)

@@ -312,6 +312,13 @@ impl Keyring {
                     )));
                 }
             };
+            // Status shows creation times, and the API refuses times before year 1.
+            if entry.created_at < Timestamp::UNIX_EPOCH {
+                return Err(KeyError::Keyring(format!(
+                    "version {} was created before 1970",
+                    entry.version
+                )));
+            }
             if material.fingerprint() != entry.fingerprint {
                 return Err(KeyError::Keyring(format!(
                     "version {} does not match its fingerprint",

@@ -44,18 +44,17 @@ pub enum Stored {
     Foreign,
     /// The keyring Secret exists but cannot be used.
     Unreadable(KeyError),
-    /// The keyring, and the Secret's `resourceVersion` (the precondition of an update),
-    /// whether it still has owner references (from before keyrings were retained) and
+    /// The keyring, the Secret's `resourceVersion` (the precondition of an update) and
     /// whether any key in it is stored unwrapped.
     Present {
         keyring: Keyring,
         resource_version: Option<String>,
-        has_owners: bool,
         unwrapped: bool,
     },
 }
 
-/// Reads the keyring of EncryptionKey `key_name`, unwrapping it with `kek`.
+/// Reads the keyring of EncryptionKey `key_name`, unwrapping it with `kek`; first drops
+/// any owner reference it carries.
 pub async fn load(
     secrets: &Api<Secret>,
     key_name: &str,
@@ -66,6 +65,10 @@ pub async fn load(
     };
     if !is_keyring_of(&secret, key_name) {
         return Ok(Stored::Foreign);
+    }
+    let mut resource_version = secret.resource_version();
+    if !secret.owner_references().is_empty() {
+        resource_version = retain(secrets, &secret).await?;
     }
     let Some(json) = secret.data.as_ref().and_then(|data| data.get(KEYRING_FILE)) else {
         return Ok(Stored::Unreadable(KeyError::Keyring(format!(
@@ -78,8 +81,7 @@ pub async fn load(
         )),
         Ok(keyring) => Stored::Present {
             keyring,
-            resource_version: secret.resource_version(),
-            has_owners: !secret.owner_references().is_empty(),
+            resource_version,
             unwrapped: Keyring::stored_unwrapped(&json.0),
         },
         Err(error) => Stored::Unreadable(error),
@@ -127,32 +129,34 @@ pub async fn update(
     let mut secret = keyring_secret(key_name, keyring, kek)?;
     secret.metadata.resource_version = resource_version;
     secret.metadata.owner_references = Some(Vec::new());
+    let params = kube::api::PostParams {
+        field_manager: Some(ENCRYPTION_KEY_MANAGER.to_owned()),
+        ..Default::default()
+    };
     let result = secrets
-        .replace(&secret_name(key_name), &Default::default(), &secret)
+        .replace(&secret_name(key_name), &params, &secret)
         .await;
     super::wipe(&mut secret);
     result?;
     Ok(())
 }
 
-/// Drops the owner references of a keyring written before keyrings were retained, so
-/// the garbage collector never takes it with its EncryptionKey.
-pub async fn retain(
-    secrets: &Api<Secret>,
-    key_name: &str,
-    resource_version: Option<String>,
-) -> Result<()> {
+/// Drops the owner references of a keyring (written before keyrings were retained, or
+/// restored from such a backup), so the garbage collector never takes it with its
+/// EncryptionKey — whether or not the keyring can be read. Returns the new
+/// `resourceVersion`.
+async fn retain(secrets: &Api<Secret>, secret: &Secret) -> Result<Option<String>> {
     let patch = serde_json::json!({
-        "metadata": {"resourceVersion": resource_version, "ownerReferences": null},
+        "metadata": {"resourceVersion": secret.resource_version(), "ownerReferences": null},
     });
-    secrets
-        .patch(
-            &secret_name(key_name),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
+    let params = PatchParams {
+        field_manager: Some(ENCRYPTION_KEY_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    let retained = secrets
+        .patch(&secret.name_any(), &params, &Patch::Merge(&patch))
         .await?;
-    Ok(())
+    Ok(retained.resource_version())
 }
 
 /// Why key material from a user Secret cannot be used (yet).
@@ -190,14 +194,18 @@ pub struct KeyInUse {
 
 impl KeyInUse {
     /// Whether every ready pod of the key's targets holds `version`: the key reports
-    /// `Distributed=True` and its distributed keyring carries that version.
+    /// `Distributed=True` for its current generation (not for targets it had before)
+    /// and its distributed keyring carries that version.
     pub fn distributed(&self, version: i64) -> bool {
         let Some(status) = self.key.status.as_ref() else {
             return false;
         };
+        let generation = self.key.metadata.generation;
         let in_sync =
             crate::crd::find_condition(&status.conditions, crate::crd::ConditionType::Distributed)
-                .is_some_and(|condition| condition.status == "True");
+                .is_some_and(|condition| {
+                    condition.status == "True" && condition.observed_generation == generation
+                });
         in_sync
             && status
                 .distribution

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
 use kube::{Resource, ResourceExt};
 use zeroize::Zeroize;
 
@@ -119,7 +119,8 @@ pub enum Written {
 /// it (`existing`) and the test of ownership (`owns`).
 ///
 /// The one write path of keyward's Secrets. Absent: created, which fails rather than
-/// overwrite a Secret that appeared in between. Present and owned: server-side applied
+/// overwrite a Secret that appeared in between. Present and owned: replaced whole — the
+/// Secret is keyward's, so nothing another hand or an older write left in it survives —
 /// with the `resourceVersion` that was checked as a precondition, so ownership cannot
 /// change between the check and the write. Present and not owned: left alone. The data
 /// of `desired` is wiped afterwards.
@@ -143,21 +144,18 @@ async fn write(
     owns: impl Fn(&ObjectMeta) -> bool,
 ) -> Result<Written> {
     let name = desired.name_any();
+    let params = PostParams {
+        field_manager: Some(manager.to_owned()),
+        ..PostParams::default()
+    };
     match existing {
         None => {
-            let params = PostParams {
-                field_manager: Some(manager.to_owned()),
-                ..PostParams::default()
-            };
             secrets.create(&params, desired).await?;
         }
         Some(existing) if !owns(existing) => return Ok(Written::Conflict),
         Some(existing) => {
             desired.metadata.resource_version = existing.resource_version.clone();
-            let params = PatchParams::apply(manager).force();
-            secrets
-                .patch(&name, &params, &Patch::Apply(&*desired))
-                .await?;
+            secrets.replace(&name, &params, desired).await?;
         }
     }
     Ok(Written::Done)

@@ -38,9 +38,6 @@ pub enum Step {
     /// There is no keyring and none was ever recorded: create one whose version 1 is
     /// `material` (from `spec.source`), or freshly generated when `None`.
     CreateKeyring { material: Option<KeyMaterial> },
-    /// The keyring still carries owner references: drop them first, so the garbage
-    /// collector can never take it with the EncryptionKey.
-    RetainKeyring { resource_version: Option<String> },
     /// `spec.keyEncryptionKeyRef` was added after the keyring was stored in the clear:
     /// store it again, wrapped.
     WrapKeyring {
@@ -69,7 +66,7 @@ pub fn next_step(
         None => false,
     };
     let keyring_name = crate::store::keyring::secret_name(name);
-    let (keyring, resource_version, has_owners, unwrapped) = match observed.stored {
+    let (keyring, resource_version, unwrapped) = match observed.stored {
         Stored::Foreign => {
             return Step::Report(Problem {
                 reason: "SecretConflict",
@@ -109,12 +106,11 @@ pub fn next_step(
         Stored::Present {
             keyring,
             resource_version,
-            has_owners,
             unwrapped,
-        } => (keyring, resource_version, has_owners, unwrapped),
+        } => (keyring, resource_version, unwrapped),
     };
-    if has_owners {
-        return Step::RetainKeyring { resource_version };
+    if let Some(problem) = mismatch(&keyring, status, &keyring_name) {
+        return Step::Report(problem);
     }
     if unwrapped && kek {
         return Step::WrapKeyring {
@@ -140,6 +136,42 @@ pub fn next_step(
         notice: rotation_notice(spec),
         keyring,
     }
+}
+
+/// A keyring that is not the one status recorded: a version with another fingerprint,
+/// or the recorded primary missing (a wrong backup restored, a keyring swapped). Adopting
+/// it would silently make earlier ciphertext undecryptable. Versions status lists that
+/// the keyring no longer has are fine: retention drops retired ones.
+fn mismatch(
+    keyring: &Keyring,
+    status: Option<&EncryptionKeyStatus>,
+    keyring_name: &str,
+) -> Option<Problem> {
+    let status = status?;
+    let differs = status.versions.iter().find(|recorded| {
+        keyring
+            .version(recorded.version)
+            .is_ok_and(|version| version.material.fingerprint() != recorded.fingerprint)
+    });
+    let primary_gone = status
+        .primary_version
+        .is_some_and(|primary| keyring.version(primary).is_err());
+    let message = match (differs, primary_gone) {
+        (Some(recorded), _) => format!(
+            "keyring Secret {keyring_name:?} holds version {} with another fingerprint than status records ({}); keyward will not use a keyring that would make existing ciphertext unreadable: restore the right keyring, or delete the EncryptionKey and its keyring deliberately",
+            recorded.version, recorded.fingerprint
+        ),
+        (None, true) => format!(
+            "keyring Secret {keyring_name:?} lacks the primary version {} that status records; restore the right keyring",
+            status.primary_version.unwrap_or_default()
+        ),
+        (None, false) => return None,
+    };
+    Some(Problem {
+        reason: "KeyringMismatch",
+        message,
+        degraded: true,
+    })
 }
 
 fn holds(keyring: &Keyring, material: &KeyMaterial) -> bool {
@@ -237,7 +269,6 @@ mod tests {
         Stored::Present {
             keyring: Keyring::new("apim", key(byte), Timestamp::UNIX_EPOCH),
             resource_version: Some("7".into()),
-            has_owners: false,
             unwrapped: true,
         }
     }
@@ -273,7 +304,6 @@ mod tests {
             } => notice.reason,
             Step::Distribute { notice: None, .. } => "Distribute",
             Step::CreateKeyring { .. } => "CreateKeyring",
-            Step::RetainKeyring { .. } => "RetainKeyring",
             Step::WrapKeyring { .. } => "WrapKeyring",
         }
     }
@@ -338,22 +368,23 @@ mod tests {
     }
 
     #[test]
-    fn a_keyring_loses_its_owners_and_gains_its_wrapping_before_distribution() {
-        let plain = spec(serde_json::json!({}));
-        let mut owned = present(1);
-        if let Stored::Present { has_owners, .. } = &mut owned {
-            *has_owners = true;
-        }
-        assert_eq!(
-            reason(next_step("apim", &plain, None, observed(owned))),
-            "RetainKeyring"
-        );
+    fn a_plain_keyring_is_wrapped_once_a_key_encryption_key_is_named() {
         let mut wrapped = observed(present(1));
         wrapped.kek = Some(Ok(key(9)));
+        let plain = spec(serde_json::json!({}));
         assert_eq!(
             reason(next_step("apim", &plain, None, wrapped)),
             "WrapKeyring"
         );
+    }
+
+    #[test]
+    fn a_keyring_other_than_the_recorded_one_is_never_adopted() {
+        let plain = spec(serde_json::json!({}));
+        let same = next_step("apim", &plain, Some(&recorded()), observed(present(1)));
+        assert_eq!(reason(same), "Distribute");
+        let other = next_step("apim", &plain, Some(&recorded()), observed(present(2)));
+        assert_eq!(reason(other), "KeyringMismatch");
     }
 
     #[test]

@@ -66,12 +66,15 @@ pub fn controller(
         })
 }
 
-/// Keys whose keyring, source or key-encryption key is `secret`. The keyring has no
-/// owner reference, so it is matched by name like the Secrets the key reads.
+/// Keys whose keyring, distribution Secret, source or key-encryption key is `secret`.
+/// The keyring has no owner reference, and a Secret of someone else's in the
+/// distribution Secret's place has none of the key's: both are matched by name.
 fn readers_of(store: &Store<EncryptionKey>, secret: &Secret) -> Vec<ObjectRef<EncryptionKey>> {
     let name = secret.name_any();
     in_namespace_of(store, secret, |key| {
-        keyring_store::secret_name(&key.name_any()) == name
+        let key_name = key.name_any();
+        keyring_store::secret_name(&key_name) == name
+            || store::distribution::secret_name(&key_name) == name
             || key
                 .spec
                 .source
@@ -120,10 +123,6 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
         Step::Report(problem) => {
             reporter.report(Found::Problem(problem, None)).await?;
             Action::await_change()
-        }
-        Step::RetainKeyring { resource_version } => {
-            keyring_store::retain(&secrets, &name, resource_version).await?;
-            Action::requeue(Duration::ZERO)
         }
         Step::WrapKeyring {
             keyring,

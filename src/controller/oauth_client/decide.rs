@@ -383,35 +383,37 @@ fn untrusted(observed: &Observed, now: Timestamp) -> Option<Step> {
         return Some(invalid(annotation));
     }
     let latest = now.checked_add(CLOCK_SKEW).unwrap_or(now);
+    // Before 1970 is no time keyward wrote either, and status could not even show it.
+    let implausible = |at: Timestamp| at > latest || at < Timestamp::UNIX_EPOCH;
     let in_future = |secret: &str, annotation: &'static str| {
         invalid(&InvalidAnnotation {
             secret: secret.to_owned(),
             annotation,
-            problem: "lies in the future",
+            problem: "lies in the future or before 1970",
         })
     };
     if let Verifier::Present(issued) = &observed.verifier {
         let verifier = &observed.names.verifier;
-        if issued.issued_at > latest {
+        if implausible(issued.issued_at) {
             return Some(in_future(verifier, annotations::ISSUED_AT));
         }
-        if issued.delivery_deleted_at.is_some_and(|at| at > latest) {
+        if issued.delivery_deleted_at.is_some_and(implausible) {
             return Some(in_future(verifier, annotations::DELIVERY_DELETED_AT));
         }
         let longest_grace = latest.checked_add(MAX_GRACE).unwrap_or(latest);
         if let Some(previous) = &issued.record.previous
-            && previous.expires_at > longest_grace
+            && (previous.expires_at > longest_grace || previous.expires_at < Timestamp::UNIX_EPOCH)
         {
             return Some(Step::Refuse {
                 reason: "VerifierRecordInvalid",
                 message: format!(
-                    "previousExpiresAt of Secret {verifier:?} lies further ahead than the longest grace period (720h); keyward did not write it so"
+                    "previousExpiresAt of Secret {verifier:?} lies before 1970 or further ahead than the longest grace period (720h); keyward did not write it so"
                 ),
             });
         }
     }
     if let Some(delivered) = &observed.delivery
-        && delivered.written_at > latest
+        && implausible(delivered.written_at)
     {
         return Some(in_future(&observed.names.delivery, annotations::WRITTEN_AT));
     }
@@ -1100,6 +1102,9 @@ mod tests {
             if issued_at > skew.as_second()
                 || written_at > skew.as_second()
                 || expires_at > longest_grace.as_second()
+                || issued_at < 0
+                || written_at < 0
+                || expires_at < 0
             {
                 let refused = matches!(
                     step,

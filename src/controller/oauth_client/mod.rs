@@ -56,15 +56,19 @@ pub fn controller(
 }
 
 /// OAuthClients that import from `secret`, so a source that appears or changes is
-/// picked up at once.
+/// picked up at once; or whose Secret names it has (a Secret of someone else's that
+/// blocked them may be gone).
 fn importers_of(store: &Store<OAuthClient>, secret: &Secret) -> Vec<ObjectRef<OAuthClient>> {
     let name = secret.name_any();
     in_namespace_of(store, secret, |client| {
-        client
-            .spec
-            .import_from
-            .as_ref()
-            .is_some_and(|import| import.secret_name == name)
+        let names = SecretNames::of(&client.name_any(), &client.spec);
+        names.verifier == name
+            || names.delivery == name
+            || client
+                .spec
+                .import_from
+                .as_ref()
+                .is_some_and(|import| import.secret_name == name)
     })
 }
 
@@ -465,12 +469,15 @@ fn status(
             .current
             .algorithm()
             .map(|algorithm| algorithm.as_str().to_owned());
-        status.issued_at = Some(Time(issued.issued_at));
+        // Times come from the Secret: one the API server cannot store (before year 1)
+        // would make every status write fail, so only plausible ones are shown.
+        let shown = |at: Timestamp| (at >= Timestamp::UNIX_EPOCH).then_some(Time(at));
+        status.issued_at = shown(issued.issued_at);
         status.previous_secret_expires_at = record
             .previous
             .as_ref()
-            .map(|previous| Time(previous.expires_at));
-        status.delivery_secret_deleted_at = issued.delivery_deleted_at.map(Time);
+            .and_then(|previous| shown(previous.expires_at));
+        status.delivery_secret_deleted_at = issued.delivery_deleted_at.and_then(shown);
         status.import_source_removable =
             client.spec.import_from.as_ref().map(|_| problem.is_none());
     }

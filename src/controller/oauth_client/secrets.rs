@@ -258,9 +258,12 @@ fn delivered(secret: &Secret) -> std::result::Result<Option<Delivered>, InvalidA
     let (Some(secret_version), Some(written_at)) = (secret_version, written_at) else {
         return Ok(None);
     };
+    // A client id that is not one is an incomplete delivery: it would reach status,
+    // events and the verifier record.
     let client_id = data
         .get(keys::CLIENT_ID)
-        .and_then(|id| String::from_utf8(id.0.clone()).ok());
+        .and_then(|id| String::from_utf8(id.0.clone()).ok())
+        .filter(|id| valid_client_id(id));
     let plaintext = data.get(keys::CLIENT_SECRET);
     Ok(client_id
         .zip(plaintext)
