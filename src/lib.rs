@@ -3,6 +3,7 @@
 //! - [`crd`]: the `OAuthClient` and `EncryptionKey` resources (group `keyward.io`).
 //! - [`controller`]: the reconcilers and the operator process that runs them.
 //! - [`store`]: keyward's own Secrets, and the one safe way to write them.
+//! - [`reencrypt`]: the re-encryption Job's run and the verification scan of a key rotation.
 //! - [`telemetry`]: logging setup.
 //! - [`error`]: the error type.
 
@@ -10,6 +11,7 @@ pub mod controller;
 pub mod crd;
 pub mod crypto;
 pub mod error;
+pub mod reencrypt;
 pub mod store;
 pub mod telemetry;
 pub mod tools;

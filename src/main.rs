@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use keyward::controller::oauth_client::decide::Policy;
 use keyward::controller::{self, RunOptions};
 use keyward::crypto::{KeyMaterial, Keyring, Verdict};
+use keyward::reencrypt;
 use keyward::telemetry::{self, LogFormat};
 use keyward::tools;
 
@@ -16,7 +17,7 @@ use keyward::tools;
 /// and key rotation run as a rolling, resumable re-encryption.
 ///
 /// Exit codes: 0 success (for `verify`: the secret is valid), 1 the secret is invalid,
-/// 2 an error.
+/// 2 an error, 3 (`reencrypt`) some values do not decrypt.
 #[derive(Parser, Debug)]
 #[command(name = "keyward", version, about, long_about)]
 struct Cli {
@@ -75,6 +76,119 @@ enum Command {
     Encrypt(CipherArgs),
     /// Decrypt an envelope read from standard input; print the value.
     Decrypt(CipherArgs),
+    /// Re-encrypt a key's ciphertext under older versions to its primary (the rotation Job).
+    ///
+    /// Lists the Secrets matching --selector in the key's namespace, --batch-size at a
+    /// time. Every value that is an envelope of the key under a version other than the
+    /// primary is decrypted (bound to its namespace, Secret and field, as `keyward
+    /// encrypt --context` and encrypted OAuthClients seal it), encrypted again under the
+    /// primary for the same place, and written back only if its Secret has not changed
+    /// since it was read; on a conflict the Secret is read again and decided again, so a
+    /// concurrent writer's value is never overwritten. Secrets with nothing to rewrite
+    /// are not written at all. Running it again is always safe: values already under the
+    /// primary are skipped, which is all a restarted Job needs.
+    ///
+    /// Prints `re-encrypted D of T values to version V (F failed, W writes)`. Values
+    /// that cannot be rewritten are named NAMESPACE/NAME/FIELD in the log and in the
+    /// --progress ConfigMap; no value, encrypted or not, is ever shown.
+    ///
+    /// Uses the in-cluster service account, or the kubeconfig named by $KUBECONFIG. It
+    /// needs to read the EncryptionKey and its keyring (and key-encryption key), list,
+    /// get and update the selected Secrets, and patch the --progress ConfigMap.
+    ///
+    /// Exit codes: 0 every value found is now under the primary version; 3 some values
+    /// do not decrypt (altered, copied from another Secret or field, or under a version
+    /// the keyring no longer holds): retrying will not help, restore the value or the
+    /// key version; 2 any other error, including Secrets that kept changing under the
+    /// run: retrying helps.
+    Reencrypt(ReencryptArgs),
+    /// Count a key's ciphertexts per key version (the rotation's verification scan).
+    ///
+    /// What proves an old version is no longer needed in the Secrets a rotation
+    /// re-encrypts. Counts the envelopes of the key in every value of the Secrets matching --selector
+    /// in the key's namespace, without decrypting anything. Every version the
+    /// EncryptionKey's status lists is shown, with 0 when nothing is under it. Prints
+    /// `version N: COUNT` lines, or with `-o json` an object such as
+    /// {"versions": {"1": 0, "2": 1000}}. Ciphertext outside those Secrets (git,
+    /// backups, databases) is not seen.
+    ///
+    /// Uses the in-cluster service account, or the kubeconfig named by $KUBECONFIG.
+    Scan(ScanArgs),
+}
+
+/// An EncryptionKey named on the command line as NAMESPACE/NAME.
+#[derive(Clone, Debug)]
+struct KeyRef {
+    namespace: String,
+    name: String,
+}
+
+fn parse_key_ref(text: &str) -> Result<KeyRef, String> {
+    match text.split_once('/') {
+        Some((namespace, name))
+            if keyward::crypto::keyring::valid_key_name(namespace)
+                && keyward::crypto::keyring::valid_key_name(name) =>
+        {
+            Ok(KeyRef {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            })
+        }
+        _ => Err("expected NAMESPACE/NAME, two Kubernetes object names".to_owned()),
+    }
+}
+
+#[derive(Args, Debug)]
+struct ReencryptArgs {
+    /// The EncryptionKey whose ciphertext to re-encrypt; the Secrets are read in its
+    /// namespace.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_key_ref)]
+    key: KeyRef,
+    /// Label selector of the Secrets holding the key's ciphertext [default:
+    /// keyward.io/encryption-key=NAME].
+    #[arg(long)]
+    selector: Option<String>,
+    /// Secrets listed, and rewritten, per page.
+    #[arg(long, value_name = "N", default_value_t = reencrypt::DEFAULT_BATCH_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Upper bound on Secret writes per second, over any stretch of the run (after an
+    /// idle second, at most one second's worth go at once).
+    #[arg(long, value_name = "N", default_value_t = reencrypt::DEFAULT_WRITES_PER_SECOND,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    writes_per_second: u32,
+    /// ConfigMap in the key's namespace that receives progress after every page (created
+    /// when absent): targetVersion, total, done, failed, contended, failures (at most
+    /// 100 NAMESPACE/NAME/FIELD lines), writes, elapsedSeconds, and finished.
+    #[arg(long, value_name = "CONFIGMAP")]
+    progress: Option<String>,
+    /// Log line format (logs go to standard error).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KEYWARD_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Args, Debug)]
+struct ScanArgs {
+    /// The EncryptionKey whose ciphertext to count; the Secrets are read in its
+    /// namespace.
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_key_ref)]
+    key: KeyRef,
+    /// Label selector of the Secrets holding the key's ciphertext [default:
+    /// keyward.io/encryption-key=NAME].
+    #[arg(long)]
+    selector: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = ScanOutput::Text)]
+    output: ScanOutput,
+}
+
+/// What `keyward scan` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ScanOutput {
+    /// `version N: COUNT` lines, by version.
+    Text,
+    /// {"versions": {"N": COUNT, …}}.
+    Json,
 }
 
 /// What `keyward genkey` prints.
@@ -156,6 +270,11 @@ fn main() -> ExitCode {
         Command::Genkey { output, name } => genkey(output, name).map_err(|error| error.to_string()),
         Command::Encrypt(args) => cipher(&args, true).map_err(|error| error.to_string()),
         Command::Decrypt(args) => cipher(&args, false).map_err(|error| error.to_string()),
+        Command::Reencrypt(args) => {
+            telemetry::init(args.log_format);
+            run_reencrypt(args)
+        }
+        Command::Scan(args) => scan(args),
     };
     result.unwrap_or_else(|message| {
         eprintln!("keyward: {message}");
@@ -244,6 +363,74 @@ fn cipher(args: &CipherArgs, encrypt: bool) -> Result<ExitCode, tools::ToolError
         std::io::stdout()
             .write_all(plaintext.expose())
             .map_err(tools::ToolError::Stdin)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_reencrypt(args: ReencryptArgs) -> Result<ExitCode, String> {
+    let options = reencrypt::Options {
+        key_namespace: args.key.namespace,
+        key_name: args.key.name,
+        selector: args.selector,
+        batch_size: args.batch_size,
+        writes_per_second: args.writes_per_second,
+        progress: args.progress,
+    };
+    let report = block_on(async {
+        let client = tools::cluster_client()
+            .await
+            .map_err(|error| error.to_string())?;
+        reencrypt::run(&client, &options)
+            .await
+            .map_err(|error| error.to_string())
+    })?;
+    println!(
+        "re-encrypted {} of {} values to version {} ({} failed, {} writes)",
+        report.done, report.total, report.target_version, report.failed, report.writes
+    );
+    Ok(if report.undecryptable() > 0 {
+        eprintln!(
+            "keyward: {} values do not decrypt; they are named in the log{}",
+            report.undecryptable(),
+            if options.progress.is_some() {
+                " and the progress ConfigMap"
+            } else {
+                ""
+            }
+        );
+        ExitCode::from(3)
+    } else if report.contended > 0 {
+        eprintln!(
+            "keyward: {} values were left because their Secrets kept changing; run again",
+            report.contended
+        );
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+fn scan(args: ScanArgs) -> Result<ExitCode, String> {
+    let counts = block_on(async {
+        let client = tools::cluster_client()
+            .await
+            .map_err(|error| error.to_string())?;
+        reencrypt::scan(
+            &client,
+            &args.key.namespace,
+            &args.key.name,
+            args.selector.as_deref(),
+        )
+        .await
+        .map_err(|error| error.to_string())
+    })?;
+    match args.output {
+        ScanOutput::Text => {
+            for (version, count) in &counts {
+                println!("version {version}: {count}");
+            }
+        }
+        ScanOutput::Json => println!("{}", serde_json::json!({ "versions": counts })),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -18,7 +18,7 @@ use aes_gcm::aead::{Aead, Payload};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::keyring::{KeyError, Keyring, VersionState, valid_key_name};
+use super::keyring::{KeyError, Keyring, valid_key_name};
 use super::secret::{SecretBytes, fill_random};
 
 const PREFIX: &str = "keyward";
@@ -66,8 +66,6 @@ pub enum EnvelopeError {
     WrongKey { expected: String, found: String },
     #[error(transparent)]
     Key(#[from] KeyError),
-    #[error("key version {0} is retired and no longer decrypts")]
-    Retired(i64),
     #[error("decryption failed: the envelope was altered, or belongs to another Secret or field")]
     Decrypt,
     #[error("encryption failed: {0}")]
@@ -174,10 +172,9 @@ impl Envelope {
                 found: self.key_name.clone(),
             });
         }
+        // Retired versions still decrypt here: pods no longer hold them, but ciphertext
+        // kept elsewhere (git, backups) must stay readable with the stored keyring.
         let version = keyring.version(self.key_version)?;
-        if version.state == VersionState::Retired {
-            return Err(EnvelopeError::Retired(self.key_version));
-        }
         let aad = associated_data(&self.key_name, self.key_version, context);
         let plaintext = version
             .material
@@ -231,7 +228,7 @@ fn parse_version(text: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::keyring::{KeyMaterial, KeyVersion};
+    use crate::crypto::keyring::{KeyMaterial, KeyVersion, VersionState};
     use k8s_openapi::jiff::Timestamp;
     use proptest::prelude::*;
 
@@ -322,8 +319,15 @@ mod tests {
         );
         keyring.versions[0].state = VersionState::Retired;
         assert_eq!(
+            old.open(&keyring, &HERE)
+                .expect("a retained retired version opens")
+                .expose(),
+            b"old"
+        );
+        keyring.versions.remove(0);
+        assert_eq!(
             old.open(&keyring, &HERE).unwrap_err(),
-            EnvelopeError::Retired(1)
+            EnvelopeError::Key(KeyError::UnknownVersion(1))
         );
         keyring.name = "other".into();
         assert!(matches!(

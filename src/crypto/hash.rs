@@ -343,6 +343,21 @@ fn context<'a>(namespace: &'a str, secret_name: &'a str) -> Context<'a> {
     }
 }
 
+/// The associated-data field an envelope stored under `data_key` of a Secret is bound
+/// to. A verifier record keeps its current and previous ciphertext under
+/// `encryptedClientSecret` and `previousEncryptedClientSecret`, both sealed for
+/// `clientSecret` (see [`Credential::encrypted`]), so a rotation of the client secret moves ciphertext
+/// between the two without re-encrypting it. Every other key is bound to its own name,
+/// as `keyward encrypt --context NAMESPACE/NAME/FIELD` seals it.
+pub fn envelope_field(data_key: &str) -> &str {
+    match data_key {
+        keys::ENCRYPTED_CLIENT_SECRET | keys::PREVIOUS_ENCRYPTED_CLIENT_SECRET => {
+            keys::CLIENT_SECRET
+        }
+        other => other,
+    }
+}
+
 fn put_credential(put: &mut impl FnMut(&str, Vec<u8>), credential: &Credential, slot: Slot) {
     match credential {
         Credential::Hashed { algorithm, digest } => {
@@ -476,6 +491,54 @@ mod tests {
         assert!(abc(HashAlgorithm::Sha512).starts_with("ddaf35a193617aba"));
         for algorithm in ALL {
             assert_eq!(digest(algorithm, b"abc").len(), digest_len(algorithm));
+        }
+    }
+
+    #[test]
+    fn verifier_ciphertext_is_bound_to_the_client_secret_field_and_other_keys_to_themselves() {
+        assert_eq!(
+            envelope_field(keys::ENCRYPTED_CLIENT_SECRET),
+            keys::CLIENT_SECRET
+        );
+        assert_eq!(
+            envelope_field(keys::PREVIOUS_ENCRYPTED_CLIENT_SECRET),
+            keys::CLIENT_SECRET
+        );
+        assert_eq!(envelope_field("apiKey"), "apiKey");
+        assert_eq!(envelope_field(keys::CLIENT_SECRET), keys::CLIENT_SECRET);
+        assert_eq!(envelope_field(keys::HASH), keys::HASH);
+    }
+
+    #[test]
+    fn both_slots_of_an_encrypted_record_open_with_the_field_of_their_data_key() {
+        let keyring = Keyring::new(
+            "apim",
+            crate::crypto::KeyMaterial::parse(&[b'c'; 64]).expect("hex key"),
+            at(0),
+        );
+        let sealed = |secret: &[u8]| {
+            Credential::encrypted(&keyring, "apps", "portal-verifier", secret).expect("seals")
+        };
+        let previous = PreviousCredential {
+            credential: sealed(b"old"),
+            expires_at: at(100),
+        };
+        let data = record(sealed(b"new"), Some(previous)).to_data();
+        for (data_key, plaintext) in [
+            (keys::ENCRYPTED_CLIENT_SECRET, &b"new"[..]),
+            (keys::PREVIOUS_ENCRYPTED_CLIENT_SECRET, &b"old"[..]),
+        ] {
+            let text = std::str::from_utf8(&data[data_key].0).expect("UTF-8");
+            let context = Context {
+                namespace: "apps",
+                name: "portal-verifier",
+                field: envelope_field(data_key),
+            };
+            let opened = Envelope::parse(text)
+                .expect("parses")
+                .open(&keyring, &context)
+                .expect("opens");
+            assert_eq!(opened.expose(), plaintext, "{data_key}");
         }
     }
 

@@ -6,4 +6,5 @@ mod job_runner;
 mod key_safety;
 mod oauth_client;
 mod operator_process;
+mod reencrypt;
 mod support;

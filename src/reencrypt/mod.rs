@@ -1,0 +1,505 @@
+//! The re-encryption engine: the re-encryption Job's run (`keyward reencrypt`, rotation
+//! step 3) and the verification scan (`keyward scan`, step 4).
+//!
+//! A [`run`] loads the EncryptionKey's keyring and lists the selected Secrets of the
+//! key's namespace in pages. Every value that is an envelope of this key under a version
+//! other than the primary is decrypted with the context it was sealed for (namespace,
+//! Secret name, [`envelope_field`] of its data key), sealed again under the primary
+//! with the same context, and the Secret is written back with `replace` at the
+//! `resourceVersion` it was read at. On a conflict the Secret is read again and decided
+//! again from what the concurrent writer left, a bounded number of times. Writes are
+//! paced to the rate limit; progress goes to a ConfigMap after every page.
+//!
+//! A restarted run needs no memory of the one before: it lists everything again, and
+//! values already under the primary are skipped by the same rule that skips every
+//! other value not to be rewritten. Each run's counts describe that run only.
+//!
+//! It must never:
+//! - write a value it did not decrypt under this key: other values are sent back as
+//!   read, and a Secret with nothing to rewrite is not written at all;
+//! - overwrite a concurrent writer's value with a stale one (optimistic concurrency);
+//! - put a value — ciphertext or plaintext — into a log line, an error or the progress
+//!   ConfigMap: failures are named `namespace/name/field`;
+//! - keep a plaintext past sealing it again: plaintexts live in
+//!   [`SecretBytes`](crate::crypto::SecretBytes), zeroized on drop, and Secret data read
+//!   from the cluster is wiped once used (what the HTTP client buffered is beyond
+//!   reach).
+//!
+//! [`envelope_field`]: crate::crypto::hash::envelope_field
+
+mod pacer;
+mod pages;
+mod progress;
+mod rewrite;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+use tokio::time::Instant;
+use zeroize::Zeroize;
+
+use crate::crd::EncryptionKey;
+use crate::crypto::envelope::EnvelopeError;
+use crate::crypto::keyring::KeyError;
+use crate::store;
+use pacer::Pacer;
+use pages::Pager;
+use progress::{Cause, Failure, Progress, Tally};
+use rewrite::Target;
+
+/// Field manager of the run's writes: the Secrets it rewrites and its progress ConfigMap.
+pub const FIELD_MANAGER: &str = "keyward-reencrypt";
+/// Secrets listed and rewritten per page, unless told otherwise.
+pub const DEFAULT_BATCH_SIZE: u32 = 100;
+/// Write requests per second, unless told otherwise.
+pub const DEFAULT_WRITES_PER_SECOND: u32 = 200;
+/// Write attempts per Secret before a Secret that keeps changing is left for a later
+/// run.
+const WRITE_ATTEMPTS: u32 = 5;
+/// Secrets a scan lists per page.
+const SCAN_PAGE_SIZE: u32 = 500;
+
+/// The label selector of the Secrets holding ciphertext under EncryptionKey `key_name`
+/// when none is given: `keyward.io/encryption-key=<name>`, which encrypted OAuthClients'
+/// verifier Secrets carry.
+pub fn default_selector(key_name: &str) -> String {
+    format!("{}={key_name}", store::KEY_LABEL)
+}
+
+/// What a run re-encrypts and how fast.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Namespace of the EncryptionKey, and of the Secrets re-encrypted.
+    pub key_namespace: String,
+    /// Name of the EncryptionKey.
+    pub key_name: String,
+    /// Label selector of the Secrets; `None`: [`default_selector`].
+    pub selector: Option<String>,
+    /// Secrets listed (and rewritten) per page.
+    pub batch_size: u32,
+    /// Upper bound on Secret writes per second.
+    pub writes_per_second: u32,
+    /// Name of the ConfigMap progress is written to, in the key's namespace.
+    pub progress: Option<String>,
+}
+
+impl Options {
+    /// Re-encrypt under EncryptionKey `namespace/name` with the defaults.
+    pub fn new(key_namespace: &str, key_name: &str) -> Self {
+        Self {
+            key_namespace: key_namespace.to_owned(),
+            key_name: key_name.to_owned(),
+            selector: None,
+            batch_size: DEFAULT_BATCH_SIZE,
+            writes_per_second: DEFAULT_WRITES_PER_SECOND,
+            progress: None,
+        }
+    }
+
+    fn selector(&self) -> String {
+        self.selector
+            .clone()
+            .unwrap_or_else(|| default_selector(&self.key_name))
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        for (option, value) in [
+            ("batch size", self.batch_size),
+            ("writes per second", self.writes_per_second),
+        ] {
+            if value == 0 {
+                return Err(Error::Option { option });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a run did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The primary version every value was re-encrypted to.
+    pub target_version: i64,
+    /// Values found under another version: `done + failed`.
+    pub total: u64,
+    /// Values rewritten to the target version.
+    pub done: u64,
+    /// Values not rewritten: undecryptable, or in a Secret that kept changing.
+    pub failed: u64,
+    /// Of `failed`, the values whose Secret kept changing under the run until its write
+    /// attempts ran out: a later run can still rewrite them.
+    pub contended: u64,
+    /// Every failed value, as `namespace/name/field`.
+    pub failures: Vec<String>,
+    /// Write requests sent to the API server, conflicts included.
+    pub writes: u64,
+    /// How long the run took.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// Values that do not decrypt: no retry will rewrite them.
+    pub fn undecryptable(&self) -> u64 {
+        self.failed - self.contended
+    }
+}
+
+/// Why a run or a scan stopped. Messages name the key, Secret, field or ConfigMap,
+/// never a value.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the {option} must be at least 1")]
+    Option { option: &'static str },
+    #[error("cannot read EncryptionKey {namespace}/{name}: {source}")]
+    ReadKey {
+        namespace: String,
+        name: String,
+        source: crate::Error,
+    },
+    #[error("EncryptionKey {namespace}/{name} cannot be used: {reason}")]
+    KeyUnusable {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+    #[error(
+        "the keyring of EncryptionKey {namespace}/{name} has no version to re-encrypt to: {source}"
+    )]
+    NoPrimary {
+        namespace: String,
+        name: String,
+        source: KeyError,
+    },
+    #[error("cannot list the Secrets matching {selector:?} in namespace {namespace}: {source}")]
+    ListSecrets {
+        namespace: String,
+        selector: String,
+        source: kube::Error,
+    },
+    #[error("cannot read Secret {namespace}/{name} again after a conflict: {source}")]
+    ReadSecret {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("cannot write Secret {namespace}/{name}: {source}")]
+    WriteSecret {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("cannot encrypt {namespace}/{name}/{field} again: {source}")]
+    Seal {
+        namespace: String,
+        name: String,
+        field: String,
+        source: EnvelopeError,
+    },
+    #[error("cannot write progress ConfigMap {namespace}/{name}: {source}")]
+    Progress {
+        namespace: String,
+        name: String,
+        source: kube::Error,
+    },
+}
+
+/// Re-encrypts every value under EncryptionKey `options.key_namespace/key_name` that is
+/// not under its primary version. Values that cannot be rewritten are counted in the
+/// report, not returned as errors; an error means the run stopped and may be retried.
+pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
+    let started = Instant::now();
+    options.check()?;
+    let namespace = options.key_namespace.as_str();
+    let key_name = options.key_name.as_str();
+    let key = store::keyring::load_key(client, namespace, key_name)
+        .await
+        .map_err(|source| Error::ReadKey {
+            namespace: namespace.to_owned(),
+            name: key_name.to_owned(),
+            source,
+        })?
+        .map_err(|reason| Error::KeyUnusable {
+            namespace: namespace.to_owned(),
+            name: key_name.to_owned(),
+            reason,
+        })?;
+    let target = Target::new(&key.keyring).map_err(|source| Error::NoPrimary {
+        namespace: namespace.to_owned(),
+        name: key_name.to_owned(),
+        source,
+    })?;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let progress = options
+        .progress
+        .as_deref()
+        .map(|name| Progress::new(client, namespace, name));
+    let selector = options.selector();
+    let mut run = Run {
+        secrets: secrets.clone(),
+        namespace,
+        target,
+        pacer: Pacer::new(options.writes_per_second, Instant::now()),
+        tally: Tally::default(),
+    };
+    let report = |run: &Run<'_>| run.report(started.elapsed());
+    publish(progress.as_ref(), &report(&run), false).await?;
+    tracing::info!(
+        key = %format!("{namespace}/{key_name}"),
+        target_version = run.target.version(),
+        %selector,
+        "re-encrypting"
+    );
+
+    let mut pager = Pager::new(secrets, &selector, options.batch_size);
+    let list_failed = |source| Error::ListSecrets {
+        namespace: namespace.to_owned(),
+        selector: selector.clone(),
+        source,
+    };
+    while let Some(page) = pager.next().await.map_err(list_failed)? {
+        // Wrapped first, so a page abandoned by an error is wiped as well.
+        let page: Vec<store::Read> = page.items.into_iter().map(store::Read).collect();
+        for secret in page {
+            run.settle(secret).await?;
+        }
+        let so_far = report(&run);
+        publish(progress.as_ref(), &so_far, false).await?;
+        tracing::info!(
+            done = so_far.done,
+            failed = so_far.failed,
+            writes = so_far.writes,
+            "page re-encrypted"
+        );
+    }
+    let report = report(&run);
+    publish(progress.as_ref(), &report, true).await?;
+    Ok(report)
+}
+
+async fn publish(
+    progress: Option<&Progress>,
+    report: &Report,
+    finished: bool,
+) -> Result<(), Error> {
+    match progress {
+        Some(progress) => progress.publish(report, finished).await,
+        None => Ok(()),
+    }
+}
+
+/// A run under way.
+struct Run<'a> {
+    secrets: Api<Secret>,
+    namespace: &'a str,
+    target: Target<'a>,
+    pacer: Pacer,
+    tally: Tally,
+}
+
+/// What became of one write request.
+enum Written {
+    Done,
+    /// The Secret changed since it was read.
+    Conflict,
+    /// The Secret is gone: nothing left to rewrite.
+    Gone,
+}
+
+impl Run<'_> {
+    fn report(&self, elapsed: Duration) -> Report {
+        self.tally
+            .report(self.namespace, self.target.version(), elapsed)
+    }
+
+    /// Rewrites what Secret `secret` holds under older versions, deciding again from a
+    /// fresh read after each conflict, and records the outcome.
+    async fn settle(&mut self, secret: store::Read) -> Result<(), Error> {
+        let name = secret.name_any();
+        let mut current = secret;
+        let mut attempts = 0;
+        loop {
+            let decision =
+                rewrite::rewrite(current.data.as_ref(), &self.target, self.namespace, &name)
+                    .map_err(|unsealable| Error::Seal {
+                        namespace: self.namespace.to_owned(),
+                        name: name.clone(),
+                        field: unsealable.field,
+                        source: unsealable.source,
+                    })?;
+            let mut failures: Vec<Failure> = decision
+                .failed
+                .into_iter()
+                .map(|field| Failure {
+                    field,
+                    cause: Cause::Undecryptable,
+                })
+                .collect();
+            for failure in &failures {
+                tracing::warn!(
+                    value = %format!("{}/{name}/{}", self.namespace, failure.field),
+                    "does not decrypt under its key version (altered, moved from another Secret or field, or its version is gone); counted as failed"
+                );
+            }
+            if decision.changed.is_empty() {
+                self.tally.settle(&name, 0, failures);
+                return Ok(());
+            }
+            if attempts == WRITE_ATTEMPTS {
+                tracing::warn!(
+                    secret = %format!("{}/{name}", self.namespace),
+                    attempts,
+                    "kept changing under the run; its values are left for a later run"
+                );
+                failures.extend(decision.changed.into_keys().map(|field| Failure {
+                    field,
+                    cause: Cause::Contended,
+                }));
+                self.tally.settle(&name, 0, failures);
+                return Ok(());
+            }
+            attempts += 1;
+            let rewritten = decision.changed.len();
+            self.pacer.pace().await;
+            self.tally.wrote();
+            match self.write(&mut current.0, decision.changed).await? {
+                Written::Done => {
+                    self.tally.settle(&name, rewritten, failures);
+                    return Ok(());
+                }
+                Written::Gone => {
+                    self.tally.settle(&name, 0, Vec::new());
+                    return Ok(());
+                }
+                Written::Conflict => match self.secrets.get_opt(&name).await {
+                    Ok(Some(fresh)) => current = store::Read(fresh),
+                    Ok(None) => {
+                        self.tally.settle(&name, 0, Vec::new());
+                        return Ok(());
+                    }
+                    Err(source) => {
+                        return Err(Error::ReadSecret {
+                            namespace: self.namespace.to_owned(),
+                            name,
+                            source,
+                        });
+                    }
+                },
+            }
+        }
+    }
+
+    /// Writes `secret` back with `changed` in its data, only if it is still at the
+    /// `resourceVersion` it was read at.
+    async fn write(
+        &self,
+        secret: &mut Secret,
+        changed: BTreeMap<String, ByteString>,
+    ) -> Result<Written, Error> {
+        let name = secret.name_any();
+        let data = secret.data.get_or_insert_with(BTreeMap::new);
+        for (key, value) in changed {
+            if let Some(mut replaced) = data.insert(key, value) {
+                replaced.0.zeroize();
+            }
+        }
+        // Left out, the API server keeps the live managed fields and records this
+        // update on top; sent back, they would only make the request larger.
+        secret.metadata.managed_fields = None;
+        let params = PostParams {
+            field_manager: Some(FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        match self.secrets.replace(&name, &params, secret).await {
+            Ok(written) => {
+                drop(store::Read(written));
+                Ok(Written::Done)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Written::Conflict),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Written::Gone),
+            Err(source) => Err(Error::WriteSecret {
+                namespace: self.namespace.to_owned(),
+                name,
+                source,
+            }),
+        }
+    }
+}
+
+/// Counts the envelopes of EncryptionKey `namespace/key_name` per key version over the
+/// Secrets matching `selector` (default: [`default_selector`]). Every version the key's
+/// status lists is present, with 0 when nothing is under it; other versions appear only
+/// when found. Nothing is decrypted.
+pub async fn scan(
+    client: &Client,
+    namespace: &str,
+    key_name: &str,
+    selector: Option<&str>,
+) -> Result<BTreeMap<i64, u64>, Error> {
+    let keys: Api<EncryptionKey> = Api::namespaced(client.clone(), namespace);
+    let key = keys
+        .get_opt(key_name)
+        .await
+        .map_err(|source| Error::ReadKey {
+            namespace: namespace.to_owned(),
+            name: key_name.to_owned(),
+            source: source.into(),
+        })?;
+    let known: BTreeMap<i64, u64> = key
+        .and_then(|key| key.status)
+        .map(|status| status.versions)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|version| (version.version, 0))
+        .collect();
+    let selector = selector.map_or_else(|| default_selector(key_name), str::to_owned);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut pager = Pager::new(secrets, &selector, SCAN_PAGE_SIZE);
+    let mut counts = known.clone();
+    loop {
+        let page = pager.next().await.map_err(|source| Error::ListSecrets {
+            namespace: namespace.to_owned(),
+            selector: selector.clone(),
+            source,
+        })?;
+        let Some(page) = page else {
+            return Ok(counts);
+        };
+        if page.first {
+            counts = known.clone();
+        }
+        for secret in page.items {
+            let secret = store::Read(secret);
+            rewrite::count_versions(secret.data.as_ref(), key_name, &mut counts);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_default_to_the_keys_label_and_refuse_zero_rates() {
+        let options = Options::new("apps", "apim");
+        assert_eq!(options.selector(), "keyward.io/encryption-key=apim");
+        assert_eq!((options.batch_size, options.writes_per_second), (100, 200));
+        assert!(options.check().is_ok());
+        let stalled = Options {
+            writes_per_second: 0,
+            ..options.clone()
+        };
+        assert_eq!(
+            stalled.check().map_err(|error| error.to_string()),
+            Err("the writes per second must be at least 1".to_owned())
+        );
+        let chosen = Options {
+            selector: Some("team=payments".into()),
+            ..options
+        };
+        assert_eq!(chosen.selector(), "team=payments");
+    }
+}
