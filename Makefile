@@ -27,6 +27,12 @@ test: ## Unit tests, then integration tests against a real control plane.
 	@assets="$(ASSETS)"; test -n "$$assets" || { echo "no control-plane binaries" >&2; exit 1; }; \
 	  KUBEBUILDER_ASSETS="$$assets" cargo test --all-targets
 
+.PHONY: chaos
+chaos: ## The rotation chaos test at length: 50 rotations, the operator SIGKILLed at every step.
+	@assets="$(ASSETS)"; test -n "$$assets" || { echo "no control-plane binaries" >&2; exit 1; }; \
+	  KUBEBUILDER_ASSETS="$$assets" KEYWARD_CHAOS_ROTATIONS=50 \
+	  cargo test --test integration rotations_survive -- --nocapture
+
 .PHONY: lint
 lint: ## rustfmt and clippy, warnings as errors.
 	cargo fmt --all -- --check

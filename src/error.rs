@@ -39,6 +39,14 @@ pub enum Error {
     #[error("Secret {name:?} exists and is not keyward's to write")]
     SecretNotOwned { name: String },
 
+    /// An object keyward was about to write exists and belongs to someone else.
+    #[error("{kind} {name:?} exists and is not keyward's to write")]
+    ObjectNotOwned { kind: String, name: String },
+
+    /// The verification scan of a rotation failed.
+    #[error("cannot scan for ciphertext: {0}")]
+    Scan(String),
+
     /// Status could not be serialized.
     #[error("cannot serialize status: {0}")]
     SerializeStatus(#[from] serde_json::Error),
@@ -56,6 +64,8 @@ impl Error {
             Self::Key(_) => "key",
             Self::Envelope(_) => "envelope",
             Self::SecretNotOwned { .. } => "secret_not_owned",
+            Self::ObjectNotOwned { .. } => "object_not_owned",
+            Self::Scan(_) => "scan",
             Self::SerializeStatus(_) => "serialize_status",
         }
     }

@@ -238,6 +238,49 @@ struct RunArgs {
     /// Name events are reported under (set to the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
+    /// Container image of the re-encryption Jobs a key rotation runs: keyward itself,
+    /// normally the operator's own image (the Helm chart sets it so).
+    #[arg(long, env = "KEYWARD_JOB_IMAGE", default_value = concat!("keyward:", env!("CARGO_PKG_VERSION")))]
+    job_image: String,
+    /// Node selector of the re-encryption Jobs' pods, as KEY=VALUE; repeatable.
+    #[arg(long = "job-node-selector", value_name = "KEY=VALUE", value_parser = parse_label)]
+    job_node_selector: Vec<(String, String)>,
+    /// Toleration of the re-encryption Jobs' pods, as KEY[=VALUE]:EFFECT (EFFECT is
+    /// NoSchedule, PreferNoSchedule or NoExecute); repeatable.
+    #[arg(long = "job-toleration", value_name = "KEY[=VALUE]:EFFECT", value_parser = parse_toleration)]
+    job_tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+}
+
+fn parse_label(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+fn parse_toleration(text: &str) -> Result<k8s_openapi::api::core::v1::Toleration, String> {
+    let (selector, effect) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("expected KEY[=VALUE]:EFFECT, got {text:?}"))?;
+    if !matches!(effect, "NoSchedule" | "PreferNoSchedule" | "NoExecute") {
+        return Err(format!(
+            "effect {effect:?} is not NoSchedule, PreferNoSchedule or NoExecute"
+        ));
+    }
+    let (key, value) = match selector.split_once('=') {
+        Some((key, value)) => (key, Some(value.to_owned())),
+        None => (selector, None),
+    };
+    if key.is_empty() {
+        return Err(format!("expected KEY[=VALUE]:EFFECT, got {text:?}"));
+    }
+    Ok(k8s_openapi::api::core::v1::Toleration {
+        key: Some(key.to_owned()),
+        operator: Some(if value.is_some() { "Equal" } else { "Exists" }.to_owned()),
+        value,
+        effect: Some(effect.to_owned()),
+        ..Default::default()
+    })
 }
 
 fn main() -> ExitCode {
@@ -250,10 +293,16 @@ fn main() -> ExitCode {
                 allow_legacy_algorithms: args.allow_legacy_algorithms,
                 allow_plaintext_secrets: args.allow_plaintext_secrets,
             };
+            let jobs = controller::encryption_key::jobs::JobOptions {
+                image: args.job_image,
+                node_selector: args.job_node_selector.into_iter().collect(),
+                tolerations: args.job_tolerations,
+            };
             let options = RunOptions {
                 namespace: args.namespace,
                 policy,
                 instance: args.instance,
+                jobs,
             };
             block_on(async { controller::run(kube::Client::try_default().await?, options).await })
                 .map(|()| ExitCode::SUCCESS)

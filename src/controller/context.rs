@@ -17,6 +17,8 @@ pub struct Context {
     pub client: Client,
     /// What the operator's flags allow.
     pub policy: Policy,
+    /// Where and how re-encryption Jobs run.
+    pub jobs: super::encryption_key::jobs::JobOptions,
     recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -24,7 +26,12 @@ pub struct Context {
 
 impl Context {
     /// A context around `client`, reporting events as `instance` (the pod name).
-    pub fn new(client: Client, policy: Policy, instance: Option<String>) -> Self {
+    pub fn new(
+        client: Client,
+        policy: Policy,
+        jobs: super::encryption_key::jobs::JobOptions,
+        instance: Option<String>,
+    ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
             instance,
@@ -33,6 +40,7 @@ impl Context {
         Self {
             client,
             policy,
+            jobs,
             recorder,
             failures: Mutex::default(),
         }

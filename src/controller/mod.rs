@@ -34,6 +34,8 @@ pub struct RunOptions {
     pub policy: oauth_client::decide::Policy,
     /// Name events are reported under (the pod name in a cluster).
     pub instance: Option<String>,
+    /// Where and how re-encryption Jobs run.
+    pub jobs: encryption_key::jobs::JobOptions,
 }
 
 /// Runs both controllers until SIGTERM or Ctrl-C, then lets in-flight reconciles
@@ -42,6 +44,7 @@ pub async fn run(client: Client, options: RunOptions) -> Result<()> {
     let context = Arc::new(Context::new(
         client.clone(),
         options.policy,
+        options.jobs.clone(),
         options.instance.clone(),
     ));
     let oauth_clients = oauth_client::controller(
@@ -53,6 +56,7 @@ pub async fn run(client: Client, options: RunOptions) -> Result<()> {
     .run(oauth_client::reconcile, error_policy, context.clone())
     .for_each(|result| async move { log_outcome("OAuthClient", result) });
     let encryption_keys = encryption_key::controller(
+        api(&client, &options),
         api(&client, &options),
         api(&client, &options),
         api(&client, &options),

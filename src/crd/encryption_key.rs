@@ -41,6 +41,17 @@ use super::{DNS_SUBDOMAIN, GO_DURATION, SecretKeyRef};
         json_path = ".status.distribution.podsTotal"
     ),
     printcolumn(
+        name = "Rotation",
+        type_ = "string",
+        json_path = ".status.rotation.phase"
+    ),
+    printcolumn(
+        name = "Re-encrypted",
+        type_ = "integer",
+        priority = 1,
+        json_path = ".status.rotation.progress.done"
+    ),
+    printcolumn(
         name = "Ready",
         type_ = "string",
         json_path = r#".status.conditions[?(@.type=="Ready")].status"#
@@ -312,6 +323,95 @@ pub struct EncryptionKeyStatus {
     /// How many pods hold the current keyring.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<DistributionStatus>,
+
+    /// `spec.rotation.generation` the last rotation answered (or the key started from);
+    /// a larger one starts a rotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_generation: Option<i64>,
+
+    /// The current or last rotation: every step is recorded here before it is taken,
+    /// so an operator restarted at any point resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<RotationStatus>,
+}
+
+/// A rotation's phases, in order. The names are part of the API.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RotationPhase {
+    /// The new version is in the keyring as decrypt-only; waiting until every pod holds
+    /// it, so no pod meets ciphertext it cannot read once the version is promoted.
+    Staging,
+    /// The new version is primary; waiting until every pod holds that, so nothing new
+    /// is written under an old version before re-encryption starts.
+    Promoting,
+    /// The re-encryption Job rewrites every ciphertext under older versions.
+    Reencrypting,
+    /// A fresh scan checks that no ciphertext under an older version remains.
+    Verifying,
+    /// Older versions are retired (pods drop them); waiting until every pod holds that.
+    Retiring,
+    /// The rotation finished: every ciphertext and every pod is on the target version.
+    Succeeded,
+}
+
+/// What started a rotation.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum RotationTrigger {
+    /// `spec.rotation.generation` was bumped.
+    Requested,
+    /// `spec.rotation.period` elapsed since the primary version was created.
+    Scheduled,
+}
+
+/// The state of the current or last rotation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationStatus {
+    pub phase: RotationPhase,
+    /// The version being rolled out.
+    pub target_version: i64,
+    /// The primary version when the rotation started.
+    pub previous_version: i64,
+    pub trigger: RotationTrigger,
+    /// `spec.rotation.generation` this rotation answers; a larger one queues the next.
+    pub generation: i64,
+    pub started_at: Time,
+    /// When the current phase began (its deadline counts from here).
+    pub phase_started_at: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// The re-encryption Job of the current attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Failed re-encryption or verification attempts so far.
+    #[serde(default)]
+    pub attempts: i32,
+    /// Re-encryption progress, as the Job reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<ReencryptionProgress>,
+    /// Ciphertexts per key version found by the last scan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scan: Vec<VersionCount>,
+}
+
+/// Re-encryption progress.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReencryptionProgress {
+    pub total: i64,
+    pub done: i64,
+    pub failed: i64,
+    /// Values that could not be re-encrypted, as namespace/name/field (never values).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
+}
+
+/// Ciphertexts found under one key version.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionCount {
+    pub version: i64,
+    pub ciphertexts: i64,
 }
 
 /// One version of the key, as status shows it.

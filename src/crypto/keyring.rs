@@ -205,6 +205,61 @@ impl Keyring {
         }
     }
 
+    /// Adds fresh `material` as the next version, `DecryptOnly` (staged: pods learn to
+    /// decrypt with it before anything is written under it); returns its number.
+    pub fn stage(&mut self, material: KeyMaterial, now: Timestamp) -> i64 {
+        let version = self
+            .versions
+            .iter()
+            .map(|v| v.version)
+            .max()
+            .unwrap_or(0)
+            .saturating_add(1);
+        self.versions.push(KeyVersion {
+            version,
+            state: VersionState::DecryptOnly,
+            created_at: now,
+            material,
+        });
+        version
+    }
+
+    /// Makes `version` the primary; the former primary stays, decrypt-only.
+    pub fn promote(&mut self, version: i64) -> Result<(), KeyError> {
+        self.version(version)?;
+        for v in &mut self.versions {
+            v.state = if v.version == version {
+                VersionState::Primary
+            } else if v.state == VersionState::Primary {
+                VersionState::DecryptOnly
+            } else {
+                v.state
+            };
+        }
+        Ok(())
+    }
+
+    /// Retires every version but the primary, and drops the material of retired
+    /// versions beyond the newest `keep`. Only once nothing is encrypted under them.
+    pub fn retire_all_but_primary(&mut self, keep: usize) -> Result<(), KeyError> {
+        let primary = self.primary()?.version;
+        for v in &mut self.versions {
+            if v.version != primary {
+                v.state = VersionState::Retired;
+            }
+        }
+        let mut retired: Vec<i64> = self
+            .versions
+            .iter()
+            .filter(|v| v.state == VersionState::Retired)
+            .map(|v| v.version)
+            .collect();
+        retired.sort_unstable_by(|a, b| b.cmp(a));
+        let dropped: Vec<i64> = retired.into_iter().skip(keep).collect();
+        self.versions.retain(|v| !dropped.contains(&v.version));
+        Ok(())
+    }
+
     /// Version `version`, if the keyring has it.
     pub fn version(&self, version: i64) -> Result<&KeyVersion, KeyError> {
         self.versions
@@ -462,6 +517,42 @@ mod tests {
 
     fn key(byte: u8) -> KeyMaterial {
         KeyMaterial::from_slice(&[byte; KEY_LEN]).expect("32 bytes")
+    }
+
+    #[test]
+    fn a_rotation_stages_promotes_and_retires_keeping_what_retention_asks() {
+        let key = || KeyMaterial::generate().expect("key");
+        let mut keyring = Keyring::new("apim", key(), Timestamp::UNIX_EPOCH);
+        for expected in 2..=4 {
+            let staged = keyring.stage(key(), Timestamp::UNIX_EPOCH);
+            assert_eq!(staged, expected);
+            assert_eq!(
+                keyring.version(staged).expect("staged").state,
+                VersionState::DecryptOnly
+            );
+            assert_eq!(keyring.primary().expect("primary").version, expected - 1);
+            keyring.promote(staged).expect("promoted");
+            assert_eq!(keyring.primary().expect("primary").version, expected);
+            assert_eq!(
+                keyring.version(expected - 1).expect("old").state,
+                VersionState::DecryptOnly
+            );
+            keyring.retire_all_but_primary(2).expect("retired");
+        }
+        let states: Vec<(i64, VersionState)> = keyring
+            .versions
+            .iter()
+            .map(|v| (v.version, v.state))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                (2, VersionState::Retired),
+                (3, VersionState::Retired),
+                (4, VersionState::Primary)
+            ]
+        );
+        assert!(keyring.promote(9).is_err());
     }
 
     #[test]

@@ -20,7 +20,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use keyward::crd::{EncryptionKey, OAuthClient};
-use keyward::crypto::Keyring;
 use keyward::crypto::secret::generate_client_id;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
@@ -905,36 +904,36 @@ async fn two_keys_distributed_to_one_deployment_keep_each_others_volumes() {
 }
 
 #[tokio::test]
-async fn bumping_the_key_rotation_generation_is_refused_while_rotation_is_not_built() {
-    let cluster = support::cluster("key-rotation-refused").await;
+async fn a_rotation_counter_is_acted_on_only_when_bumped_after_the_key_exists() {
+    let cluster = support::cluster("key-rotation-counter").await;
     let _operator = operator(&cluster);
-    apply_key(&cluster, "apim", json!({})).await;
+    // Created with a counter above zero: that is where the key starts, not a request.
+    apply_key(&cluster, "apim", json!({"rotation": {"generation": 3}})).await;
     let ready = key_until(&cluster, "apim", "True", "KeyDistributed").await;
-    let keyring = secrets(&cluster)
-        .get("apim-keyring")
-        .await
-        .expect("keyring");
+    let status = ready.status.as_ref().expect("status");
+    assert_eq!(status.rotation_generation, Some(3));
+    assert!(status.rotation.is_none(), "no rotation at creation");
+    assert_eq!(versions(&ready).len(), 1);
 
-    apply_key(&cluster, "apim", json!({"rotation": {"generation": 1}})).await;
-    let refused = key_until(&cluster, "apim", "False", "RotationNotSupported").await;
-    until_event(&cluster, "apim", None, "RotationNotSupported").await;
-    assert_eq!(
-        versions(&refused),
-        versions(&ready),
-        "the same single key version"
-    );
-    let after = secrets(&cluster)
-        .get("apim-keyring")
-        .await
-        .expect("keyring");
-    assert_eq!(after.data, keyring.data, "the keyring is unchanged");
-    let stored = Keyring::from_json(&after.data.as_ref().expect("data")["keyring.json"].0, None)
-        .expect("keyring parses");
-    assert_eq!(stored.versions.len(), 1);
-    assert_eq!(
-        stored.primary().expect("primary").material.fingerprint(),
-        versions(&ready)[0].1
-    );
+    // A bump starts one: the new version is staged, then promoted, and the old one
+    // stays in the keyring for the ciphertext still under it.
+    apply_key(&cluster, "apim", json!({"rotation": {"generation": 4}})).await;
+    until_event(&cluster, "apim", Some("Normal"), "RotationStarted").await;
+    let promoted = wait::until(&keys(&cluster), "apim", "version 2 is primary", |key| {
+        key.status.as_ref().and_then(|s| s.primary_version) == Some(2)
+    })
+    .await;
+    let status = promoted.status.as_ref().expect("status");
+    let rotation = status.rotation.as_ref().expect("rotation");
+    assert_eq!(rotation.target_version, 2);
+    assert_eq!(rotation.previous_version, 1);
+    assert_eq!(status.rotation_generation, Some(4));
+    let states: Vec<(i64, &str)> = status
+        .versions
+        .iter()
+        .map(|version| (version.version, version.state.as_str()))
+        .collect();
+    assert_eq!(states, vec![(1, "DecryptOnly"), (2, "Primary")]);
 }
 
 #[tokio::test]

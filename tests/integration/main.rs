@@ -7,4 +7,5 @@ mod key_safety;
 mod oauth_client;
 mod operator_process;
 mod reencrypt;
+mod rotation;
 mod support;

@@ -1,6 +1,6 @@
 //! The EncryptionKey reconciler's decisions, as a pure function of the spec, the
-//! recorded status and what the cluster holds: [`next_step`]. The rotation state machine
-//! will live here too.
+//! recorded status and what the cluster holds: [`next_step`] for the keyring, and
+//! [`super::rotation`] for the rotation once the keyring is usable.
 //!
 //! Its one rule: never decide anything that loses key material some ciphertext may
 //! need. A keyring that is gone, unreadable, foreign or at odds with `spec.source` is
@@ -8,7 +8,7 @@
 
 use subtle::ConstantTimeEq;
 
-use crate::crd::encryption_key::{EncryptionKeySpec, EncryptionKeyStatus};
+use crate::crd::encryption_key::EncryptionKeyStatus;
 use crate::crypto::{KeyMaterial, Keyring};
 use crate::store::keyring::{KeyProblem, Stored};
 
@@ -44,22 +44,17 @@ pub enum Step {
         keyring: Keyring,
         resource_version: Option<String>,
     },
-    /// Render the keyring, project it into the targets and count the pods that hold it.
-    /// `notice` is a request of the spec this version does not honour: it keeps `Ready`
-    /// false without stopping distribution.
+    /// Render the keyring, project it into the targets, count the pods that hold it and
+    /// take the rotation's next step. `resource_version` is the keyring Secret's, the
+    /// precondition of a rotation's change to it.
     Distribute {
         keyring: Keyring,
-        notice: Option<Problem>,
+        resource_version: Option<String>,
     },
 }
 
-/// Decides the next step for EncryptionKey `name` with `spec`.
-pub fn next_step(
-    name: &str,
-    spec: &EncryptionKeySpec,
-    status: Option<&EncryptionKeyStatus>,
-    observed: Observed,
-) -> Step {
+/// Decides the next step for the keyring of EncryptionKey `name`.
+pub fn next_step(name: &str, status: Option<&EncryptionKeyStatus>, observed: Observed) -> Step {
     let kek = match observed.kek {
         Some(Err(problem)) => return Step::Report(named(problem, Secret::KeyEncryptionKey)),
         Some(Ok(_)) => true,
@@ -133,8 +128,8 @@ pub fn next_step(
         });
     }
     Step::Distribute {
-        notice: rotation_notice(spec),
         keyring,
+        resource_version,
     }
 }
 
@@ -179,29 +174,6 @@ fn holds(keyring: &Keyring, material: &KeyMaterial) -> bool {
         .versions
         .iter()
         .any(|version| bool::from(version.material.expose().ct_eq(material.expose())))
-}
-
-/// Rotation is requested but not built yet: say so rather than ignore the request.
-fn rotation_notice(spec: &EncryptionKeySpec) -> Option<Problem> {
-    let rotation = &spec.rotation;
-    let mut asked = Vec::new();
-    if rotation.generation > 0 {
-        asked.push(format!(
-            "spec.rotation.generation is {}",
-            rotation.generation
-        ));
-    }
-    if let Some(period) = &rotation.period {
-        asked.push(format!("spec.rotation.period is {period}"));
-    }
-    (!asked.is_empty()).then(|| Problem {
-        reason: "RotationNotSupported",
-        message: format!(
-            "{}, but this version of keyward does not rotate keys yet: the keyring keeps its versions and nothing is re-encrypted",
-            asked.join(" and ")
-        ),
-        degraded: false,
-    })
 }
 
 /// The user Secrets key material is read from.
@@ -257,10 +229,6 @@ mod tests {
     use super::*;
     use crate::crd::encryption_key::KeyVersionStatus;
 
-    fn spec(json: serde_json::Value) -> EncryptionKeySpec {
-        serde_json::from_value(json).expect("spec parses")
-    }
-
     fn key(byte: u8) -> KeyMaterial {
         KeyMaterial::parse(hex::encode([byte; 32]).as_bytes()).expect("key")
     }
@@ -298,11 +266,7 @@ mod tests {
     fn reason(step: Step) -> &'static str {
         match step {
             Step::Report(problem) => problem.reason,
-            Step::Distribute {
-                notice: Some(notice),
-                ..
-            } => notice.reason,
-            Step::Distribute { notice: None, .. } => "Distribute",
+            Step::Distribute { .. } => "Distribute",
             Step::CreateKeyring { .. } => "CreateKeyring",
             Step::WrapKeyring { .. } => "WrapKeyring",
         }
@@ -310,89 +274,60 @@ mod tests {
 
     #[test]
     fn a_lost_keyring_is_reported_and_only_a_never_recorded_one_is_created() {
-        let plain = spec(serde_json::json!({}));
-        let lost = next_step("apim", &plain, Some(&recorded()), observed(Stored::Absent));
+        let lost = next_step("apim", Some(&recorded()), observed(Stored::Absent));
         assert_eq!(reason(lost), "KeyringMissing");
-        let fresh = next_step("apim", &plain, None, observed(Stored::Absent));
+        let fresh = next_step("apim", None, observed(Stored::Absent));
         assert!(matches!(fresh, Step::CreateKeyring { material: None }));
     }
 
     #[test]
     fn a_missing_source_is_waited_for_and_never_replaced_by_a_generated_key() {
-        let sourced =
-            spec(serde_json::json!({"source": {"secretRef": {"name": "k", "key": "key"}}}));
         let mut waiting = observed(Stored::Absent);
         waiting.source = Some(Err(KeyProblem::Missing("k".into())));
         assert_eq!(
-            reason(next_step("apim", &sourced, None, waiting)),
+            reason(next_step("apim", None, waiting)),
             "SourceSecretMissing"
         );
     }
 
     #[test]
     fn a_foreign_or_unreadable_keyring_is_never_overwritten() {
-        let plain = spec(serde_json::json!({}));
         assert_eq!(
-            reason(next_step("apim", &plain, None, observed(Stored::Foreign))),
+            reason(next_step("apim", None, observed(Stored::Foreign))),
             "SecretConflict"
         );
         let unreadable = Stored::Unreadable(crate::crypto::keyring::KeyError::Unwrap(1));
         assert_eq!(
-            reason(next_step("apim", &plain, None, observed(unreadable))),
+            reason(next_step("apim", None, observed(unreadable))),
             "KeyringUnreadable"
         );
     }
 
     #[test]
     fn a_source_that_is_not_in_the_keyring_is_a_mismatch_and_one_that_is_is_fine() {
-        let sourced =
-            spec(serde_json::json!({"source": {"secretRef": {"name": "k", "key": "key"}}}));
         let mut other = observed(present(1));
         other.source = Some(Ok(key(2)));
-        assert_eq!(
-            reason(next_step("apim", &sourced, None, other)),
-            "SourceMismatch"
-        );
+        assert_eq!(reason(next_step("apim", None, other)), "SourceMismatch");
         let mut same = observed(present(1));
         same.source = Some(Ok(key(1)));
-        assert_eq!(
-            reason(next_step("apim", &sourced, None, same)),
-            "Distribute"
-        );
+        assert_eq!(reason(next_step("apim", None, same)), "Distribute");
         let mut gone = observed(present(1));
         gone.source = Some(Err(KeyProblem::Missing("k".into())));
-        assert_eq!(
-            reason(next_step("apim", &sourced, None, gone)),
-            "Distribute"
-        );
+        assert_eq!(reason(next_step("apim", None, gone)), "Distribute");
     }
 
     #[test]
     fn a_plain_keyring_is_wrapped_once_a_key_encryption_key_is_named() {
         let mut wrapped = observed(present(1));
         wrapped.kek = Some(Ok(key(9)));
-        let plain = spec(serde_json::json!({}));
-        assert_eq!(
-            reason(next_step("apim", &plain, None, wrapped)),
-            "WrapKeyring"
-        );
+        assert_eq!(reason(next_step("apim", None, wrapped)), "WrapKeyring");
     }
 
     #[test]
     fn a_keyring_other_than_the_recorded_one_is_never_adopted() {
-        let plain = spec(serde_json::json!({}));
-        let same = next_step("apim", &plain, Some(&recorded()), observed(present(1)));
+        let same = next_step("apim", Some(&recorded()), observed(present(1)));
         assert_eq!(reason(same), "Distribute");
-        let other = next_step("apim", &plain, Some(&recorded()), observed(present(2)));
+        let other = next_step("apim", Some(&recorded()), observed(present(2)));
         assert_eq!(reason(other), "KeyringMismatch");
-    }
-
-    #[test]
-    fn a_rotation_request_is_reported_while_the_key_keeps_being_distributed() {
-        let rotate = spec(serde_json::json!({"rotation": {"generation": 1}}));
-        assert_eq!(
-            reason(next_step("apim", &rotate, None, observed(present(1)))),
-            "RotationNotSupported"
-        );
     }
 }

@@ -9,12 +9,15 @@
 //! or status — only fingerprints do.
 
 pub mod decide;
+pub mod jobs;
 pub mod render;
+pub mod rotation;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -25,9 +28,11 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 
 use self::decide::{Observed, Problem, Step};
+use self::rotation::{JobState, Reshape};
 use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_config};
 use crate::crd::encryption_key::{
-    DistributionStatus, EncryptionKeyStatus, KeyVersionStatus, WorkloadKind,
+    DistributionStatus, EncryptionKeyStatus, KeyVersionStatus, RotationPhase, RotationStatus,
+    WorkloadKind,
 };
 use crate::crd::{ConditionStatus, ConditionType, EncryptionKey, find_condition, set_condition};
 use crate::crypto::keyring::VersionState;
@@ -46,6 +51,7 @@ pub fn controller(
     secrets: Api<Secret>,
     deployments: Api<Deployment>,
     stateful_sets: Api<StatefulSet>,
+    jobs: Api<Job>,
 ) -> Controller<EncryptionKey> {
     let controller = Controller::new(api, watcher_config());
     let (by_secret, by_deployment, by_stateful_set) =
@@ -55,6 +61,7 @@ pub fn controller(
             secrets.clone(),
             watcher_config().labels(&store::managed_selector()),
         )
+        .owns(jobs, watcher_config().labels(&store::managed_selector()))
         .watches(secrets, watcher_config(), move |secret| {
             readers_of(&by_secret, &secret)
         })
@@ -119,7 +126,7 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
         .and_then(|kek| kek.as_ref().ok())
         .cloned();
     let mut reporter = Reporter::new(&context, &key, now);
-    let action = match decide::next_step(&name, &key.spec, key.status.as_ref(), observed) {
+    let action = match decide::next_step(&name, key.status.as_ref(), observed) {
         Step::Report(problem) => {
             reporter.report(Found::Problem(problem, None)).await?;
             Action::await_change()
@@ -150,10 +157,31 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
                 create_keyring(&context, &key, &secrets, material, kek.as_ref(), now).await?;
             // Recorded at once: from here on a lost keyring is reported, never replaced.
             reporter.report(Found::Created(&keyring)).await?;
-            distribute(&context, &key, &secrets, &keyring, None, &mut reporter).await?
+            distribute(&context, &key, &secrets, &keyring, &mut reporter).await?
         }
-        Step::Distribute { keyring, notice } => {
-            distribute(&context, &key, &secrets, &keyring, notice, &mut reporter).await?
+        Step::Distribute {
+            mut keyring,
+            resource_version,
+        } => {
+            let rotation = key
+                .status
+                .as_ref()
+                .and_then(|status| status.rotation.as_ref());
+            match rotation::reshape(rotation, &key.spec.rotation, &keyring) {
+                Some(change) => {
+                    reshape(&key, &mut keyring, change, now)?;
+                    keyring_store::update(
+                        &secrets,
+                        &name,
+                        resource_version,
+                        &keyring,
+                        kek.as_ref(),
+                    )
+                    .await?;
+                    Action::requeue(Duration::ZERO)
+                }
+                None => distribute(&context, &key, &secrets, &keyring, &mut reporter).await?,
+            }
         }
     };
     context.record_success(key.as_ref());
@@ -237,7 +265,6 @@ async fn distribute(
     key: &EncryptionKey,
     secrets: &Api<Secret>,
     keyring: &Keyring,
-    notice: Option<Problem>,
     reporter: &mut Reporter<'_>,
 ) -> Result<Action> {
     let name = key.name_any();
@@ -280,8 +307,11 @@ async fn distribute(
         pods_in_sync: rollout.pods_in_sync,
         pods_total: rollout.pods_total,
     };
-    let outcome = outcome(&rollout, notice);
+    let in_sync = rollout.missing.is_empty() && rollout.pods_in_sync == rollout.pods_total;
+    let turn = rotate(context, key, keyring, in_sync, reporter.now).await?;
+    let outcome = outcome(&rollout, turn.problem.clone());
     let distributed = outcome.distributed;
+    reporter.rotation = turn.record.clone().map(Some);
     reporter
         .report(Found::Keyring {
             keyring,
@@ -289,11 +319,216 @@ async fn distribute(
             outcome,
         })
         .await?;
-    Ok(if distributed {
-        Action::await_change()
-    } else {
-        Action::requeue(DISTRIBUTION_RECHECK)
+    if let Some(event) = turn.event {
+        context
+            .publish(key, event.0, event.1, "Rotate", event.2)
+            .await;
+    }
+    Ok(match turn.requeue {
+        Some(delay) => Action::requeue(delay),
+        None if distributed => Action::await_change(),
+        None => Action::requeue(DISTRIBUTION_RECHECK),
     })
+}
+
+/// The keyring change the rotation's phase needs, applied in memory.
+fn reshape(
+    key: &EncryptionKey,
+    keyring: &mut Keyring,
+    change: Reshape,
+    now: Timestamp,
+) -> Result<()> {
+    match change {
+        Reshape::Stage => {
+            let target = key
+                .status
+                .as_ref()
+                .and_then(|status| status.rotation.as_ref())
+                .map(|rotation| rotation.target_version);
+            let staged = keyring.stage(KeyMaterial::generate()?, now);
+            if Some(staged) != target {
+                // The keyring holds versions status does not know: never guess.
+                return Err(Error::Key(
+                    crate::crypto::keyring::KeyError::UnknownVersion(target.unwrap_or_default()),
+                ));
+            }
+        }
+        Reshape::Promote(version) => keyring.promote(version).map_err(Error::Key)?,
+        Reshape::Retire { keep } => keyring.retire_all_but_primary(keep).map_err(Error::Key)?,
+    }
+    Ok(())
+}
+
+/// What one turn of the rotation decided: status to record, a problem to report, an
+/// event, and when to look again.
+#[derive(Default)]
+struct Turn {
+    record: Option<RotationStatus>,
+    problem: Option<Problem>,
+    event: Option<(EventType, &'static str, String)>,
+    requeue: Option<Duration>,
+}
+
+/// How often a running re-encryption is looked at, for its progress.
+const JOB_RECHECK: Duration = Duration::from_secs(2);
+
+/// Takes the rotation's next step, once the keyring has the shape its phase needs.
+async fn rotate(
+    context: &Context,
+    key: &EncryptionKey,
+    keyring: &Keyring,
+    in_sync: bool,
+    now: Timestamp,
+) -> Result<Turn> {
+    let name = key.name_any();
+    let namespace = key.namespace().unwrap_or_default();
+    let status = key.status.as_ref();
+    let recorded = status.and_then(|status| status.rotation.as_ref());
+    let answered = status
+        .and_then(|status| status.rotation_generation)
+        .unwrap_or(key.spec.rotation.generation);
+    let job = match recorded {
+        Some(rotation) if rotation.phase == RotationPhase::Reencrypting => {
+            let job_name = rotation.job_name.as_deref().unwrap_or_default();
+            jobs::state(&context.client, &namespace, job_name).await?
+        }
+        _ => JobState::Absent,
+    };
+    let mut observed = rotation::Observed {
+        keyring,
+        in_sync,
+        job,
+        scan: None,
+        now,
+    };
+    let mut step = rotation::next(&name, &key.spec.rotation, recorded, answered, &observed);
+    let counts;
+    if step == rotation::Step::Scan {
+        let selector = jobs::selector(key)?;
+        counts = crate::reencrypt::scan(&context.client, &namespace, &name, selector.as_deref())
+            .await
+            .map_err(|error| Error::Scan(error.to_string()))?;
+        observed.scan = Some(&counts);
+        step = rotation::next(&name, &key.spec.rotation, recorded, answered, &observed);
+    }
+    let mut turn = Turn::default();
+    match step {
+        rotation::Step::Idle => {
+            if let Some(at) = rotation::next_scheduled(&key.spec.rotation, keyring) {
+                let wait = Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO);
+                turn.requeue = Some(
+                    wait.min(Duration::from_secs(3600))
+                        .max(Duration::from_secs(1)),
+                );
+            }
+        }
+        rotation::Step::Record(mut next) => {
+            if let Some(progress) = jobs::progress(&context.client, &namespace, &name).await?
+                && next.phase != RotationPhase::Staging
+            {
+                next.progress = Some(progress);
+            }
+            let phase = next.phase;
+            let note = match (recorded.map(|r| r.phase), phase) {
+                (_, RotationPhase::Staging) => format!(
+                    "rotation to version {} started ({:?}); staging it on every pod",
+                    next.target_version, next.trigger
+                ),
+                (_, RotationPhase::Succeeded) => format!(
+                    "rotation to version {} finished: every ciphertext and every pod is on it",
+                    next.target_version
+                ),
+                (_, phase) => format!(
+                    "rotation to version {}: {}",
+                    next.target_version,
+                    phase.as_str()
+                ),
+            };
+            let reason = match phase {
+                RotationPhase::Staging => "RotationStarted",
+                RotationPhase::Succeeded => "RotationSucceeded",
+                _ => "RotationProgressing",
+            };
+            turn.event = Some((EventType::Normal, reason, note));
+            turn.record = Some(next);
+            turn.requeue = Some(Duration::ZERO);
+        }
+        rotation::Step::AwaitRollout { overdue } => {
+            if overdue {
+                turn.problem = Some(Problem {
+                    reason: "RolloutTimeout",
+                    message: format!(
+                        "rotation phase {} has waited more than {} minutes for every pod of the targets to hold the keyring",
+                        recorded.map(|r| r.phase.as_str()).unwrap_or_default(),
+                        rotation::ROLLOUT_DEADLINE.as_secs() / 60
+                    ),
+                    degraded: true,
+                });
+            }
+        }
+        rotation::Step::StartJob => {
+            if let Some(rotation) = recorded {
+                let job_name = rotation.job_name.clone().unwrap_or_default();
+                let target = rotation.target_version;
+                jobs::start(&context.client, key, &context.jobs, &job_name, target).await?;
+            }
+            turn.requeue = Some(JOB_RECHECK);
+        }
+        rotation::Step::AwaitJob => {
+            if let Some(rotation) = recorded {
+                let progress = jobs::progress(&context.client, &namespace, &name).await?;
+                if progress.is_some() && progress != rotation.progress {
+                    let mut next = rotation.clone();
+                    next.progress = progress;
+                    turn.record = Some(next);
+                }
+            }
+            turn.requeue = Some(JOB_RECHECK);
+        }
+        rotation::Step::Retry {
+            mut rotation,
+            reason,
+        } => {
+            let progress = jobs::progress(&context.client, &namespace, &name).await?;
+            let failed = progress.as_ref().map_or(0, |progress| progress.failed);
+            if progress.is_some() {
+                rotation.progress = progress;
+            }
+            let (reason, message) = if failed > 0 {
+                (
+                    "UndecryptableCiphertext",
+                    format!(
+                        "{failed} value(s) under an older version do not decrypt (see status.rotation.progress.failures); the old versions stay until they are fixed or removed; retrying"
+                    ),
+                )
+            } else if reason == "CiphertextRemains" {
+                (
+                    reason,
+                    "the verification scan still finds ciphertext under an older version; re-encrypting again".to_owned(),
+                )
+            } else {
+                (
+                    reason,
+                    "the re-encryption Job failed; retrying with a new Job".to_owned(),
+                )
+            };
+            if let Some(old) = recorded.and_then(|recorded| recorded.job_name.as_deref()) {
+                jobs::remove(&context.client, &namespace, old).await?;
+            }
+            let attempt = u32::try_from(rotation.attempts).unwrap_or(u32::MAX);
+            turn.requeue = Some(super::backoff(attempt));
+            turn.problem = Some(Problem {
+                reason,
+                message: message.clone(),
+                degraded: true,
+            });
+            turn.record = Some(rotation);
+        }
+        rotation::Step::Scan => {
+            turn.requeue = Some(JOB_RECHECK);
+        }
+    }
+    Ok(turn)
 }
 
 /// What distribution progress means for the `Distributed` and `Ready` conditions.
@@ -364,6 +599,8 @@ struct Reporter<'a> {
     key: &'a EncryptionKey,
     now: Timestamp,
     current: Option<EncryptionKeyStatus>,
+    /// The rotation to record with the next report, when it changes.
+    rotation: Option<Option<RotationStatus>>,
 }
 
 impl<'a> Reporter<'a> {
@@ -373,6 +610,7 @@ impl<'a> Reporter<'a> {
             key,
             now,
             current: key.status.clone(),
+            rotation: None,
         }
     }
 
@@ -401,6 +639,27 @@ impl<'a> Reporter<'a> {
                 now,
             );
         };
+        if let Some(rotation) = self.rotation.take() {
+            if let Some(rotation) = &rotation
+                && rotation.phase == RotationPhase::Staging
+            {
+                status.rotation_generation = Some(rotation.generation);
+            }
+            status.rotation = rotation;
+        }
+        // The counter a new key (or one adopting a keyring) starts from: only a later
+        // bump asks for a rotation.
+        if status.rotation_generation.is_none() {
+            status.rotation_generation = Some(key.spec.rotation.generation);
+        }
+        let (rotating, rotating_reason, rotating_message) = rotating(&status);
+        set(
+            &mut status,
+            ConditionType::Rotating,
+            rotating,
+            rotating_reason,
+            &rotating_message,
+        );
         let mut events = Vec::new();
         let mut problem_to_report = None;
         match found {
@@ -515,6 +774,53 @@ impl<'a> Reporter<'a> {
         }
         Ok(())
     }
+}
+
+/// The `Rotating` condition: which step runs and what it waits on.
+fn rotating(status: &EncryptionKeyStatus) -> (ConditionStatus, &'static str, String) {
+    let Some(rotation) = status
+        .rotation
+        .as_ref()
+        .filter(|rotation| rotation.phase != RotationPhase::Succeeded)
+    else {
+        return (ConditionStatus::False, "Idle", String::new());
+    };
+    let target = rotation.target_version;
+    let pods = status
+        .distribution
+        .as_ref()
+        .map(|d| format!("{}/{} pods hold it", d.pods_in_sync, d.pods_total))
+        .unwrap_or_default();
+    let message = match rotation.phase {
+        RotationPhase::Staging => {
+            format!(
+                "staging version {target} decrypt-only: waiting until every pod holds it; {pods}"
+            )
+        }
+        RotationPhase::Promoting => format!(
+            "version {target} is primary: waiting until every pod holds that before re-encrypting; {pods}"
+        ),
+        RotationPhase::Reencrypting => {
+            let progress = rotation
+                .progress
+                .as_ref()
+                .map(|p| format!("{} of {} done, {} failed", p.done, p.total, p.failed))
+                .unwrap_or_else(|| "not started".to_owned());
+            format!(
+                "Job {} re-encrypts ciphertext under older versions to version {target} (attempt {}): {progress}",
+                rotation.job_name.as_deref().unwrap_or_default(),
+                rotation.attempts + 1
+            )
+        }
+        RotationPhase::Verifying => {
+            format!("scanning for ciphertext under versions older than {target}")
+        }
+        RotationPhase::Retiring => format!(
+            "no ciphertext left under older versions: retiring them; waiting until every pod holds the keyring; {pods}"
+        ),
+        RotationPhase::Succeeded => String::new(),
+    };
+    (ConditionStatus::True, rotation.phase.as_str(), message)
 }
 
 /// Lists the keyring's versions in status.

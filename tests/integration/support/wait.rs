@@ -18,8 +18,23 @@ pub async fn until<K>(api: &Api<K>, name: &str, what: &str, test: impl Fn(&K) ->
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
+    until_within(api, name, what, WAIT, test).await
+}
+
+/// Waits up to `timeout` until `object/name` satisfies `test`, then returns it: for what
+/// takes longer than [`WAIT`], such as a whole key rotation.
+pub async fn until_within<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    test: impl Fn(&K) -> bool,
+) -> K
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
     let condition = move |object: Option<&K>| object.is_some_and(&test);
-    match tokio::time::timeout(WAIT, await_condition(api.clone(), name, condition)).await {
+    match tokio::time::timeout(timeout, await_condition(api.clone(), name, condition)).await {
         Ok(Ok(Some(object))) => object,
         Ok(Ok(None)) => panic!("{name} disappeared while waiting until {what}"),
         Ok(Err(error)) => panic!("watch of {name} failed while waiting until {what}: {error}"),
@@ -30,7 +45,7 @@ where
                 .ok()
                 .flatten()
                 .map(|object| format!("{:?}", object.meta()));
-            panic!("timed out after {WAIT:?} waiting until {what}; {name} was {last:?}")
+            panic!("timed out after {timeout:?} waiting until {what}; {name} was {last:?}")
         }
     }
 }

@@ -1,0 +1,579 @@
+//! The rotation state machine, as a pure function of the recorded rotation and what the
+//! cluster shows: [`next`] says the one thing to do next, [`reshape`] what the keyring
+//! must look like in the current phase.
+//!
+//! Its promise: no instant in which some ciphertext cannot be decrypted by a pod that
+//! needs it. A new version is held by every pod before anything is written under it
+//! (staging before promotion); nothing is written under an old version once
+//! re-encryption starts (promotion reaches every pod first); and an old version leaves
+//! the pods only after a fresh scan finds no ciphertext under it. Every transition is
+//! returned as a status to record *before* it is acted on, so a restarted operator
+//! resumes exactly where it was.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+
+use crate::crd::encryption_key::{
+    KeyRotation, RotationPhase, RotationStatus, RotationTrigger, VersionCount,
+};
+use crate::crypto::Keyring;
+use crate::crypto::keyring::VersionState;
+
+/// How long a phase may wait for pods before the key reports `Degraded`.
+pub const ROLLOUT_DEADLINE: Duration = Duration::from_secs(600);
+
+impl RotationPhase {
+    /// The phase after this one succeeds.
+    pub fn on_success(self) -> Self {
+        match self {
+            Self::Staging => Self::Promoting,
+            Self::Promoting => Self::Reencrypting,
+            Self::Reencrypting => Self::Verifying,
+            Self::Verifying => Self::Retiring,
+            Self::Retiring | Self::Succeeded => Self::Succeeded,
+        }
+    }
+
+    /// How long the phase may wait on pods before that is a fault worth reporting.
+    pub fn deadline(self) -> Option<Duration> {
+        match self {
+            Self::Staging | Self::Promoting | Self::Retiring => Some(ROLLOUT_DEADLINE),
+            Self::Reencrypting | Self::Verifying | Self::Succeeded => None,
+        }
+    }
+
+    /// The name status and events use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Staging => "Staging",
+            Self::Promoting => "Promoting",
+            Self::Reencrypting => "Reencrypting",
+            Self::Verifying => "Verifying",
+            Self::Retiring => "Retiring",
+            Self::Succeeded => "Succeeded",
+        }
+    }
+}
+
+/// The re-encryption Job of the current attempt, as found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    Absent,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// What the machine needs to know of the world.
+pub struct Observed<'a> {
+    pub keyring: &'a Keyring,
+    /// Every pod of the targets holds the keyring as it is now.
+    pub in_sync: bool,
+    pub job: JobState,
+    /// Ciphertexts per version, from a scan taken in this reconcile (Verifying only).
+    pub scan: Option<&'a BTreeMap<i64, u64>>,
+    pub now: Timestamp,
+}
+
+/// A change of the keyring the current phase needs.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Reshape {
+    /// Add a fresh version, decrypt-only.
+    Stage,
+    /// Make the target version primary.
+    Promote(i64),
+    /// Retire every version but the primary, keeping `keep` retired ones.
+    Retire { keep: usize },
+}
+
+/// The one thing to do next.
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// No rotation runs and none is due.
+    Idle,
+    /// Record this rotation (or the next phase of it), then act on it.
+    Record(RotationStatus),
+    /// Wait for the pods to hold the current keyring; `overdue` past the phase deadline.
+    AwaitRollout { overdue: bool },
+    /// Create the Job named in status.
+    StartJob,
+    /// The Job runs.
+    AwaitJob,
+    /// Scan the ciphertexts and decide again with the counts.
+    Scan,
+    /// The attempt failed: record `RotationStatus` (a new attempt), remove the old Job,
+    /// and start again after a backoff.
+    Retry {
+        rotation: RotationStatus,
+        reason: &'static str,
+    },
+}
+
+/// The keyring change the recorded rotation needs first, if any.
+pub fn reshape(
+    rotation: Option<&RotationStatus>,
+    spec: &KeyRotation,
+    keyring: &Keyring,
+) -> Option<Reshape> {
+    let rotation = rotation.filter(|rotation| rotation.phase != RotationPhase::Succeeded)?;
+    let target = rotation.target_version;
+    let has_target = keyring.version(target).is_ok();
+    let primary = keyring.primary().ok().map(|primary| primary.version);
+    match rotation.phase {
+        RotationPhase::Staging if !has_target => Some(Reshape::Stage),
+        RotationPhase::Promoting if has_target && primary != Some(target) => {
+            Some(Reshape::Promote(target))
+        }
+        RotationPhase::Retiring => {
+            let keep = usize::try_from(spec.keep_retired_versions).unwrap_or(0);
+            let mut retired = keyring.clone();
+            retired.retire_all_but_primary(keep).ok()?;
+            (states(&retired) != states(keyring)).then_some(Reshape::Retire { keep })
+        }
+        _ => None,
+    }
+}
+
+fn states(keyring: &Keyring) -> Vec<(i64, VersionState)> {
+    keyring
+        .versions
+        .iter()
+        .map(|version| (version.version, version.state))
+        .collect()
+}
+
+/// The next step of the rotation recorded in `rotation`, or whether one is due; called
+/// once the keyring has the shape [`reshape`] asks for.
+pub fn next(
+    key_name: &str,
+    spec: &KeyRotation,
+    rotation: Option<&RotationStatus>,
+    answered_generation: i64,
+    observed: &Observed<'_>,
+) -> Step {
+    let now = observed.now;
+    let Some(current) = rotation.filter(|rotation| rotation.phase != RotationPhase::Succeeded)
+    else {
+        return match due(spec, answered_generation, observed) {
+            Some(trigger) => Step::Record(begin(key_name, spec, trigger, observed)),
+            None => Step::Idle,
+        };
+    };
+    let advance = || {
+        let mut next = current.clone();
+        next.phase = current.phase.on_success();
+        next.phase_started_at = Time(now);
+        if next.phase == RotationPhase::Succeeded {
+            next.finished_at = Some(Time(now));
+        }
+        next
+    };
+    let overdue = || {
+        current.phase.deadline().is_some_and(|deadline| {
+            SignedDuration::try_from(deadline)
+                .ok()
+                .and_then(|deadline| current.phase_started_at.0.checked_add(deadline).ok())
+                .is_some_and(|at| at <= now)
+        })
+    };
+    match current.phase {
+        RotationPhase::Staging | RotationPhase::Promoting | RotationPhase::Retiring => {
+            if observed.in_sync {
+                Step::Record(advance())
+            } else {
+                Step::AwaitRollout { overdue: overdue() }
+            }
+        }
+        RotationPhase::Reencrypting => match observed.job {
+            JobState::Absent => Step::StartJob,
+            JobState::Running => Step::AwaitJob,
+            JobState::Succeeded => Step::Record(advance()),
+            JobState::Failed => Step::Retry {
+                rotation: next_attempt(key_name, current, None, now),
+                reason: "ReencryptionFailed",
+            },
+        },
+        RotationPhase::Verifying => match observed.scan {
+            None => Step::Scan,
+            Some(counts) => {
+                let scan = scan_counts(counts);
+                let remaining: u64 = counts
+                    .iter()
+                    .filter(|(version, _)| **version != current.target_version)
+                    .map(|(_, count)| *count)
+                    .sum();
+                if remaining == 0 {
+                    let mut next = advance();
+                    next.scan = scan;
+                    Step::Record(next)
+                } else {
+                    Step::Retry {
+                        rotation: next_attempt(key_name, current, Some(scan), now),
+                        reason: "CiphertextRemains",
+                    }
+                }
+            }
+        },
+        RotationPhase::Succeeded => Step::Idle,
+    }
+}
+
+/// Why a rotation is due: a bumped counter, or the primary older than the period.
+fn due(
+    spec: &KeyRotation,
+    answered_generation: i64,
+    observed: &Observed<'_>,
+) -> Option<RotationTrigger> {
+    if spec.generation > answered_generation {
+        return Some(RotationTrigger::Requested);
+    }
+    let primary = observed.keyring.primary().ok()?;
+    let period = SignedDuration::try_from(Duration::from(spec.period?)).ok()?;
+    let rotate_at = primary.created_at.checked_add(period).ok()?;
+    (rotate_at <= observed.now).then_some(RotationTrigger::Scheduled)
+}
+
+/// When the next scheduled rotation is due, for a requeue.
+pub fn next_scheduled(spec: &KeyRotation, keyring: &Keyring) -> Option<Timestamp> {
+    let primary = keyring.primary().ok()?;
+    let period = SignedDuration::try_from(Duration::from(spec.period?)).ok()?;
+    primary.created_at.checked_add(period).ok()
+}
+
+fn begin(
+    key_name: &str,
+    spec: &KeyRotation,
+    trigger: RotationTrigger,
+    observed: &Observed<'_>,
+) -> RotationStatus {
+    let keyring = observed.keyring;
+    let newest = keyring
+        .versions
+        .iter()
+        .map(|v| v.version)
+        .max()
+        .unwrap_or(0);
+    let target = newest.saturating_add(1);
+    let now = Time(observed.now);
+    RotationStatus {
+        phase: RotationPhase::Staging,
+        target_version: target,
+        previous_version: keyring.primary().map(|p| p.version).unwrap_or(newest),
+        trigger,
+        generation: spec.generation,
+        started_at: now.clone(),
+        phase_started_at: now,
+        finished_at: None,
+        job_name: Some(job_name(key_name, target, 0)),
+        attempts: 0,
+        progress: None,
+        scan: Vec::new(),
+    }
+}
+
+/// A new re-encryption attempt after a failed one.
+fn next_attempt(
+    key_name: &str,
+    current: &RotationStatus,
+    scan: Option<Vec<VersionCount>>,
+    now: Timestamp,
+) -> RotationStatus {
+    let mut next = current.clone();
+    next.attempts = current.attempts.saturating_add(1);
+    next.phase = RotationPhase::Reencrypting;
+    next.phase_started_at = Time(now);
+    next.job_name = Some(job_name(key_name, current.target_version, next.attempts));
+    if let Some(scan) = scan {
+        next.scan = scan;
+    }
+    next
+}
+
+/// The name of the re-encryption Job of `attempt` towards `target`.
+pub fn job_name(key_name: &str, target: i64, attempt: i32) -> String {
+    format!("{key_name}-reencrypt-v{target}-{attempt}")
+}
+
+fn scan_counts(counts: &BTreeMap<i64, u64>) -> Vec<VersionCount> {
+    counts
+        .iter()
+        .map(|(version, count)| VersionCount {
+            version: *version,
+            ciphertexts: i64::try_from(*count).unwrap_or(i64::MAX),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The machine against a simulated world: pods that take the keyring one at a time
+    //! and write under the primary they hold, a Job that re-encrypts (or fails), and
+    //! counter bumps, in random interleavings. Whatever the order, no pod ever lacks a
+    //! version some ciphertext is under, no version is retired while ciphertext needs
+    //! it, and once the world cooperates every rotation finishes.
+
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::crypto::KeyMaterial;
+
+    const PODS: usize = 3;
+
+    #[derive(Clone, Debug)]
+    enum Event {
+        /// The operator reconciles once (restarts change nothing else: all state is in
+        /// status and the cluster).
+        Reconcile,
+        /// One pod restarts with the keyring as it is now.
+        RollOut(usize),
+        /// One pod writes a ciphertext under the primary it holds.
+        Write(usize),
+        /// The Job rewrites one ciphertext.
+        JobStep,
+        /// The Job's pod dies for good.
+        JobFails,
+        /// The Job reports success but missed values (a Secret it never listed).
+        JobMisses,
+        /// The counter is bumped.
+        Bump,
+    }
+
+    fn event() -> impl Strategy<Value = Event> {
+        prop_oneof![
+            4 => Just(Event::Reconcile),
+            3 => (0..PODS).prop_map(Event::RollOut),
+            2 => (0..PODS).prop_map(Event::Write),
+            2 => Just(Event::JobStep),
+            1 => Just(Event::JobFails),
+            1 => Just(Event::JobMisses),
+            1 => Just(Event::Bump),
+        ]
+    }
+
+    /// What one pod holds: the versions of the keyring it started with, and its primary.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Held {
+        versions: BTreeSet<i64>,
+        primary: i64,
+    }
+
+    struct World {
+        keyring: Keyring,
+        pods: Vec<Held>,
+        /// Ciphertexts per version.
+        ciphertexts: BTreeMap<i64, u64>,
+        job: JobState,
+        rotation: Option<RotationStatus>,
+        answered: i64,
+        spec: KeyRotation,
+        now: Timestamp,
+    }
+
+    impl World {
+        fn new() -> Self {
+            let keyring = Keyring::new(
+                "apim",
+                KeyMaterial::generate().expect("key"),
+                Timestamp::UNIX_EPOCH,
+            );
+            let held = held(&keyring);
+            Self {
+                keyring,
+                pods: vec![held; PODS],
+                ciphertexts: BTreeMap::from([(1, 5)]),
+                job: JobState::Absent,
+                rotation: None,
+                answered: 0,
+                spec: KeyRotation::default(),
+                now: Timestamp::UNIX_EPOCH,
+            }
+        }
+
+        fn in_sync(&self) -> bool {
+            let current = held(&self.keyring);
+            self.pods.iter().all(|pod| *pod == current)
+        }
+
+        fn reconcile(&mut self) {
+            self.now = self
+                .now
+                .checked_add(SignedDuration::from_secs(1))
+                .expect("time");
+            if let Some(change) = reshape(self.rotation.as_ref(), &self.spec, &self.keyring) {
+                match change {
+                    Reshape::Stage => {
+                        self.keyring
+                            .stage(KeyMaterial::generate().expect("key"), self.now);
+                    }
+                    Reshape::Promote(version) => self.keyring.promote(version).expect("promote"),
+                    Reshape::Retire { keep } => {
+                        let primary = self.keyring.primary().expect("primary").version;
+                        let needed: u64 = self
+                            .ciphertexts
+                            .iter()
+                            .filter(|(version, _)| **version != primary)
+                            .map(|(_, count)| *count)
+                            .sum();
+                        assert_eq!(needed, 0, "retiring while ciphertext needs an old version");
+                        self.keyring.retire_all_but_primary(keep).expect("retire");
+                    }
+                }
+                return;
+            }
+            let observed = Observed {
+                keyring: &self.keyring,
+                in_sync: self.in_sync(),
+                job: self.job,
+                scan: None,
+                now: self.now,
+            };
+            let mut step = next(
+                "apim",
+                &self.spec,
+                self.rotation.as_ref(),
+                self.answered,
+                &observed,
+            );
+            if step == Step::Scan {
+                let counts = self.ciphertexts.clone();
+                let observed = Observed {
+                    scan: Some(&counts),
+                    ..observed
+                };
+                step = next(
+                    "apim",
+                    &self.spec,
+                    self.rotation.as_ref(),
+                    self.answered,
+                    &observed,
+                );
+            }
+            match step {
+                Step::Record(rotation) => {
+                    if rotation.phase == RotationPhase::Staging {
+                        self.answered = rotation.generation;
+                    }
+                    if rotation.phase == RotationPhase::Verifying {
+                        self.job = JobState::Absent;
+                    }
+                    self.rotation = Some(rotation);
+                }
+                Step::StartJob => self.job = JobState::Running,
+                Step::Retry { rotation, .. } => {
+                    self.job = JobState::Absent;
+                    self.rotation = Some(rotation);
+                }
+                Step::Idle | Step::AwaitRollout { .. } | Step::AwaitJob | Step::Scan => {}
+            }
+        }
+
+        fn apply(&mut self, event: &Event) {
+            match event {
+                Event::Reconcile => self.reconcile(),
+                Event::RollOut(pod) => self.pods[*pod] = held(&self.keyring),
+                Event::Write(pod) => {
+                    *self.ciphertexts.entry(self.pods[*pod].primary).or_default() += 1;
+                }
+                Event::JobStep if self.job == JobState::Running => {
+                    let primary = self.keyring.primary().expect("primary").version;
+                    let old = self
+                        .ciphertexts
+                        .iter()
+                        .find(|(version, count)| **version != primary && **count > 0)
+                        .map(|(version, _)| *version);
+                    match old {
+                        Some(version) => {
+                            *self.ciphertexts.entry(version).or_default() -= 1;
+                            *self.ciphertexts.entry(primary).or_default() += 1;
+                        }
+                        None => self.job = JobState::Succeeded,
+                    }
+                }
+                Event::JobFails if self.job == JobState::Running => self.job = JobState::Failed,
+                Event::JobMisses if self.job == JobState::Running => self.job = JobState::Succeeded,
+                Event::Bump => self.spec.generation += 1,
+                Event::JobStep | Event::JobFails | Event::JobMisses => {}
+            }
+            self.ciphertexts.retain(|_, count| *count > 0);
+            // Every pod can decrypt every ciphertext, at every instant.
+            for pod in &self.pods {
+                for version in self.ciphertexts.keys() {
+                    assert!(
+                        pod.versions.contains(version),
+                        "a pod holding {:?} meets ciphertext under version {version}",
+                        pod.versions
+                    );
+                }
+            }
+        }
+
+        /// The world cooperates: pods roll out, the Job finishes, the operator reconciles.
+        fn settle(&mut self) {
+            for _ in 0..500 {
+                if self
+                    .rotation
+                    .as_ref()
+                    .is_none_or(|r| r.phase == RotationPhase::Succeeded)
+                    && self.spec.generation <= self.answered
+                {
+                    return;
+                }
+                for pod in 0..PODS {
+                    self.apply(&Event::RollOut(pod));
+                }
+                while self.job == JobState::Running {
+                    self.apply(&Event::JobStep);
+                }
+                self.apply(&Event::Reconcile);
+            }
+            panic!("the rotation never finished: {:?}", self.rotation);
+        }
+    }
+
+    fn held(keyring: &Keyring) -> Held {
+        Held {
+            versions: keyring
+                .versions
+                .iter()
+                .filter(|v| v.state != VersionState::Retired)
+                .map(|v| v.version)
+                .collect(),
+            primary: keyring.primary().expect("primary").version,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn rotations_never_strand_ciphertext_and_always_finish(
+            events in proptest::collection::vec(event(), 0..300)
+        ) {
+            let mut world = World::new();
+            world.spec.generation = 1;
+            for event in &events {
+                world.apply(event);
+            }
+            world.settle();
+            let primary = world.keyring.primary().expect("primary").version;
+            prop_assert!(world.ciphertexts.keys().all(|version| *version == primary));
+            prop_assert!(primary >= 2, "at least the requested rotation ran");
+        }
+    }
+
+    #[test]
+    fn phases_follow_one_another_and_only_rollout_phases_have_deadlines() {
+        let mut phase = RotationPhase::Staging;
+        let mut seen = vec![phase];
+        while phase != RotationPhase::Succeeded {
+            phase = phase.on_success();
+            seen.push(phase);
+        }
+        assert_eq!(seen.len(), 6);
+        assert!(RotationPhase::Reencrypting.deadline().is_none());
+        assert!(RotationPhase::Staging.deadline().is_some());
+    }
+}
