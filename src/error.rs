@@ -43,6 +43,10 @@ pub enum Error {
     #[error("{kind} {name:?} exists and is not keyward's to write")]
     ObjectNotOwned { kind: String, name: String },
 
+    /// `spec.reencryption.jobTemplate` is not a Job template.
+    #[error("spec.reencryption.jobTemplate is not a batch/v1 Job template: {0}")]
+    JobTemplate(String),
+
     /// The verification scan of a rotation failed.
     #[error("cannot scan for ciphertext: {0}")]
     Scan(String),
@@ -65,6 +69,7 @@ impl Error {
             Self::Envelope(_) => "envelope",
             Self::SecretNotOwned { .. } => "secret_not_owned",
             Self::ObjectNotOwned { .. } => "object_not_owned",
+            Self::JobTemplate(_) => "job_template",
             Self::Scan(_) => "scan",
             Self::SerializeStatus(_) => "serialize_status",
         }

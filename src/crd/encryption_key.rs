@@ -275,6 +275,25 @@ pub struct Reencryption {
     #[serde(default = "default_writes_per_second")]
     #[schemars(range(min = 1, max = 10000))]
     pub writes_per_second: i32,
+    /// A `batch/v1` Job template (`metadata` and `spec`, as a CronJob's `jobTemplate`)
+    /// for ciphertext outside Kubernetes, such as an API manager's database. It runs
+    /// beside the built-in re-encryption and must succeed too. Its containers get the
+    /// Secret holding the old and new key versions mounted at
+    /// `/var/run/keyward/key-versions` (`keyring.json`, `oldVersions`, `newVersion`) and
+    /// named in `$KEYWARD_KEY_VERSIONS_SECRET`, with `$KEYWARD_OLD_VERSIONS` and
+    /// `$KEYWARD_NEW_VERSION`; the Secret is deleted when the step ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "job_template_schema")]
+    pub job_template: Option<serde_json::Value>,
+}
+
+/// An object the API server keeps as given: a Job template's schema is Kubernetes' own
+/// and large, and keyward checks it when it builds the Job.
+fn job_template_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
 }
 
 impl Default for Reencryption {
@@ -283,6 +302,7 @@ impl Default for Reencryption {
             selector: None,
             batch_size: default_batch_size(),
             writes_per_second: default_writes_per_second(),
+            job_template: None,
         }
     }
 }

@@ -589,3 +589,137 @@ async fn rotations_survive_the_operator_being_killed_at_every_step() {
         observations.kills, observations.checks
     );
 }
+
+/// `spec.reencryption.jobTemplate` for a Job of one `sh -c script` container on the job
+/// runner's node, run as the ServiceAccount `external`, which may read the Secrets that
+/// hand over key versions.
+async fn external_template(cluster: &TestCluster, script: &str) -> serde_json::Value {
+    let documents = [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "external"}}),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "external"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "external"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "external"},
+            "subjects": [{"kind": "ServiceAccount", "name": "external", "namespace": cluster.namespace}],
+        }),
+    ];
+    for document in &documents {
+        manifest::apply(&cluster.client, &cluster.namespace, "gitops", document)
+            .await
+            .expect("applies");
+    }
+    let kubectl = jobs::kubectl().to_string_lossy().into_owned();
+    json!({"spec": {
+        "backoffLimit": 0,
+        "template": {"spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": "external",
+            "nodeSelector": jobs::node_selector(),
+            "tolerations": [jobs::toleration()],
+            "containers": [{
+                "name": "database",
+                "image": "example.com/apim-db-reencrypt:1",
+                "command": ["sh"],
+                "args": ["-c", script],
+                "env": [{"name": "KUBECTL", "value": kubectl}],
+            }],
+        }},
+    }})
+}
+
+/// An external Job (an API manager's database) gets both key versions and gates the
+/// rotation: its success lets the rotation finish, its failure stops it before any
+/// version is retired.
+#[tokio::test]
+async fn an_external_job_receives_both_versions_and_its_outcome_gates_retirement() {
+    let cluster = support::cluster("rotation-external").await;
+    let _operator = operator(&cluster);
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    // Checks what it was handed: the versions in its environment and in the Secret it
+    // names, and a keyring holding both.
+    let checks = r#"set -e
+test "$KEYWARD_OLD_VERSIONS" = 1
+test "$KEYWARD_NEW_VERSION" = 2
+field() { "$KUBECTL" get secret "$KEYWARD_KEY_VERSIONS_SECRET" -o "jsonpath={.data.$1}" | base64 -d; }
+test "$(field oldVersions)" = 1
+test "$(field newVersion)" = 2
+field 'keyring\.json' | grep -q '"version": 1'
+field 'keyring\.json' | grep -q '"version": 2'
+echo external re-encryption done"#;
+    let passing =
+        json!({"reencryption": {"jobTemplate": external_template(&cluster, checks).await}});
+    apply(&cluster, "EncryptionKey", "apim", passing.clone()).await;
+    let failing =
+        json!({"reencryption": {"jobTemplate": external_template(&cluster, "exit 1").await}});
+    apply(&cluster, "EncryptionKey", "legacy", failing.clone()).await;
+    for key in ["apim", "legacy"] {
+        wait::until(&keys(&cluster), key, "the key is ready", |key| {
+            wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
+        })
+        .await;
+    }
+    write_ciphertexts(&cluster, "apim", 20).await;
+    bump(&cluster, "apim", &passing, 1).await;
+    bump(&cluster, "legacy", &failing, 1).await;
+
+    let rotated = until_rotated(&cluster, "apim", 2).await;
+    let states: Vec<(i64, String)> = rotated
+        .status
+        .as_ref()
+        .expect("status")
+        .versions
+        .iter()
+        .map(|version| (version.version, version.state.clone()))
+        .collect();
+    assert_eq!(states, vec![(1, "Retired".into()), (2, "Primary".into())]);
+    let external: Job = Api::namespaced(cluster.client.clone(), &cluster.namespace)
+        .get("apim-external-v2-0")
+        .await
+        .expect("the external Job");
+    assert_eq!(
+        external.status.and_then(|status| status.succeeded),
+        Some(1),
+        "the external Job ran and succeeded"
+    );
+    assert!(
+        jobs::runner()
+            .log_of(&cluster.namespace)
+            .contains("external re-encryption done")
+    );
+    wait::until_gone(
+        &secrets(&cluster),
+        "apim-versions-v2",
+        "the Secret handing over key versions is deleted after its step",
+    )
+    .await;
+
+    let stopped = wait::until_within(
+        &keys(&cluster),
+        "legacy",
+        "the failed external Job stops the rotation",
+        ROTATION,
+        |key| wait::ready(key) == Some(("False".into(), "ReencryptionFailed".into())),
+    )
+    .await;
+    let status = stopped.status.as_ref().expect("status");
+    let rotation = status.rotation.as_ref().expect("rotation");
+    assert_eq!(rotation.phase, RotationPhase::Reencrypting);
+    assert!(
+        status
+            .versions
+            .iter()
+            .all(|version| version.state != "Retired"),
+        "nothing is retired: {:?}",
+        status.versions
+    );
+    assert!(
+        status.conditions.iter().any(|c| c.type_ == "Degraded"
+            && c.status == "True"
+            && c.reason == "ReencryptionFailed")
+    );
+}

@@ -391,3 +391,170 @@ fn valid_location(text: &str) -> bool {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         })
 }
+
+/// Name of the Secret that hands the external Job of a rotation to `target` its keys.
+pub fn versions_secret_name(key_name: &str, target: i64) -> String {
+    format!("{key_name}-versions-v{target}")
+}
+
+/// Name of the external Job (from `spec.reencryption.jobTemplate`) of `attempt`.
+pub fn external_job_name(key_name: &str, target: i64, attempt: i32) -> String {
+    format!("{key_name}-external-v{target}-{attempt}")
+}
+
+/// Where the external Job's containers find the key versions.
+const VERSIONS_MOUNT: &str = "/var/run/keyward/key-versions";
+
+/// The state of a rotation step's Jobs together: failed if one failed, absent while one
+/// is still to be created, succeeded once all have.
+pub fn combined(states: &[JobState]) -> JobState {
+    if states.contains(&JobState::Failed) {
+        JobState::Failed
+    } else if states.contains(&JobState::Absent) {
+        JobState::Absent
+    } else if states.contains(&JobState::Running) {
+        JobState::Running
+    } else {
+        JobState::Succeeded
+    }
+}
+
+/// Creates the Secret with the old and new versions (unless it exists) and the external
+/// Job from `spec.reencryption.jobTemplate`.
+pub async fn start_external(
+    client: &Client,
+    key: &EncryptionKey,
+    keyring: &crate::crypto::Keyring,
+    target: i64,
+    job_name: &str,
+) -> Result<()> {
+    let Some(template) = key.spec.reencryption.job_template.clone() else {
+        return Ok(());
+    };
+    let template: k8s_openapi::api::batch::v1::JobTemplateSpec =
+        serde_json::from_value(template).map_err(|error| Error::JobTemplate(error.to_string()))?;
+    let key_name = key.name_any();
+    let namespace = key.namespace().unwrap_or_default();
+    let secret_name = versions_secret_name(&key_name, target);
+    let mut handed = keyring.clone();
+    handed
+        .versions
+        .retain(|version| version.state != crate::crypto::VersionState::Retired);
+    let old: Vec<String> = handed
+        .versions
+        .iter()
+        .filter(|version| version.version != target)
+        .map(|version| version.version.to_string())
+        .collect();
+    let old = old.join(",");
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &namespace);
+    if store::get(&secrets, &secret_name).await?.is_none() {
+        let json = handed.to_json().map_err(Error::Key)?;
+        let data = BTreeMap::from([
+            (
+                "keyring.json".to_owned(),
+                k8s_openapi::ByteString(json.as_bytes().to_vec()),
+            ),
+            (
+                "oldVersions".to_owned(),
+                k8s_openapi::ByteString(old.clone().into_bytes()),
+            ),
+            (
+                "newVersion".to_owned(),
+                k8s_openapi::ByteString(target.to_string().into_bytes()),
+            ),
+        ]);
+        let secret = store::secret(
+            &secret_name,
+            Some(key),
+            store::labels("key-versions", [(KEY_LABEL, key_name.clone())]),
+            BTreeMap::new(),
+            data,
+        )?;
+        let owns = |meta: &ObjectMeta| store::is_owned_by(meta, key);
+        store::write_owned(&secrets, ENCRYPTION_KEY_MANAGER, secret, None, owns).await?;
+    }
+    let mut spec = template.spec.unwrap_or_default();
+    let pod = spec.template.spec.get_or_insert_with(PodSpec::default);
+    let env = [
+        ("KEYWARD_KEY_VERSIONS_SECRET", secret_name.clone()),
+        ("KEYWARD_OLD_VERSIONS", old),
+        ("KEYWARD_NEW_VERSION", target.to_string()),
+    ];
+    for container in &mut pod.containers {
+        let vars = container.env.get_or_insert_with(Vec::new);
+        for (name, value) in &env {
+            vars.push(k8s_openapi::api::core::v1::EnvVar {
+                name: (*name).to_owned(),
+                value: Some(value.clone()),
+                ..Default::default()
+            });
+        }
+        container.volume_mounts.get_or_insert_with(Vec::new).push(
+            k8s_openapi::api::core::v1::VolumeMount {
+                name: "keyward-key-versions".to_owned(),
+                mount_path: VERSIONS_MOUNT.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+        );
+    }
+    pod.volumes
+        .get_or_insert_with(Vec::new)
+        .push(k8s_openapi::api::core::v1::Volume {
+            name: "keyward-key-versions".to_owned(),
+            secret: Some(k8s_openapi::api::core::v1::SecretVolumeSource {
+                secret_name: Some(secret_name),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    let mut metadata = meta(key, job_name)?;
+    metadata.namespace = None;
+    let template_labels = template
+        .metadata
+        .and_then(|meta| meta.labels)
+        .unwrap_or_default();
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(template_labels);
+    let job = Job {
+        metadata,
+        spec: Some(spec),
+        ..Job::default()
+    };
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let params = PostParams {
+        field_manager: Some(ENCRYPTION_KEY_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match jobs.create(&params, &job).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Deletes the Secret that handed the external Job its keys; already gone is fine.
+pub async fn remove_versions_secret(
+    client: &Client,
+    key: &EncryptionKey,
+    target: i64,
+) -> Result<()> {
+    let namespace = key.namespace().unwrap_or_default();
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(client.clone(), &namespace);
+    match secrets
+        .delete(
+            &versions_secret_name(&key.name_any(), target),
+            &DeleteParams::default(),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}

@@ -387,10 +387,17 @@ async fn rotate(
     let answered = status
         .and_then(|status| status.rotation_generation)
         .unwrap_or(key.spec.rotation.generation);
+    let external = key.spec.reencryption.job_template.is_some();
     let job = match recorded {
         Some(rotation) if rotation.phase == RotationPhase::Reencrypting => {
             let job_name = rotation.job_name.as_deref().unwrap_or_default();
-            jobs::state(&context.client, &namespace, job_name).await?
+            let mut states = vec![jobs::state(&context.client, &namespace, job_name).await?];
+            if external {
+                let external_name =
+                    jobs::external_job_name(&name, rotation.target_version, rotation.attempts);
+                states.push(jobs::state(&context.client, &namespace, &external_name).await?);
+            }
+            jobs::combined(&states)
         }
         _ => JobState::Absent,
     };
@@ -449,6 +456,10 @@ async fn rotate(
                 RotationPhase::Succeeded => "RotationSucceeded",
                 _ => "RotationProgressing",
             };
+            // The external Job's keys live only as long as its step.
+            if phase == RotationPhase::Verifying && external {
+                jobs::remove_versions_secret(&context.client, key, next.target_version).await?;
+            }
             turn.event = Some((EventType::Normal, reason, note));
             turn.record = Some(next);
             turn.requeue = Some(Duration::ZERO);
@@ -471,6 +482,21 @@ async fn rotate(
                 let job_name = rotation.job_name.clone().unwrap_or_default();
                 let target = rotation.target_version;
                 jobs::start(&context.client, key, &context.jobs, &job_name, target).await?;
+                let external_name = jobs::external_job_name(&name, target, rotation.attempts);
+                match jobs::start_external(&context.client, key, keyring, target, &external_name)
+                    .await
+                {
+                    Err(Error::JobTemplate(message)) => {
+                        turn.problem = Some(Problem {
+                            reason: "InvalidJobTemplate",
+                            message: format!(
+                                "spec.reencryption.jobTemplate is not a batch/v1 Job template: {message}"
+                            ),
+                            degraded: true,
+                        });
+                    }
+                    other => other?,
+                }
             }
             turn.requeue = Some(JOB_RECHECK);
         }
@@ -509,11 +535,19 @@ async fn rotate(
             } else {
                 (
                     reason,
-                    "the re-encryption Job failed; retrying with a new Job".to_owned(),
+                    "a re-encryption Job (the built-in one, or the one of spec.reencryption.jobTemplate) failed; retrying with new Jobs".to_owned(),
                 )
             };
-            if let Some(old) = recorded.and_then(|recorded| recorded.job_name.as_deref()) {
-                jobs::remove(&context.client, &namespace, old).await?;
+            if let Some(recorded) = recorded {
+                if let Some(old) = recorded.job_name.as_deref() {
+                    jobs::remove(&context.client, &namespace, old).await?;
+                }
+                if external {
+                    let target = recorded.target_version;
+                    let old = jobs::external_job_name(&name, target, recorded.attempts);
+                    jobs::remove(&context.client, &namespace, &old).await?;
+                    jobs::remove_versions_secret(&context.client, key, target).await?;
+                }
             }
             let attempt = u32::try_from(rotation.attempts).unwrap_or(u32::MAX);
             turn.requeue = Some(super::backoff(attempt));
