@@ -565,6 +565,49 @@ mod tests {
     }
 
     #[test]
+    fn a_period_starts_a_rotation_once_the_primary_is_that_old_and_a_bump_at_once() {
+        let keyring = Keyring::new(
+            "apim",
+            KeyMaterial::generate().expect("key"),
+            Timestamp::UNIX_EPOCH,
+        );
+        let spec: KeyRotation =
+            serde_json::from_value(serde_json::json!({"period": "24h"})).expect("spec");
+        let at = |seconds: i64| Observed {
+            keyring: &keyring,
+            in_sync: true,
+            job: JobState::Absent,
+            scan: None,
+            now: Timestamp::from_second(seconds).expect("time"),
+        };
+        assert_eq!(next("apim", &spec, None, 0, &at(86_399)), Step::Idle);
+        match next("apim", &spec, None, 0, &at(86_400)) {
+            Step::Record(rotation) => {
+                assert_eq!(rotation.trigger, RotationTrigger::Scheduled);
+                assert_eq!(rotation.phase, RotationPhase::Staging);
+                assert_eq!(rotation.target_version, 2);
+            }
+            other => panic!("expected a scheduled rotation, got {other:?}"),
+        }
+        assert_eq!(
+            next_scheduled(&spec, &keyring),
+            Timestamp::from_second(86_400).ok()
+        );
+        let bumped = KeyRotation {
+            generation: 1,
+            ..KeyRotation::default()
+        };
+        assert!(matches!(
+            next("apim", &bumped, None, 0, &at(1)),
+            Step::Record(RotationStatus {
+                trigger: RotationTrigger::Requested,
+                ..
+            })
+        ));
+        assert_eq!(next("apim", &bumped, None, 1, &at(1)), Step::Idle);
+    }
+
+    #[test]
     fn phases_follow_one_another_and_only_rollout_phases_have_deadlines() {
         let mut phase = RotationPhase::Staging;
         let mut seen = vec![phase];
