@@ -387,7 +387,10 @@ async fn rotating_a_key_reencrypts_every_secret_and_retires_the_old_version() {
         .collect();
     for reason in [
         "RotationStarted",
-        "RotationProgressing",
+        "RotationPromoting",
+        "RotationReencrypting",
+        "RotationVerifying",
+        "RotationRetiring",
         "RotationSucceeded",
     ] {
         assert!(reasons.iter().any(|r| r == reason), "event {reason}");

@@ -451,10 +451,15 @@ async fn rotate(
                     phase.as_str()
                 ),
             };
+            // One reason per step, so `kubectl describe` lists each instead of folding
+            // them into one series.
             let reason = match phase {
                 RotationPhase::Staging => "RotationStarted",
+                RotationPhase::Promoting => "RotationPromoting",
+                RotationPhase::Reencrypting => "RotationReencrypting",
+                RotationPhase::Verifying => "RotationVerifying",
+                RotationPhase::Retiring => "RotationRetiring",
                 RotationPhase::Succeeded => "RotationSucceeded",
-                _ => "RotationProgressing",
             };
             // The external Job's keys live only as long as its step.
             if phase == RotationPhase::Verifying && external {
