@@ -113,15 +113,16 @@ pub fn next_step(name: &str, status: Option<&EncryptionKeyStatus>, observed: Obs
             resource_version,
         };
     }
-    // A source that is gone after the keyring was made is fine (the keyring is the key
-    // now); one that holds other material is a contradiction a person must resolve.
+    // spec.source is where version 1 came from. A source that is gone after the keyring
+    // was made is fine (the keyring is the key now), and so are versions rotations added
+    // since; a version 1 with other material is a contradiction a person must resolve.
     if let Some(Ok(material)) = &observed.source
-        && !holds(&keyring, material)
+        && !first_version_is(&keyring, material)
     {
         return Step::Report(Problem {
             reason: "SourceMismatch",
             message: format!(
-                "the key in spec.source (fingerprint {}) is not in keyring Secret {keyring_name:?}; keyward never replaces a keyring: delete that Secret deliberately to start over, or remove spec.source",
+                "the key in spec.source (fingerprint {}) is not version 1 of keyring Secret {keyring_name:?}; keyward never replaces a keyring: delete that Secret deliberately to start over, or remove spec.source",
                 material.fingerprint()
             ),
             degraded: true,
@@ -169,11 +170,12 @@ fn mismatch(
     })
 }
 
-fn holds(keyring: &Keyring, material: &KeyMaterial) -> bool {
-    keyring
-        .versions
-        .iter()
-        .any(|version| bool::from(version.material.expose().ct_eq(material.expose())))
+/// Whether version 1 of `keyring` is `material`; a keyring whose version 1 retention has
+/// already dropped cannot contradict it.
+fn first_version_is(keyring: &Keyring, material: &KeyMaterial) -> bool {
+    keyring.version(1).map_or(true, |first| {
+        bool::from(first.material.expose().ct_eq(material.expose()))
+    })
 }
 
 /// The user Secrets key material is read from.
