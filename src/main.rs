@@ -249,6 +249,11 @@ struct RunArgs {
     /// NoSchedule, PreferNoSchedule or NoExecute); repeatable.
     #[arg(long = "job-toleration", value_name = "KEY[=VALUE]:EFFECT", value_parser = parse_toleration)]
     job_tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// Run the Job templates of `spec.reencryption.jobTemplate` (re-encryption of data
+    /// outside Kubernetes). Off by default: whoever may edit an EncryptionKey could then
+    /// run any image under any ServiceAccount of its namespace.
+    #[arg(long, env = "KEYWARD_ALLOW_JOB_TEMPLATES")]
+    allow_job_templates: bool,
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -297,6 +302,7 @@ fn main() -> ExitCode {
                 image: args.job_image,
                 node_selector: args.job_node_selector.into_iter().collect(),
                 tolerations: args.job_tolerations,
+                allow_templates: args.allow_job_templates,
             };
             let options = RunOptions {
                 namespace: args.namespace,

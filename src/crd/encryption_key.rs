@@ -412,6 +412,20 @@ pub struct RotationStatus {
     /// Ciphertexts per key version found by the last scan.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scan: Vec<VersionCount>,
+    /// Why the last attempt failed, while the next one waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<RotationFailure>,
+    /// When the next attempt may start (a capped backoff after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Time>,
+}
+
+/// The failure of a rotation attempt.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotationFailure {
+    pub reason: String,
+    pub message: String,
 }
 
 /// Re-encryption progress.
@@ -421,9 +435,16 @@ pub struct ReencryptionProgress {
     pub total: i64,
     pub done: i64,
     pub failed: i64,
+    /// Of the failed, those whose Secret kept changing under the Job (a retry helps).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub contended: i64,
     /// Values that could not be re-encrypted, as namespace/name/field (never values).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failures: Vec<String>,
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
 }
 
 /// Ciphertexts found under one key version.

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{
     SeccompProfile, SecurityContext, ServiceAccount, Toleration,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, PropagationPolicy};
 use kube::core::NamespaceResourceScope;
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -34,6 +34,10 @@ pub struct JobOptions {
     pub node_selector: BTreeMap<String, String>,
     /// Tolerations of the Job's pod.
     pub tolerations: Vec<Toleration>,
+    /// Whether `spec.reencryption.jobTemplate` may run: whoever may edit an
+    /// EncryptionKey could otherwise run any image under any ServiceAccount of the
+    /// namespace through the operator.
+    pub allow_templates: bool,
 }
 
 /// Exit code of `keyward reencrypt` when some values do not decrypt: retrying cannot
@@ -81,8 +85,14 @@ where
     let name = desired.meta().name.clone().unwrap_or_default();
     match api.get_opt(&name).await? {
         Some(existing) if store::is_owned_by(existing.meta(), key) => {
-            let params = PatchParams::apply(ENCRYPTION_KEY_MANAGER).force();
-            api.patch(&name, &params, &Patch::Apply(desired)).await?;
+            // Replaced whole: a new attempt starts from clean progress.
+            let mut desired = desired.clone();
+            desired.meta_mut().resource_version = existing.meta().resource_version.clone();
+            let params = PostParams {
+                field_manager: Some(ENCRYPTION_KEY_MANAGER.to_owned()),
+                ..PostParams::default()
+            };
+            api.replace(&name, &params, &desired).await?;
             Ok(())
         }
         Some(_) => Err(Error::ObjectNotOwned {
@@ -242,6 +252,9 @@ fn job(
         metadata,
         spec: Some(JobSpec {
             backoff_limit: Some(3),
+            // A pod that never starts (image, quota, admission) fails the Job in time,
+            // and the rotation retries with a reason instead of waiting forever.
+            active_deadline_seconds: Some(3600),
             pod_failure_policy: Some(PodFailurePolicy {
                 rules: vec![PodFailurePolicyRule {
                     action: "FailJob".to_owned(),
@@ -340,6 +353,26 @@ pub async fn remove(client: &Client, namespace: &str, name: &str) -> Result<()> 
     }
 }
 
+/// Deletes the Jobs of `key`'s rotations other than `keep` (those of earlier attempts)
+/// and their pods.
+pub async fn remove_others(client: &Client, key: &EncryptionKey, keep: &[&str]) -> Result<()> {
+    let namespace = key.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let selector = format!(
+        "{}=reencryption,{KEY_LABEL}={}",
+        store::ROLE_LABEL,
+        key.name_any()
+    );
+    let params = kube::api::ListParams::default().labels(&selector);
+    for job in jobs.list(&params).await? {
+        let name = job.name_any();
+        if !keep.contains(&name.as_str()) && store::is_owned_by(job.meta(), key) {
+            remove(client, &namespace, &name).await?;
+        }
+    }
+    Ok(())
+}
+
 /// The progress the Jobs of `key_name` reported, if any. Only numbers and
 /// namespace/name/field entries are read, and malformed ones are skipped.
 pub async fn progress(
@@ -374,6 +407,7 @@ pub async fn progress(
         total: number("total"),
         done: number("done"),
         failed: number("failed"),
+        contended: number("contended").clamp(0, number("failed")),
         failures,
     }))
 }
@@ -433,6 +467,16 @@ pub async fn start_external(
     };
     let template: k8s_openapi::api::batch::v1::JobTemplateSpec =
         serde_json::from_value(template).map_err(|error| Error::JobTemplate(error.to_string()))?;
+    let account = template
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.template.spec.as_ref())
+        .and_then(|pod| pod.service_account_name.as_deref());
+    if account == Some(identity_name(&key.name_any()).as_str()) {
+        return Err(Error::JobTemplate(
+            "it may not run as the built-in re-encryption's ServiceAccount".to_owned(),
+        ));
+    }
     let key_name = key.name_any();
     let namespace = key.namespace().unwrap_or_default();
     let secret_name = versions_secret_name(&key_name, target);

@@ -20,7 +20,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
@@ -31,8 +31,8 @@ use self::decide::{Observed, Problem, Step};
 use self::rotation::{JobState, Reshape};
 use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_config};
 use crate::crd::encryption_key::{
-    DistributionStatus, EncryptionKeyStatus, KeyVersionStatus, RotationPhase, RotationStatus,
-    WorkloadKind,
+    DistributionStatus, EncryptionKeyStatus, KeyFormat, KeyVersionStatus, RotationPhase,
+    RotationStatus, WorkloadKind,
 };
 use crate::crd::{ConditionStatus, ConditionType, EncryptionKey, find_condition, set_condition};
 use crate::crypto::keyring::VersionState;
@@ -168,6 +168,11 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
                 .as_ref()
                 .and_then(|status| status.rotation.as_ref());
             match rotation::reshape(rotation, &key.spec.rotation, &keyring) {
+                Some(Reshape::Retire { .. })
+                    if !retirable(&context, &key, rotation, &mut reporter, now).await? =>
+                {
+                    Action::requeue(Duration::ZERO)
+                }
                 Some(change) => {
                     reshape(&key, &mut keyring, change, now)?;
                     keyring_store::update(
@@ -331,6 +336,59 @@ async fn distribute(
     })
 }
 
+/// Scans once more right before older versions are retired, in the same reconcile: if
+/// ciphertext under one appeared since the verification scan, the rotation goes back to
+/// re-encrypting (recorded, with the reason) and nothing is retired.
+async fn retirable(
+    context: &Context,
+    key: &EncryptionKey,
+    rotation: Option<&RotationStatus>,
+    reporter: &mut Reporter<'_>,
+    now: Timestamp,
+) -> Result<bool> {
+    let Some(rotation) = rotation else {
+        return Ok(false);
+    };
+    let counts = scan(context, key).await?;
+    let remaining: u64 = counts
+        .iter()
+        .filter(|(version, _)| **version != rotation.target_version)
+        .map(|(_, count)| *count)
+        .sum();
+    if remaining == 0 {
+        return Ok(true);
+    }
+    let scan: Vec<_> = counts
+        .iter()
+        .map(
+            |(version, count)| crate::crd::encryption_key::VersionCount {
+                version: *version,
+                ciphertexts: i64::try_from(*count).unwrap_or(i64::MAX),
+            },
+        )
+        .collect();
+    let mut again = rotation::next_attempt(&key.name_any(), rotation, Some(scan), now);
+    let message = format!(
+        "{remaining} ciphertext(s) under an older version appeared after verification; re-encrypting again before anything is retired"
+    );
+    again.failure = Some(crate::crd::encryption_key::RotationFailure {
+        reason: "CiphertextRemains".to_owned(),
+        message: message.clone(),
+    });
+    reporter.rotation = Some(Some(again));
+    reporter
+        .report(Found::Problem(
+            Problem {
+                reason: "CiphertextRemains",
+                message,
+                degraded: true,
+            },
+            None,
+        ))
+        .await?;
+    Ok(false)
+}
+
 /// The keyring change the rotation's phase needs, applied in memory.
 fn reshape(
     key: &EncryptionKey,
@@ -369,6 +427,10 @@ struct Turn {
     requeue: Option<Duration>,
 }
 
+/// How long the kubelet may take to refresh a mounted Secret in a running pod (its sync
+/// period plus the cache's time to live), which pods without restarts wait out.
+const KUBELET_SECRET_REFRESH: Duration = Duration::from_secs(120);
+
 /// How often a running re-encryption is looked at, for its progress.
 const JOB_RECHECK: Duration = Duration::from_secs(2);
 
@@ -382,6 +444,21 @@ async fn rotate(
 ) -> Result<Turn> {
     let name = key.name_any();
     let namespace = key.namespace().unwrap_or_default();
+    // While a rotation runs, decide from status as the API server has it, not as the
+    // watch cache last saw it: a stale attempt number would start a Job twice.
+    let fresh;
+    let key = match key
+        .status
+        .as_ref()
+        .and_then(|status| status.rotation.as_ref())
+    {
+        Some(rotation) if rotation.phase != RotationPhase::Succeeded => {
+            let keys: Api<EncryptionKey> = namespaced_api(&context.client, key)?;
+            fresh = keys.get(&name).await?;
+            &fresh
+        }
+        _ => key,
+    };
     let status = key.status.as_ref();
     let recorded = status.and_then(|status| status.rotation.as_ref());
     let answered = status
@@ -401,24 +478,34 @@ async fn rotate(
         }
         _ => JobState::Absent,
     };
+    let settle = match key.spec.distribution.restart {
+        crate::crd::encryption_key::RestartPolicy::Rolling => Duration::ZERO,
+        crate::crd::encryption_key::RestartPolicy::None => KUBELET_SECRET_REFRESH,
+    };
     let mut observed = rotation::Observed {
         keyring,
         in_sync,
         job,
         scan: None,
         now,
+        settle,
     };
     let mut step = rotation::next(&name, &key.spec.rotation, recorded, answered, &observed);
     let counts;
     if step == rotation::Step::Scan {
-        let selector = jobs::selector(key)?;
-        counts = crate::reencrypt::scan(&context.client, &namespace, &name, selector.as_deref())
-            .await
-            .map_err(|error| Error::Scan(error.to_string()))?;
+        counts = scan(context, key).await?;
         observed.scan = Some(&counts);
         step = rotation::next(&name, &key.spec.rotation, recorded, answered, &observed);
     }
     let mut turn = Turn::default();
+    // A failed attempt stays reported until the rotation moves on.
+    if let Some(failure) = recorded.and_then(|rotation| rotation.failure.as_ref()) {
+        turn.problem = Some(Problem {
+            reason: failure_reason(&failure.reason),
+            message: failure.message.clone(),
+            degraded: true,
+        });
+    }
     match step {
         rotation::Step::Idle => {
             if let Some(at) = rotation::next_scheduled(&key.spec.rotation, keyring) {
@@ -462,14 +549,28 @@ async fn rotate(
                 RotationPhase::Succeeded => "RotationSucceeded",
             };
             // The external Job's keys live only as long as its step.
-            if phase == RotationPhase::Verifying && external {
+            if phase == RotationPhase::Verifying {
                 jobs::remove_versions_secret(&context.client, key, next.target_version).await?;
             }
             turn.event = Some((EventType::Normal, reason, note));
+            if phase == RotationPhase::Staging && key.spec.distribution.format != KeyFormat::Keyring
+            {
+                // Said once, when it matters: single-key formats hold only the primary.
+                turn.event = Some((
+                    EventType::Warning,
+                    "RotationStarted",
+                    format!(
+                        "rotation to version {} started; spec.distribution.format {:?} carries only the primary key, so from promotion until re-encryption ends pods cannot read values still under version {} (use format Keyring to avoid this)",
+                        next.target_version, key.spec.distribution.format, next.previous_version
+                    ),
+                ));
+            }
             turn.record = Some(next);
             turn.requeue = Some(Duration::ZERO);
         }
         rotation::Step::AwaitRollout { overdue } => {
+            // Pods in sync may still have to settle; look again either way.
+            turn.requeue = Some(DISTRIBUTION_RECHECK);
             if overdue {
                 turn.problem = Some(Problem {
                     reason: "RolloutTimeout",
@@ -482,25 +583,48 @@ async fn rotate(
                 });
             }
         }
+        rotation::Step::AwaitRetry => {
+            let retry_at = recorded.and_then(|rotation| rotation.retry_at.as_ref());
+            let wait = retry_at
+                .map(|at| Duration::try_from(now.duration_until(at.0)).unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::ZERO);
+            turn.requeue = Some(wait.max(Duration::from_secs(1)));
+        }
         rotation::Step::StartJob => {
             if let Some(rotation) = recorded {
                 let job_name = rotation.job_name.clone().unwrap_or_default();
                 let target = rotation.target_version;
-                jobs::start(&context.client, key, &context.jobs, &job_name, target).await?;
                 let external_name = jobs::external_job_name(&name, target, rotation.attempts);
-                match jobs::start_external(&context.client, key, keyring, target, &external_name)
-                    .await
-                {
-                    Err(Error::JobTemplate(message)) => {
-                        turn.problem = Some(Problem {
-                            reason: "InvalidJobTemplate",
-                            message: format!(
-                                "spec.reencryption.jobTemplate is not a batch/v1 Job template: {message}"
-                            ),
-                            degraded: true,
-                        });
+                // Jobs of earlier attempts go only now that this attempt is recorded.
+                jobs::remove_others(&context.client, key, &[&job_name, &external_name]).await?;
+                jobs::start(&context.client, key, &context.jobs, &job_name, target).await?;
+                let started = if external && !context.jobs.allow_templates {
+                    Err(Error::JobTemplate(
+                        "the operator does not run Job templates: start it with --allow-job-templates".to_owned(),
+                    ))
+                } else {
+                    jobs::start_external(&context.client, key, keyring, target, &external_name)
+                        .await
+                };
+                let refused = match started {
+                    Err(Error::JobTemplate(message)) => Some(message),
+                    // The API server refused the Job built from the template.
+                    Err(Error::Kube(kube::Error::Api(status)))
+                        if status.code == 400 || status.code == 422 =>
+                    {
+                        Some(status.message.clone())
                     }
-                    other => other?,
+                    other => {
+                        other?;
+                        None
+                    }
+                };
+                if let Some(message) = refused {
+                    turn.problem = Some(Problem {
+                        reason: "InvalidJobTemplate",
+                        message: format!("spec.reencryption.jobTemplate cannot run: {message}"),
+                        degraded: true,
+                    });
                 }
             }
             turn.requeue = Some(JOB_RECHECK);
@@ -521,7 +645,10 @@ async fn rotate(
             reason,
         } => {
             let progress = jobs::progress(&context.client, &namespace, &name).await?;
-            let failed = progress.as_ref().map_or(0, |progress| progress.failed);
+            // Values that kept conflicting are retried, not undecryptable.
+            let failed = progress
+                .as_ref()
+                .map_or(0, |progress| progress.failed - progress.contended);
             if progress.is_some() {
                 rotation.progress = progress;
             }
@@ -543,24 +670,25 @@ async fn rotate(
                     "a re-encryption Job (the built-in one, or the one of spec.reencryption.jobTemplate) failed; retrying with new Jobs".to_owned(),
                 )
             };
-            if let Some(recorded) = recorded {
-                if let Some(old) = recorded.job_name.as_deref() {
-                    jobs::remove(&context.client, &namespace, old).await?;
-                }
-                if external {
-                    let target = recorded.target_version;
-                    let old = jobs::external_job_name(&name, target, recorded.attempts);
-                    jobs::remove(&context.client, &namespace, &old).await?;
-                    jobs::remove_versions_secret(&context.client, key, target).await?;
-                }
-            }
+            // The failed Jobs stay until the next attempt, recorded first, starts.
             let attempt = u32::try_from(rotation.attempts).unwrap_or(u32::MAX);
-            turn.requeue = Some(super::backoff(attempt));
+            let delay = super::backoff(attempt);
+            let retry_at = SignedDuration::try_from(delay)
+                .ok()
+                .and_then(|delay| now.checked_add(delay).ok())
+                .unwrap_or(now);
+            rotation.retry_at = Some(Time(retry_at));
+            rotation.failure = Some(crate::crd::encryption_key::RotationFailure {
+                reason: reason.to_owned(),
+                message: message.clone(),
+            });
+            turn.requeue = Some(delay);
             turn.problem = Some(Problem {
                 reason,
                 message: message.clone(),
                 degraded: true,
             });
+            turn.event = Some((EventType::Warning, reason, message));
             turn.record = Some(rotation);
         }
         rotation::Step::Scan => {
@@ -812,6 +940,43 @@ impl<'a> Reporter<'a> {
             self.context.publish(key, type_, reason, action, note).await;
         }
         Ok(())
+    }
+}
+
+/// Ciphertexts per version in the Secrets the rotation covers: those of
+/// `spec.reencryption.selector` and, always, those labelled for the key (Encrypted
+/// OAuthClients' verifiers), so a narrow selector can never hide what pods still need.
+async fn scan(
+    context: &Context,
+    key: &EncryptionKey,
+) -> Result<std::collections::BTreeMap<i64, u64>> {
+    let name = key.name_any();
+    let namespace = key.namespace().unwrap_or_default();
+    let scanned = |selector: Option<String>| {
+        let client = context.client.clone();
+        let (namespace, name) = (namespace.clone(), name.clone());
+        async move {
+            crate::reencrypt::scan(&client, &namespace, &name, selector.as_deref())
+                .await
+                .map_err(|error| Error::Scan(error.to_string()))
+        }
+    };
+    let mut counts = scanned(None).await?;
+    if let Some(selector) = jobs::selector(key)? {
+        for (version, count) in scanned(Some(selector)).await? {
+            *counts.entry(version).or_default() += count;
+        }
+    }
+    Ok(counts)
+}
+
+/// The reason of a recorded failure, as one of the reasons keyward reports (status text
+/// is never taken as a reason as it stands).
+fn failure_reason(recorded: &str) -> &'static str {
+    match recorded {
+        "UndecryptableCiphertext" => "UndecryptableCiphertext",
+        "CiphertextRemains" => "CiphertextRemains",
+        _ => "ReencryptionFailed",
     }
 }
 

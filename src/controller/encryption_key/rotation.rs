@@ -76,6 +76,10 @@ pub struct Observed<'a> {
     /// Ciphertexts per version, from a scan taken in this reconcile (Verifying only).
     pub scan: Option<&'a BTreeMap<i64, u64>>,
     pub now: Timestamp,
+    /// How long pods need after they count as in sync before they truly hold the
+    /// keyring: zero with rolling restarts; the kubelet's refresh of mounted Secrets
+    /// without them.
+    pub settle: Duration,
 }
 
 /// A change of the keyring the current phase needs.
@@ -100,6 +104,8 @@ pub enum Step {
     AwaitRollout { overdue: bool },
     /// Create the Job named in status.
     StartJob,
+    /// The last attempt failed; the next may start at `retry_at`.
+    AwaitRetry,
     /// The Job runs.
     AwaitJob,
     /// Scan the ciphertexts and decide again with the counts.
@@ -120,14 +126,16 @@ pub fn reshape(
 ) -> Option<Reshape> {
     let rotation = rotation.filter(|rotation| rotation.phase != RotationPhase::Succeeded)?;
     let target = rotation.target_version;
-    let has_target = keyring.version(target).is_ok();
+    let state = keyring.version(target).ok().map(|version| version.state);
     let primary = keyring.primary().ok().map(|primary| primary.version);
     match rotation.phase {
-        RotationPhase::Staging if !has_target => Some(Reshape::Stage),
-        RotationPhase::Promoting if has_target && primary != Some(target) => {
+        RotationPhase::Staging if state.is_none() => Some(Reshape::Stage),
+        // Only a staged version is promoted, and only the promoted target retires others:
+        // anything else is a keyring status does not describe, never acted on.
+        RotationPhase::Promoting if state == Some(VersionState::DecryptOnly) => {
             Some(Reshape::Promote(target))
         }
-        RotationPhase::Retiring => {
+        RotationPhase::Retiring if primary == Some(target) => {
             let keep = usize::try_from(spec.keep_retired_versions).unwrap_or(0);
             let mut retired = keyring.clone();
             retired.retire_all_but_primary(keep).ok()?;
@@ -166,6 +174,8 @@ pub fn next(
         let mut next = current.clone();
         next.phase = current.phase.on_success();
         next.phase_started_at = Time(now);
+        next.failure = None;
+        next.retry_at = None;
         if next.phase == RotationPhase::Succeeded {
             next.finished_at = Some(Time(now));
         }
@@ -181,13 +191,20 @@ pub fn next(
     };
     match current.phase {
         RotationPhase::Staging | RotationPhase::Promoting | RotationPhase::Retiring => {
-            if observed.in_sync {
+            let settled = SignedDuration::try_from(observed.settle)
+                .ok()
+                .and_then(|settle| current.phase_started_at.0.checked_add(settle).ok())
+                .is_some_and(|at| at <= now);
+            if observed.in_sync && settled {
                 Step::Record(advance())
             } else {
                 Step::AwaitRollout { overdue: overdue() }
             }
         }
         RotationPhase::Reencrypting => match observed.job {
+            JobState::Absent if current.retry_at.as_ref().is_some_and(|at| at.0 > now) => {
+                Step::AwaitRetry
+            }
             JobState::Absent => Step::StartJob,
             JobState::Running => Step::AwaitJob,
             JobState::Succeeded => Step::Record(advance()),
@@ -271,11 +288,13 @@ fn begin(
         attempts: 0,
         progress: None,
         scan: Vec::new(),
+        failure: None,
+        retry_at: None,
     }
 }
 
 /// A new re-encryption attempt after a failed one.
-fn next_attempt(
+pub fn next_attempt(
     key_name: &str,
     current: &RotationStatus,
     scan: Option<Vec<VersionCount>>,
@@ -431,6 +450,7 @@ mod tests {
                 job: self.job,
                 scan: None,
                 now: self.now,
+                settle: Duration::ZERO,
             };
             let mut step = next(
                 "apim",
@@ -464,6 +484,7 @@ mod tests {
                     self.rotation = Some(rotation);
                 }
                 Step::StartJob => self.job = JobState::Running,
+                Step::AwaitRetry => {}
                 Step::Retry { rotation, .. } => {
                     self.job = JobState::Absent;
                     self.rotation = Some(rotation);
@@ -579,6 +600,7 @@ mod tests {
             job: JobState::Absent,
             scan: None,
             now: Timestamp::from_second(seconds).expect("time"),
+            settle: Duration::ZERO,
         };
         assert_eq!(next("apim", &spec, None, 0, &at(86_399)), Step::Idle);
         match next("apim", &spec, None, 0, &at(86_400)) {
