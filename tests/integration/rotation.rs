@@ -744,3 +744,67 @@ echo external re-encryption done"#;
             && c.reason == "ReencryptionFailed")
     );
 }
+
+/// A value that does not decrypt stops the rotation before retirement: named in status
+/// (never its content), Degraded with the reason, retried only after a backoff — and the
+/// old version stays on the pods.
+#[tokio::test]
+async fn an_undecryptable_value_stops_the_rotation_before_retirement() {
+    let cluster = support::cluster("rotation-undecryptable").await;
+    let _operator = operator(&cluster);
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    let spec = json!({"distribution": {"format": "Keyring"}});
+    apply(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    wait::until(&keys(&cluster), "apim", "the key is ready", |key| {
+        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
+    })
+    .await;
+    write_ciphertexts(&cluster, "apim", 10).await;
+    // A value copied from another Secret: a valid envelope under v1 that does not
+    // decrypt here.
+    let moved = secrets(&cluster).get("data-0001").await.expect("get");
+    let mut copy = ciphertext_secret("apim", "copied", &{
+        let text = String::from_utf8(moved.data.expect("data")[FIELD].0.clone()).expect("UTF-8");
+        Envelope::parse(text.trim()).expect("envelope")
+    });
+    copy.metadata.resource_version = None;
+    secrets(&cluster)
+        .create(&PostParams::default(), &copy)
+        .await
+        .expect("created");
+    bump(&cluster, "apim", &spec, 1).await;
+
+    let stopped = wait::until_within(
+        &keys(&cluster),
+        "apim",
+        "the rotation stops on the undecryptable value",
+        ROTATION,
+        |key| wait::ready(key) == Some(("False".into(), "UndecryptableCiphertext".into())),
+    )
+    .await;
+    let status = stopped.status.as_ref().expect("status");
+    let rotation = status.rotation.as_ref().expect("rotation");
+    assert_eq!(rotation.phase, RotationPhase::Reencrypting);
+    let progress = rotation.progress.as_ref().expect("progress");
+    assert_eq!(progress.failed, 1);
+    assert_eq!(
+        progress.failures,
+        vec![format!("{}/copied/{FIELD}", cluster.namespace)]
+    );
+    assert!(rotation.retry_at.is_some(), "the next attempt waits");
+    let states: Vec<(i64, &str)> = status
+        .versions
+        .iter()
+        .map(|version| (version.version, version.state.as_str()))
+        .collect();
+    assert_eq!(states, vec![(1, "DecryptOnly"), (2, "Primary")]);
+    let distribution = status.distribution.as_ref().expect("distribution");
+    assert_eq!(distribution.versions, vec![1, 2], "pods keep version 1");
+
+    // Once the value is removed, the next attempt (after its backoff) finishes the job.
+    secrets(&cluster)
+        .delete("copied", &Default::default())
+        .await
+        .expect("deleted");
+    until_rotated(&cluster, "apim", 2).await;
+}
