@@ -238,10 +238,11 @@ struct RunArgs {
     /// Name events are reported under (set to the pod name in a cluster).
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
-    /// Container image of the re-encryption Jobs a key rotation runs: keyward itself,
-    /// normally the operator's own image (the Helm chart sets it so).
-    #[arg(long, env = "KEYWARD_JOB_IMAGE", default_value = concat!("keyward:", env!("CARGO_PKG_VERSION")))]
-    job_image: String,
+    /// Container image of the re-encryption Jobs a key rotation runs: keyward itself.
+    /// Default: the operator's own image, read from its Pod ($POD_NAMESPACE and
+    /// $POD_NAME, set through the downward API), else keyward:<version>.
+    #[arg(long, env = "KEYWARD_JOB_IMAGE")]
+    job_image: Option<String>,
     /// Node selector of the re-encryption Jobs' pods, as KEY=VALUE; repeatable.
     #[arg(long = "job-node-selector", value_name = "KEY=VALUE", value_parser = parse_label)]
     job_node_selector: Vec<(String, String)>,
@@ -299,7 +300,7 @@ fn main() -> ExitCode {
                 allow_plaintext_secrets: args.allow_plaintext_secrets,
             };
             let jobs = controller::encryption_key::jobs::JobOptions {
-                image: args.job_image,
+                image: args.job_image.unwrap_or_default(),
                 node_selector: args.job_node_selector.into_iter().collect(),
                 tolerations: args.job_tolerations,
                 allow_templates: args.allow_job_templates,

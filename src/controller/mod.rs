@@ -40,7 +40,11 @@ pub struct RunOptions {
 
 /// Runs both controllers until SIGTERM or Ctrl-C, then lets in-flight reconciles
 /// finish and returns.
-pub async fn run(client: Client, options: RunOptions) -> Result<()> {
+pub async fn run(client: Client, mut options: RunOptions) -> Result<()> {
+    if options.jobs.image.is_empty() {
+        options.jobs.image = own_image(&client).await;
+    }
+    tracing::info!(image = %options.jobs.image, "re-encryption Jobs run this image");
     let context = Arc::new(Context::new(
         client.clone(),
         options.policy,
@@ -72,6 +76,34 @@ pub async fn run(client: Client, options: RunOptions) -> Result<()> {
     futures::join!(oauth_clients, encryption_keys);
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// The image the operator itself runs, read from its Pod ($POD_NAMESPACE/$POD_NAME): the
+/// re-encryption Job runs the same binary. Outside a Pod, `keyward:<version>`.
+async fn own_image(client: &Client) -> String {
+    let fallback = concat!("keyward:", env!("CARGO_PKG_VERSION")).to_owned();
+    let (Ok(namespace), Ok(name)) = (std::env::var("POD_NAMESPACE"), std::env::var("POD_NAME"))
+    else {
+        return fallback;
+    };
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
+    match pods.get(&name).await {
+        Ok(pod) => pod
+            .spec
+            .and_then(|spec| {
+                let containers = spec.containers;
+                containers
+                    .iter()
+                    .find(|container| container.name == "keyward")
+                    .or(containers.first())
+                    .and_then(|container| container.image.clone())
+            })
+            .unwrap_or(fallback),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the operator's own Pod; Jobs run {fallback}");
+            fallback
+        }
+    }
 }
 
 fn api<K>(client: &Client, options: &RunOptions) -> Api<K>
