@@ -190,13 +190,18 @@ pub async fn start(
     )
     .await?;
     let job = job(key, options, job_name, &identity, &progress)?;
+    create_job(client, key, &job).await
+}
+
+/// Creates `job` in `key`'s namespace; one an earlier reconcile created is fine.
+async fn create_job(client: &Client, key: &EncryptionKey, job: &Job) -> Result<()> {
     let namespace = key.namespace().unwrap_or_default();
     let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let params = PostParams {
         field_manager: Some(ENCRYPTION_KEY_MANAGER.to_owned()),
         ..PostParams::default()
     };
-    match jobs.create(&params, &job).await {
+    match jobs.create(&params, job).await {
         Ok(_) => Ok(()),
         // Created by an earlier reconcile that did not see it yet.
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
@@ -569,16 +574,7 @@ pub async fn start_external(
         spec: Some(spec),
         ..Job::default()
     };
-    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-    let params = PostParams {
-        field_manager: Some(ENCRYPTION_KEY_MANAGER.to_owned()),
-        ..PostParams::default()
-    };
-    match jobs.create(&params, &job).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    create_job(client, key, &job).await
 }
 
 /// Deletes the Secret that handed the external Job its keys; already gone is fine.

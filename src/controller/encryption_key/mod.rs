@@ -350,23 +350,11 @@ async fn retirable(
         return Ok(false);
     };
     let counts = scan(context, key).await?;
-    let remaining: u64 = counts
-        .iter()
-        .filter(|(version, _)| **version != rotation.target_version)
-        .map(|(_, count)| *count)
-        .sum();
+    let remaining = rotation::remaining(&counts, rotation.target_version);
     if remaining == 0 {
         return Ok(true);
     }
-    let scan: Vec<_> = counts
-        .iter()
-        .map(
-            |(version, count)| crate::crd::encryption_key::VersionCount {
-                version: *version,
-                ciphertexts: i64::try_from(*count).unwrap_or(i64::MAX),
-            },
-        )
-        .collect();
+    let scan = rotation::scan_counts(&counts);
     let mut again = rotation::next_attempt(&key.name_any(), rotation, Some(scan), now);
     let message = format!(
         "{remaining} ciphertext(s) under an older version appeared after verification; re-encrypting again before anything is retired"

@@ -217,12 +217,7 @@ pub fn next(
             None => Step::Scan,
             Some(counts) => {
                 let scan = scan_counts(counts);
-                let remaining: u64 = counts
-                    .iter()
-                    .filter(|(version, _)| **version != current.target_version)
-                    .map(|(_, count)| *count)
-                    .sum();
-                if remaining == 0 {
+                if remaining(counts, current.target_version) == 0 {
                     let mut next = advance();
                     next.scan = scan;
                     Step::Record(next)
@@ -316,7 +311,17 @@ pub fn job_name(key_name: &str, target: i64, attempt: i32) -> String {
     format!("{key_name}-reencrypt-v{target}-{attempt}")
 }
 
-fn scan_counts(counts: &BTreeMap<i64, u64>) -> Vec<VersionCount> {
+/// Ciphertexts a scan found under versions other than `target`.
+pub fn remaining(counts: &BTreeMap<i64, u64>, target: i64) -> u64 {
+    counts
+        .iter()
+        .filter(|(version, _)| **version != target)
+        .map(|(_, count)| *count)
+        .sum()
+}
+
+/// A scan's counts as status shows them.
+pub fn scan_counts(counts: &BTreeMap<i64, u64>) -> Vec<VersionCount> {
     counts
         .iter()
         .map(|(version, count)| VersionCount {
