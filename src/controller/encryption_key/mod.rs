@@ -313,7 +313,8 @@ async fn distribute(
         pods_total: rollout.pods_total,
     };
     let in_sync = rollout.missing.is_empty() && rollout.pods_in_sync == rollout.pods_total;
-    let turn = rotate(context, key, keyring, in_sync, reporter.now).await?;
+    let pods = rollout.pods_total > 0;
+    let turn = rotate(context, key, keyring, in_sync, pods, reporter.now).await?;
     let outcome = outcome(&rollout, turn.problem.clone());
     let distributed = outcome.distributed;
     reporter.rotation = turn.record.clone().map(Some);
@@ -428,6 +429,7 @@ async fn rotate(
     key: &EncryptionKey,
     keyring: &Keyring,
     in_sync: bool,
+    pods: bool,
     now: Timestamp,
 ) -> Result<Turn> {
     let name = key.name_any();
@@ -466,9 +468,10 @@ async fn rotate(
         }
         _ => JobState::Absent,
     };
+    // Only running pods without restarts wait for the kubelet's refresh.
     let settle = match key.spec.distribution.restart {
-        crate::crd::encryption_key::RestartPolicy::Rolling => Duration::ZERO,
-        crate::crd::encryption_key::RestartPolicy::None => KUBELET_SECRET_REFRESH,
+        crate::crd::encryption_key::RestartPolicy::None if pods => KUBELET_SECRET_REFRESH,
+        _ => Duration::ZERO,
     };
     let mut observed = rotation::Observed {
         keyring,
