@@ -119,6 +119,7 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let name = key.name_any();
     let now = Timestamp::now();
+    let key = current(&context, key).await?;
     let observed = load(&key, &secrets).await?;
     let kek = observed
         .kek
@@ -191,6 +192,27 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
     };
     context.record_success(key.as_ref());
     Ok(action)
+}
+
+/// The key as the API server has it, not as the watch cache last saw it, whenever that
+/// could matter: before any version is recorded (a stale status without versions must
+/// never lead to a new key over a lost keyring), and whenever a rotation runs or may
+/// start (a stale phase could reshape the keyring for a step already past or write an
+/// older rotation back; a stale attempt number could start a Job twice).
+async fn current(context: &Context, key: Arc<EncryptionKey>) -> Result<Arc<EncryptionKey>> {
+    let status = key.status.as_ref();
+    let unrecorded = status.is_none_or(|status| status.versions.is_empty());
+    let running = status
+        .and_then(|status| status.rotation.as_ref())
+        .is_some_and(|rotation| rotation.phase != RotationPhase::Succeeded);
+    let answered = status.and_then(|status| status.rotation_generation);
+    let may_start = answered.is_some_and(|answered| key.spec.rotation.generation > answered)
+        || key.spec.rotation.period.is_some();
+    if !unrecorded && !running && !may_start {
+        return Ok(key);
+    }
+    let keys: Api<EncryptionKey> = namespaced_api(&context.client, key.as_ref())?;
+    Ok(Arc::new(keys.get(&key.name_any()).await?))
 }
 
 /// Reads what the decision needs: the key-encryption key, the keyring and the source.
@@ -434,21 +456,6 @@ async fn rotate(
 ) -> Result<Turn> {
     let name = key.name_any();
     let namespace = key.namespace().unwrap_or_default();
-    // While a rotation runs, decide from status as the API server has it, not as the
-    // watch cache last saw it: a stale attempt number would start a Job twice.
-    let fresh;
-    let key = match key
-        .status
-        .as_ref()
-        .and_then(|status| status.rotation.as_ref())
-    {
-        Some(rotation) if rotation.phase != RotationPhase::Succeeded => {
-            let keys: Api<EncryptionKey> = namespaced_api(&context.client, key)?;
-            fresh = keys.get(&name).await?;
-            &fresh
-        }
-        _ => key,
-    };
     let status = key.status.as_ref();
     let recorded = status.and_then(|status| status.rotation.as_ref());
     let answered = status
