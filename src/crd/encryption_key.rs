@@ -48,8 +48,12 @@ use super::{DNS_SUBDOMAIN, GO_DURATION, SecretKeyRef};
     printcolumn(
         name = "Re-encrypted",
         type_ = "integer",
-        priority = 1,
         json_path = ".status.rotation.progress.done"
+    ),
+    printcolumn(
+        name = "Of",
+        type_ = "integer",
+        json_path = ".status.rotation.progress.total"
     ),
     printcolumn(
         name = "Ready",
