@@ -515,8 +515,10 @@ async fn rotate(
             }
         }
         rotation::Step::Record(mut next) => {
-            if let Some(progress) = jobs::progress(&context.client, &namespace, &name).await?
-                && next.phase != RotationPhase::Staging
+            // The Job's final count, as re-encryption ends; the ConfigMap holds nothing of
+            // this rotation before that.
+            if next.phase == RotationPhase::Verifying
+                && let Some(progress) = jobs::progress(&context.client, &namespace, &name).await?
             {
                 next.progress = Some(progress);
             }
