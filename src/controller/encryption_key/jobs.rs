@@ -351,7 +351,15 @@ pub async fn remove(client: &Client, namespace: &str, name: &str) -> Result<()> 
         propagation_policy: Some(PropagationPolicy::Background),
         ..DeleteParams::default()
     };
-    match jobs.delete(name, &params).await {
+    delete_if_present(&jobs, name, &params).await
+}
+
+/// Deletes object `name`; one already gone is fine.
+async fn delete_if_present<K>(api: &Api<K>, name: &str, params: &DeleteParams) -> Result<()>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(error) => Err(error.into()),
@@ -586,15 +594,6 @@ pub async fn remove_versions_secret(
     let namespace = key.namespace().unwrap_or_default();
     let secrets: Api<k8s_openapi::api::core::v1::Secret> =
         Api::namespaced(client.clone(), &namespace);
-    match secrets
-        .delete(
-            &versions_secret_name(&key.name_any(), target),
-            &DeleteParams::default(),
-        )
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    let name = versions_secret_name(&key.name_any(), target);
+    delete_if_present(&secrets, &name, &DeleteParams::default()).await
 }

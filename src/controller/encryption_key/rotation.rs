@@ -242,9 +242,7 @@ fn due(
     if spec.generation > answered_generation {
         return Some(RotationTrigger::Requested);
     }
-    let primary = observed.keyring.primary().ok()?;
-    let period = SignedDuration::try_from(Duration::from(spec.period?)).ok()?;
-    let rotate_at = primary.created_at.checked_add(period).ok()?;
+    let rotate_at = next_scheduled(spec, observed.keyring)?;
     (rotate_at <= observed.now).then_some(RotationTrigger::Scheduled)
 }
 
