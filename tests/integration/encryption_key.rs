@@ -71,10 +71,7 @@ pub async fn deploy(cluster: &TestCluster, name: &str, replicas: i32) -> Deploym
 }
 
 async fn apply_key(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    let document = json!({"apiVersion": "keyward.io/v1alpha1", "kind": "EncryptionKey", "metadata": {"name": name}, "spec": spec});
-    manifest::apply(&cluster.client, &cluster.namespace, "gitops", &document)
-        .await
-        .expect("EncryptionKey applies");
+    manifest::apply_keyward(cluster, "EncryptionKey", name, spec).await;
 }
 
 async fn until_ready(

@@ -73,22 +73,12 @@ fn operator(cluster: &TestCluster) -> Operator {
     )
 }
 
-async fn apply(cluster: &TestCluster, kind: &str, name: &str, spec: serde_json::Value) {
-    let document = json!({
-        "apiVersion": "keyward.io/v1alpha1", "kind": kind,
-        "metadata": {"name": name}, "spec": spec,
-    });
-    manifest::apply(&cluster.client, &cluster.namespace, "gitops", &document)
-        .await
-        .unwrap_or_else(|error| panic!("{kind} {name} applies: {error}"));
-}
-
 async fn apply_key(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    apply(cluster, "EncryptionKey", name, spec).await;
+    manifest::apply_keyward(cluster, "EncryptionKey", name, spec).await;
 }
 
 async fn apply_client(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    apply(cluster, "OAuthClient", name, spec).await;
+    manifest::apply_keyward(cluster, "OAuthClient", name, spec).await;
 }
 
 fn encrypted_under(key: &str) -> serde_json::Value {

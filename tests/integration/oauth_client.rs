@@ -23,13 +23,7 @@ fn secrets(cluster: &TestCluster) -> Api<Secret> {
 }
 
 async fn apply_client(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    let document = json!({
-        "apiVersion": "keyward.io/v1alpha1", "kind": "OAuthClient",
-        "metadata": {"name": name}, "spec": spec,
-    });
-    manifest::apply(&cluster.client, &cluster.namespace, "gitops", &document)
-        .await
-        .expect("OAuthClient applies");
+    manifest::apply_keyward(cluster, "OAuthClient", name, spec).await;
 }
 
 /// Waits until the client is `Ready` with `reason` and `want_version` (when given).

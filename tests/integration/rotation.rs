@@ -60,16 +60,6 @@ fn operator_with(cluster: &TestCluster, extra: &[&str]) -> Operator {
     )
 }
 
-async fn apply(cluster: &TestCluster, kind: &str, name: &str, spec: serde_json::Value) {
-    let document = json!({
-        "apiVersion": "keyward.io/v1alpha1", "kind": kind,
-        "metadata": {"name": name}, "spec": spec,
-    });
-    manifest::apply(&cluster.client, &cluster.namespace, "gitops", &document)
-        .await
-        .expect("applies");
-}
-
 /// The keyring as stored (unwrapped: these keys have no key-encryption key).
 async fn stored_keyring(cluster: &TestCluster, key: &str) -> Keyring {
     let secret = secrets(cluster)
@@ -203,7 +193,7 @@ async fn until_rotated(cluster: &TestCluster, key: &str, target: i64) -> Encrypt
 async fn bump(cluster: &TestCluster, key: &str, spec: &serde_json::Value, generation: i64) {
     let mut spec = spec.clone();
     spec["rotation"]["generation"] = json!(generation);
-    apply(cluster, "EncryptionKey", key, spec).await;
+    manifest::apply_keyward(cluster, "EncryptionKey", key, spec).await;
 }
 
 #[tokio::test]
@@ -218,7 +208,7 @@ async fn rotating_a_key_reencrypts_every_secret_and_retires_the_old_version() {
         "rotation": {"keepRetiredVersions": 1},
         "reencryption": {"writesPerSecond": 100},
     });
-    apply(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
     wait::until(&keys(&cluster), "apim", "the key is distributed", |key| {
         wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
     })
@@ -226,7 +216,7 @@ async fn rotating_a_key_reencrypts_every_secret_and_retires_the_old_version() {
     let mut plaintexts = write_ciphertexts(&cluster, "apim", 1000).await;
     let clients = ["portal", "billing", "partner"];
     for client in clients {
-        apply(
+        manifest::apply_keyward(
             &cluster,
             "OAuthClient",
             client,
@@ -421,7 +411,7 @@ async fn re_encryption_honours_its_write_rate_limit() {
     let _operator = operator(&cluster);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let spec = json!({"reencryption": {"writesPerSecond": 20, "batchSize": 25}});
-    apply(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
     wait::until(&keys(&cluster), "apim", "the key is ready", |key| {
         wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
     })
@@ -532,7 +522,7 @@ async fn rotations_survive_the_operator_being_killed_at_every_step() {
         "distribution": {"format": "Keyring"},
         "reencryption": {"writesPerSecond": 40, "batchSize": 20},
     });
-    apply(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
     wait::until(&keys(&cluster), "apim", "the key is distributed", |key| {
         wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
     })
@@ -674,10 +664,10 @@ field 'keyring\.json' | grep -q '"version": 2'
 echo external re-encryption done"#;
     let passing =
         json!({"reencryption": {"jobTemplate": external_template(&cluster, checks).await}});
-    apply(&cluster, "EncryptionKey", "apim", passing.clone()).await;
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", passing.clone()).await;
     let failing =
         json!({"reencryption": {"jobTemplate": external_template(&cluster, "exit 1").await}});
-    apply(&cluster, "EncryptionKey", "legacy", failing.clone()).await;
+    manifest::apply_keyward(&cluster, "EncryptionKey", "legacy", failing.clone()).await;
     for key in ["apim", "legacy"] {
         wait::until(&keys(&cluster), key, "the key is ready", |key| {
             wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
@@ -754,7 +744,7 @@ async fn an_undecryptable_value_stops_the_rotation_before_retirement() {
     let _operator = operator(&cluster);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let spec = json!({"distribution": {"format": "Keyring"}});
-    apply(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
     wait::until(&keys(&cluster), "apim", "the key is ready", |key| {
         wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
     })

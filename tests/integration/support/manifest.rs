@@ -15,6 +15,23 @@ pub fn documents(yaml: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Applies a keyward resource of `kind` named `name` with `spec` in the test's namespace,
+/// as a GitOps tool does (field manager `gitops`).
+pub async fn apply_keyward(
+    cluster: &super::TestCluster,
+    kind: &str,
+    name: &str,
+    spec: serde_json::Value,
+) {
+    let document = serde_json::json!({
+        "apiVersion": "keyward.io/v1alpha1", "kind": kind,
+        "metadata": {"name": name}, "spec": spec,
+    });
+    apply(&cluster.client, &cluster.namespace, "gitops", &document)
+        .await
+        .unwrap_or_else(|error| panic!("{kind} {name} applies: {error}"));
+}
+
 /// Server-side applies `document` in `namespace` as `field_manager`.
 pub async fn apply(
     client: &Client,
