@@ -798,3 +798,64 @@ async fn an_undecryptable_value_stops_the_rotation_before_retirement() {
         .expect("deleted");
     until_rotated(&cluster, "apim", 2).await;
 }
+
+/// A Job of someone else's under the name of a rotation's Job is neither used nor
+/// overwritten: the rotation stops with the reason until it is gone, then finishes.
+#[tokio::test]
+async fn a_job_squatting_a_rotations_name_is_reported_and_never_taken_for_keywards() {
+    let cluster = support::cluster("rotation-squatter").await;
+    let _operator = operator(&cluster);
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    let spec = json!({"distribution": {"format": "Keyring"}});
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    wait::until(&keys(&cluster), "apim", "the key is ready", |key| {
+        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
+    })
+    .await;
+    write_ciphertexts(&cluster, "apim", 5).await;
+    let squatter = json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "apim-reencrypt-v2-0"},
+        "spec": {"template": {"spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": jobs::node_selector(),
+            "tolerations": [jobs::toleration()],
+            "containers": [{"name": "squat", "image": "example.com/squat:1", "command": ["sh"], "args": ["-c", "true"]}],
+        }}},
+    });
+    manifest::apply(
+        &cluster.client,
+        &cluster.namespace,
+        "someone-else",
+        &squatter,
+    )
+    .await
+    .expect("the squatting Job applies");
+    bump(&cluster, "apim", &spec, 1).await;
+    let stopped = wait::until_within(
+        &keys(&cluster),
+        "apim",
+        "the rotation reports the squatting Job",
+        ROTATION,
+        |key| wait::ready(key) == Some(("False".into(), "ObjectConflict".into())),
+    )
+    .await;
+    let status = stopped.status.as_ref().expect("status");
+    assert!(
+        status
+            .versions
+            .iter()
+            .all(|version| version.state != "Retired"),
+        "nothing is retired: {:?}",
+        status.versions
+    );
+    let found = envelopes(&cluster, "apim").await;
+    assert!(found.values().all(|envelope| envelope.key_version == 1));
+    Api::<Job>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .delete("apim-reencrypt-v2-0", &Default::default())
+        .await
+        .expect("the squatter is removed");
+    until_rotated(&cluster, "apim", 2).await;
+    let found = envelopes(&cluster, "apim").await;
+    assert!(found.values().all(|envelope| envelope.key_version == 2));
+}

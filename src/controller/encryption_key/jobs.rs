@@ -320,11 +320,19 @@ pub fn selector(key: &EncryptionKey) -> Result<Option<String>> {
 }
 
 /// The state of Job `name`.
-pub async fn state(client: &Client, namespace: &str, name: &str) -> Result<JobState> {
-    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+pub async fn state(client: &Client, key: &EncryptionKey, name: &str) -> Result<JobState> {
+    let namespace = key.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
     let Some(job) = jobs.get_opt(name).await? else {
         return Ok(JobState::Absent);
     };
+    // A Job of that name that is not the key's is not its re-encryption, whatever it did.
+    if !store::is_owned_by(job.meta(), key) {
+        return Err(Error::ObjectNotOwned {
+            kind: "Job".to_owned(),
+            name: name.to_owned(),
+        });
+    }
     let condition = |type_: &str| {
         job.status
             .as_ref()

@@ -465,11 +465,21 @@ async fn rotate(
     let job = match recorded {
         Some(rotation) if rotation.phase == RotationPhase::Reencrypting => {
             let job_name = rotation.job_name.as_deref().unwrap_or_default();
-            let mut states = vec![jobs::state(&context.client, &namespace, job_name).await?];
+            let external_name =
+                jobs::external_job_name(&name, rotation.target_version, rotation.attempts);
+            let mut names = vec![job_name];
             if external {
-                let external_name =
-                    jobs::external_job_name(&name, rotation.target_version, rotation.attempts);
-                states.push(jobs::state(&context.client, &namespace, &external_name).await?);
+                names.push(&external_name);
+            }
+            let mut states = Vec::new();
+            for job_name in names {
+                match jobs::state(&context.client, key, job_name).await {
+                    Ok(state) => states.push(state),
+                    Err(Error::ObjectNotOwned { kind, name }) => {
+                        return Ok(conflict(&kind, &name));
+                    }
+                    Err(error) => return Err(error),
+                }
             }
             jobs::combined(&states)
         }
@@ -597,7 +607,10 @@ async fn rotate(
                 let external_name = jobs::external_job_name(&name, target, rotation.attempts);
                 // Jobs of earlier attempts go only now that this attempt is recorded.
                 jobs::remove_others(&context.client, key, &[&job_name, &external_name]).await?;
-                jobs::start(&context.client, key, &context.jobs, &job_name, target).await?;
+                match jobs::start(&context.client, key, &context.jobs, &job_name, target).await {
+                    Err(Error::ObjectNotOwned { kind, name }) => return Ok(conflict(&kind, &name)),
+                    other => other?,
+                }
                 let started = if external && !context.jobs.allow_templates {
                     Err(Error::JobTemplate(
                         "the operator does not run Job templates: start it with --allow-job-templates".to_owned(),
@@ -968,6 +981,22 @@ async fn scan(
         }
     }
     Ok(counts)
+}
+
+/// A turn that stops on an object of a rotation's name that is not the key's: reported,
+/// never used or written over, looked at again after a while.
+fn conflict(kind: &str, name: &str) -> Turn {
+    Turn {
+        problem: Some(Problem {
+            reason: "ObjectConflict",
+            message: format!(
+                "{kind} {name:?} exists and is not this EncryptionKey's; keyward will neither use nor overwrite it: remove it to let the rotation go on"
+            ),
+            degraded: true,
+        }),
+        requeue: Some(DISTRIBUTION_RECHECK),
+        ..Turn::default()
+    }
 }
 
 /// The reason of a recorded failure, as one of the reasons keyward reports (status text
