@@ -51,6 +51,10 @@ pub enum Error {
     #[error("cannot scan for ciphertext: {0}")]
     Scan(String),
 
+    /// Leader election could not start.
+    #[error("leader election failed: {0}")]
+    LeaderElection(String),
+
     /// Status could not be serialized.
     #[error("cannot serialize status: {0}")]
     SerializeStatus(#[from] serde_json::Error),
@@ -71,6 +75,7 @@ impl Error {
             Self::ObjectNotOwned { .. } => "object_not_owned",
             Self::JobTemplate(_) => "job_template",
             Self::Scan(_) => "scan",
+            Self::LeaderElection(_) => "leader_election",
             Self::SerializeStatus(_) => "serialize_status",
         }
     }

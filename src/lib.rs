@@ -4,13 +4,16 @@
 //! - [`controller`]: the reconcilers and the operator process that runs them.
 //! - [`store`]: keyward's own Secrets, and the one safe way to write them.
 //! - [`reencrypt`]: the re-encryption Job's run and the verification scan of a key rotation.
-//! - [`telemetry`]: logging setup.
+//! - [`telemetry`]: logging setup; [`metrics`]: Prometheus metrics.
 //! - [`error`]: the error type.
 
 pub mod controller;
 pub mod crd;
 pub mod crypto;
 pub mod error;
+pub mod http;
+pub mod leader;
+pub mod metrics;
 pub mod reencrypt;
 pub mod store;
 pub mod telemetry;

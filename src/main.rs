@@ -1,16 +1,21 @@
 //! The `keyward` command line: the operator, its CRDs and the hand tools.
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use keyward::controller::oauth_client::decide::Policy;
 use keyward::controller::{self, RunOptions};
 use keyward::crypto::{KeyMaterial, Keyring, Verdict};
-use keyward::reencrypt;
+use keyward::leader::{Election, RoleCell};
+use keyward::metrics::Metrics;
 use keyward::telemetry::{self, LogFormat};
 use keyward::tools;
+use keyward::{http, reencrypt};
 
 /// keyward keeps an API-management platform's secrets safe on Kubernetes: OAuth client
 /// secrets stored only as hashes, one AES-256-GCM key shared by every API-manager pod,
@@ -223,9 +228,10 @@ struct CipherArgs {
 
 #[derive(Args, Debug)]
 struct RunArgs {
-    /// Watch only this namespace (default: all namespaces).
-    #[arg(long, env = "KEYWARD_NAMESPACE")]
-    namespace: Option<String>,
+    /// Watch only this namespace; repeatable, or comma-separated (default: all
+    /// namespaces). With several, each gets its own watches.
+    #[arg(long, env = "KEYWARD_NAMESPACE", value_delimiter = ',')]
+    namespace: Vec<String>,
     /// Log line format.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KEYWARD_LOG_FORMAT")]
     log_format: LogFormat,
@@ -255,6 +261,40 @@ struct RunArgs {
     /// run any image under any ServiceAccount of its namespace.
     #[arg(long, env = "KEYWARD_ALLOW_JOB_TEMPLATES")]
     allow_job_templates: bool,
+    /// Where /metrics is served, as HOST:PORT or :PORT.
+    #[arg(long, default_value = ":8080", value_parser = http::parse_listen_addr, env = "KEYWARD_METRICS_ADDR")]
+    metrics_addr: SocketAddr,
+    /// Where /healthz and /readyz are served, as HOST:PORT or :PORT.
+    #[arg(long, default_value = ":8081", value_parser = http::parse_listen_addr, env = "KEYWARD_HEALTH_ADDR")]
+    health_addr: SocketAddr,
+    /// Elect one leader among the replicas through a Lease; only it reconciles.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    leader_elect: bool,
+    /// Namespace of the leader Lease [default: $POD_NAMESPACE, else the first
+    /// --namespace, else the kubeconfig's namespace].
+    #[arg(long, env = "KEYWARD_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "keyward")]
+    leader_election_lease: String,
+    /// How long the Lease stays held after its last renewal; then a replica standing by
+    /// takes over.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    leader_election_lease_duration: Duration,
+    /// How long the leader keeps reconciling without a renewal (shorter than the lease
+    /// duration); it renews every half of it.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    leader_election_renew_deadline: Duration,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let duration: kube::core::Duration = text
+        .parse()
+        .map_err(|_| format!("expected a duration such as 15s or 1m, got {text:?}"))?;
+    if duration.is_negative() {
+        return Err(format!("{text:?} is negative"));
+    }
+    Ok(duration.into())
 }
 
 fn parse_label(text: &str) -> Result<(String, String), String> {
@@ -295,25 +335,7 @@ fn main() -> ExitCode {
         Command::Crds => print_crds().map(|()| ExitCode::SUCCESS),
         Command::Run(args) => {
             telemetry::init(args.log_format);
-            let policy = Policy {
-                allow_legacy_algorithms: args.allow_legacy_algorithms,
-                allow_plaintext_secrets: args.allow_plaintext_secrets,
-            };
-            let jobs = controller::encryption_key::jobs::JobOptions {
-                image: args.job_image.unwrap_or_default(),
-                node_selector: args.job_node_selector.into_iter().collect(),
-                tolerations: args.job_tolerations,
-                allow_templates: args.allow_job_templates,
-            };
-            let options = RunOptions {
-                namespace: args.namespace,
-                policy,
-                instance: args.instance,
-                jobs,
-            };
-            block_on(async { controller::run(kube::Client::try_default().await?, options).await })
-                .map(|()| ExitCode::SUCCESS)
-                .map_err(|error| error.to_string())
+            block_on(run(args)).map(|()| ExitCode::SUCCESS)
         }
         Command::Hash { algorithm } => hash(&algorithm).map_err(|error| error.to_string()),
         Command::Verify {
@@ -336,6 +358,63 @@ fn main() -> ExitCode {
         eprintln!("keyward: {message}");
         ExitCode::from(2)
     })
+}
+
+/// `keyward run`: the endpoints, then the controllers (under leader election).
+async fn run(args: RunArgs) -> Result<(), String> {
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|error| format!("cannot connect to the Kubernetes API: {error}"))?;
+    let instance = args.instance.clone();
+    let election = if args.leader_elect {
+        let namespace = args
+            .leader_election_namespace
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .or_else(|| args.namespace.first().cloned())
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        let election = Election {
+            namespace,
+            lease_name: args.leader_election_lease,
+            // Pod names are unique; outside a Pod, the process id keeps two apart.
+            identity: instance
+                .clone()
+                .unwrap_or_else(|| format!("keyward-{}", std::process::id())),
+            lease_duration: args.leader_election_lease_duration,
+            renew_deadline: args.leader_election_renew_deadline,
+        };
+        election.validate()?;
+        Some(election)
+    } else {
+        None
+    };
+    let metrics = Arc::new(Metrics::new());
+    let role = Arc::new(RoleCell::default());
+    let endpoints = http::Endpoints {
+        metrics: metrics.clone(),
+        role: role.clone(),
+    };
+    let (metrics_at, health_at) = http::serve(endpoints, args.metrics_addr, args.health_addr)
+        .await
+        .map_err(|error| format!("cannot listen for the HTTP endpoints: {error}"))?;
+    tracing::info!(metrics = %metrics_at, health = %health_at, "serving /metrics, /healthz and /readyz");
+    let options = RunOptions {
+        namespaces: args.namespace,
+        policy: Policy {
+            allow_legacy_algorithms: args.allow_legacy_algorithms,
+            allow_plaintext_secrets: args.allow_plaintext_secrets,
+        },
+        instance,
+        jobs: controller::encryption_key::jobs::JobOptions {
+            image: args.job_image.unwrap_or_default(),
+            node_selector: args.job_node_selector.into_iter().collect(),
+            tolerations: args.job_tolerations,
+            allow_templates: args.allow_job_templates,
+        },
+        election,
+    };
+    controller::run(client, options, metrics, role)
+        .await
+        .map_err(|error| error.to_string())
 }
 
 fn print_crds() -> Result<(), String> {

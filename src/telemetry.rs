@@ -1,6 +1,8 @@
 //! Logging setup: `tracing` to stderr, as text for people or JSON for log pipelines.
 //! Log lines carry object names and outcomes, never secret or key material.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// The shape of log lines.
@@ -18,8 +20,10 @@ pub enum LogFormat {
 pub fn init(format: LogFormat) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,keyward=info"));
+    // Colour only on a terminal: log collectors and `kubectl logs` get plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

@@ -19,6 +19,8 @@ pub struct Context {
     pub policy: Policy,
     /// Where and how re-encryption Jobs run.
     pub jobs: super::encryption_key::jobs::JobOptions,
+    /// The operator's metrics.
+    pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -31,6 +33,7 @@ impl Context {
         policy: Policy,
         jobs: super::encryption_key::jobs::JobOptions,
         instance: Option<String>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
@@ -41,6 +44,7 @@ impl Context {
             client,
             policy,
             jobs,
+            metrics,
             recorder,
             failures: Mutex::default(),
         }

@@ -12,7 +12,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -23,24 +23,34 @@ use serde::de::DeserializeOwned;
 
 pub use context::Context;
 
+use crate::leader::{Role, RoleCell};
+use crate::metrics::Metrics;
+
 use crate::{Error, Result};
 
 /// Options of the operator process.
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
-    /// Watch one namespace only; `None` watches all.
-    pub namespace: Option<String>,
+    /// Watch these namespaces only; empty watches all.
+    pub namespaces: Vec<String>,
     /// What the operator allows.
     pub policy: oauth_client::decide::Policy,
     /// Name events are reported under (the pod name in a cluster).
     pub instance: Option<String>,
     /// Where and how re-encryption Jobs run.
     pub jobs: encryption_key::jobs::JobOptions,
+    /// The leader election among replicas; `None` runs the controllers at once.
+    pub election: Option<crate::leader::Election>,
 }
 
 /// Runs both controllers until SIGTERM or Ctrl-C, then lets in-flight reconciles
-/// finish and returns.
-pub async fn run(client: Client, mut options: RunOptions) -> Result<()> {
+/// finish and returns. With leader election, only while this replica holds the lease.
+pub async fn run(
+    client: Client,
+    mut options: RunOptions,
+    metrics: Arc<Metrics>,
+    role: Arc<RoleCell>,
+) -> Result<()> {
     if options.jobs.image.is_empty() {
         options.jobs.image = own_image(&client).await;
     }
@@ -50,32 +60,143 @@ pub async fn run(client: Client, mut options: RunOptions) -> Result<()> {
         options.policy,
         options.jobs.clone(),
         options.instance.clone(),
+        metrics.clone(),
     ));
-    let oauth_clients = oauth_client::controller(
-        api(&client, &options),
-        api(&client, &options),
-        api(&client, &options),
-    )
-    .shutdown_on_signal()
-    .run(oauth_client::reconcile, error_policy, context.clone())
-    .for_each(|result| async move { log_outcome("OAuthClient", result) });
-    let encryption_keys = encryption_key::controller(
-        api(&client, &options),
-        api(&client, &options),
-        api(&client, &options),
-        api(&client, &options),
-        api(&client, &options),
-    )
-    .shutdown_on_signal()
-    .run(encryption_key::reconcile, error_policy, context)
-    .for_each(|result| async move { log_outcome("EncryptionKey", result) });
-    tracing::info!(
-        namespace = options.namespace.as_deref().unwrap_or("<all>"),
-        "controllers started"
-    );
-    futures::join!(oauth_clients, encryption_keys);
+    let term = || run_controllers(&client, &options.namespaces, context.clone(), &metrics);
+    match options.election.clone() {
+        Some(election) => {
+            tracing::info!(
+                lease = %format!("{}/{}", election.namespace, election.lease_name),
+                identity = %election.identity,
+                "leader election on"
+            );
+            crate::leader::lead(client.clone(), election, &role, term)
+                .await
+                .map_err(|error| Error::LeaderElection(error.to_string()))?;
+        }
+        None => {
+            role.set(Role::Leading);
+            term().await;
+            role.set(Role::Stopping);
+        }
+    }
     tracing::info!("controllers stopped");
     Ok(())
+}
+
+/// One term of the controllers: both of them for every watched namespace, until SIGTERM
+/// (or until the future is dropped, when leadership is lost).
+async fn run_controllers(
+    client: &Client,
+    namespaces: &[String],
+    context: Arc<Context>,
+    metrics: &Arc<Metrics>,
+) {
+    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+        vec![None]
+    } else {
+        namespaces
+            .iter()
+            .map(|namespace| Some(namespace.as_str()))
+            .collect()
+    };
+    let mut running = Vec::new();
+    let (mut client_caches, mut key_caches) = (Vec::new(), Vec::new());
+    for scope in &scopes {
+        let oauth_clients = oauth_client::controller(
+            api(client, *scope),
+            api(client, *scope),
+            api(client, *scope),
+        );
+        client_caches.push(oauth_clients.store());
+        running.push(
+            oauth_clients
+                .shutdown_on_signal()
+                .run(
+                    |object, context: Arc<Context>| async move {
+                        measured(
+                            "OAuthClient",
+                            &context.clone(),
+                            oauth_client::reconcile(object, context),
+                        )
+                        .await
+                    },
+                    error_policy,
+                    context.clone(),
+                )
+                .for_each(|result| async move { log_outcome("OAuthClient", result) })
+                .boxed(),
+        );
+        let encryption_keys = encryption_key::controller(
+            api(client, *scope),
+            api(client, *scope),
+            api(client, *scope),
+            api(client, *scope),
+            api(client, *scope),
+        );
+        key_caches.push(encryption_keys.store());
+        running.push(
+            encryption_keys
+                .shutdown_on_signal()
+                .run(
+                    |object, context: Arc<Context>| async move {
+                        measured(
+                            "EncryptionKey",
+                            &context.clone(),
+                            encryption_key::reconcile(object, context),
+                        )
+                        .await
+                    },
+                    error_policy,
+                    context.clone(),
+                )
+                .for_each(|result| async move { log_outcome("EncryptionKey", result) })
+                .boxed(),
+        );
+    }
+    // The metrics read these caches only while this term lasts, however it ends.
+    let _term = Term::begin(metrics.clone(), client_caches, key_caches);
+    tracing::info!(
+        namespaces = %if namespaces.is_empty() { "<all>".to_owned() } else { namespaces.join(",") },
+        "controllers started"
+    );
+    futures::future::join_all(running).await;
+}
+
+/// Marks a term of the controllers in the metrics, from start to drop.
+struct Term(Arc<Metrics>);
+
+impl Term {
+    fn begin(
+        metrics: Arc<Metrics>,
+        clients: Vec<Store<crate::crd::OAuthClient>>,
+        keys: Vec<Store<crate::crd::EncryptionKey>>,
+    ) -> Self {
+        metrics.lead(clients, keys, true);
+        Self(metrics)
+    }
+}
+
+impl Drop for Term {
+    fn drop(&mut self) {
+        self.0.lead(Vec::new(), Vec::new(), false);
+    }
+}
+
+/// Runs one reconcile, counting it and its duration (and its error) in the metrics.
+async fn measured(
+    controller: &'static str,
+    context: &Context,
+    reconcile: impl std::future::Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    context.metrics.reconciled(
+        controller,
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
 }
 
 /// The image the operator itself runs, read from its Pod ($POD_NAMESPACE/$POD_NAME): the
@@ -106,12 +227,12 @@ async fn own_image(client: &Client) -> String {
     }
 }
 
-fn api<K>(client: &Client, options: &RunOptions) -> Api<K>
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
     K: Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
     K::DynamicType: Default,
 {
-    match &options.namespace {
+    match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     }

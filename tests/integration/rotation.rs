@@ -24,7 +24,7 @@ use crate::support::{self, Operator, TestCluster, jobs, manifest, wait};
 
 /// How long a whole rotation may take: two rollouts on simulated nodes, a Job the Job
 /// controller schedules and the runner starts, a scan and a third rollout.
-const ROTATION: Duration = Duration::from_secs(240);
+pub const ROTATION: Duration = Duration::from_secs(240);
 
 /// The data key of the test Secrets' ciphertext.
 const FIELD: &str = "value";
@@ -42,7 +42,7 @@ fn operator(cluster: &TestCluster) -> Operator {
     operator_with(cluster, &[])
 }
 
-fn operator_with(cluster: &TestCluster, extra: &[&str]) -> Operator {
+pub fn operator_with(cluster: &TestCluster, extra: &[&str]) -> Operator {
     jobs::runner();
     let selector = format!("{}=true", jobs::LABEL);
     let toleration = format!("{}=true:NoSchedule", jobs::LABEL);
@@ -61,7 +61,7 @@ fn operator_with(cluster: &TestCluster, extra: &[&str]) -> Operator {
 }
 
 /// The keyring as stored (unwrapped: these keys have no key-encryption key).
-async fn stored_keyring(cluster: &TestCluster, key: &str) -> Keyring {
+pub async fn stored_keyring(cluster: &TestCluster, key: &str) -> Keyring {
     let secret = secrets(cluster)
         .get(&format!("{key}-keyring"))
         .await
@@ -100,7 +100,7 @@ fn ciphertext_secret(key: &str, name: &str, envelope: &Envelope) -> Secret {
 /// the key's current primary (a few reading the keyring from the cluster with `--key`,
 /// the rest from a copy of it in a file, which spares the API server a thousand reads);
 /// returns the plaintexts by Secret name.
-async fn write_ciphertexts(
+pub async fn write_ciphertexts(
     cluster: &TestCluster,
     key: &str,
     count: usize,
@@ -172,7 +172,7 @@ async fn envelopes(cluster: &TestCluster, key: &str) -> BTreeMap<String, Envelop
         .collect()
 }
 
-async fn until_rotated(cluster: &TestCluster, key: &str, target: i64) -> EncryptionKey {
+pub async fn until_rotated(cluster: &TestCluster, key: &str, target: i64) -> EncryptionKey {
     wait::until_within(
         &keys(cluster),
         key,
@@ -190,7 +190,7 @@ async fn until_rotated(cluster: &TestCluster, key: &str, target: i64) -> Encrypt
     .await
 }
 
-async fn bump(cluster: &TestCluster, key: &str, spec: &serde_json::Value, generation: i64) {
+pub async fn bump(cluster: &TestCluster, key: &str, spec: &serde_json::Value, generation: i64) {
     let mut spec = spec.clone();
     spec["rotation"]["generation"] = json!(generation);
     manifest::apply_keyward(cluster, "EncryptionKey", key, spec).await;

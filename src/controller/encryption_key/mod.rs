@@ -347,6 +347,7 @@ async fn distribute(
             outcome,
         })
         .await?;
+    turn.counted.count(&context.metrics);
     if let Some(event) = turn.event {
         context
             .publish(key, event.0, event.1, "Rotate", event.2)
@@ -433,9 +434,34 @@ fn reshape(
 #[derive(Default)]
 struct Turn {
     record: Option<RotationStatus>,
+    /// What the metrics count once the record is written.
+    counted: Counted,
     problem: Option<Problem>,
     event: Option<(EventType, &'static str, String)>,
     requeue: Option<Duration>,
+}
+
+/// A rotation outcome the metrics count.
+#[derive(Debug, Default)]
+enum Counted {
+    #[default]
+    Nothing,
+    /// Re-encryption ended with this many values rewritten.
+    Reencrypted(i64),
+    Succeeded,
+    /// An attempt failed for this reason and is retried.
+    Failed(&'static str),
+}
+
+impl Counted {
+    fn count(&self, metrics: &crate::metrics::Metrics) {
+        match *self {
+            Self::Nothing => {}
+            Self::Reencrypted(values) => metrics.reencrypted(u64::try_from(values).unwrap_or(0)),
+            Self::Succeeded => metrics.rotation_succeeded(),
+            Self::Failed(reason) => metrics.rotation_failed(reason),
+        }
+    }
 }
 
 /// How long the kubelet may take to refresh a mounted Secret in a running pod (its sync
@@ -530,7 +556,11 @@ async fn rotate(
             if next.phase == RotationPhase::Verifying
                 && let Some(progress) = jobs::progress(&context.client, &namespace, &name).await?
             {
+                turn.counted = Counted::Reencrypted(progress.done);
                 next.progress = Some(progress);
+            }
+            if next.phase == RotationPhase::Succeeded {
+                turn.counted = Counted::Succeeded;
             }
             let phase = next.phase;
             let note = match (recorded.map(|r| r.phase), phase) {
@@ -702,6 +732,7 @@ async fn rotate(
                 degraded: true,
             });
             turn.event = Some((EventType::Warning, reason, message));
+            turn.counted = Counted::Failed(reason);
             turn.record = Some(rotation);
         }
         rotation::Step::Scan => {

@@ -312,6 +312,7 @@ async fn take(
             let note = format!(
                 "stored the secret of Secret {source:?} as version {version} for client id {client_id}; the source Secret may now be deleted"
             );
+            context.metrics.client_secret_written("Imported");
             context
                 .publish(client, EventType::Normal, "Imported", "Import", note)
                 .await;
@@ -381,10 +382,11 @@ async fn take(
 async fn announce_issue(
     context: &Context,
     client: &OAuthClient,
-    reason: &str,
+    reason: &'static str,
     version: i64,
     client_id: &str,
 ) {
+    context.metrics.client_secret_written(reason);
     let note = format!("issued secret version {version} for client id {client_id}");
     context
         .publish(client, EventType::Normal, reason, "Issue", note)

@@ -21,11 +21,26 @@ pub struct Operator {
 
 impl Operator {
     /// Starts `keyward run` watching `namespace`, with `extra_args` appended.
+    ///
+    /// Its endpoints listen on free loopback ports (see [`Operator::metrics_url`]), and
+    /// unless `extra_args` names another `--instance`, it is `keyward-<namespace>` in the
+    /// leader Lease: a restarted operator takes the Lease back at once, as a restarted
+    /// container of the same Pod does.
     pub fn start(kubeconfig: &Path, namespace: &str, extra_args: &[&str]) -> Self {
+        let mut defaults = vec![
+            "--metrics-addr".to_owned(),
+            "127.0.0.1:0".to_owned(),
+            "--health-addr".to_owned(),
+            "127.0.0.1:0".to_owned(),
+        ];
+        if !extra_args.contains(&"--instance") {
+            defaults.extend(["--instance".to_owned(), format!("keyward-{namespace}")]);
+        }
         let mut process = Command::new(env!("CARGO_BIN_EXE_keyward"))
             .arg("run")
             .arg("--namespace")
             .arg(namespace)
+            .args(defaults)
             .args(extra_args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "warn,keyward=debug")
@@ -59,6 +74,41 @@ impl Operator {
     /// Everything the operator has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
+    }
+
+    /// The address an endpoint (`metrics` or `health`) listens on, once the log names it.
+    fn endpoint(&self, which: &str) -> Option<String> {
+        let log = self.log();
+        let line = log.lines().find(|line| line.contains("serving /metrics"))?;
+        let value = line
+            .split_whitespace()
+            .find_map(|word| word.strip_prefix(&format!("{which}=")))?;
+        Some(format!("http://{value}"))
+    }
+
+    /// Base URL of `/metrics`, waiting up to a minute for the operator to listen.
+    pub fn metrics_url(&self) -> String {
+        self.wait_for_endpoint("metrics")
+    }
+
+    /// Base URL of `/healthz` and `/readyz`, waiting up to a minute for the operator to
+    /// listen.
+    pub fn health_url(&self) -> String {
+        self.wait_for_endpoint("health")
+    }
+
+    fn wait_for_endpoint(&self, which: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(url) = self.endpoint(which) {
+                return url;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the operator named no {which} endpoint within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its exit

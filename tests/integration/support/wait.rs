@@ -39,12 +39,11 @@ where
         Ok(Ok(None)) => panic!("{name} disappeared while waiting until {what}"),
         Ok(Err(error)) => panic!("watch of {name} failed while waiting until {what}: {error}"),
         Err(_) => {
-            let last = api
-                .get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .map(|object| format!("{:?}", object.meta()));
+            // The whole object, status included, without the noise of managedFields.
+            let last = api.get_opt(name).await.ok().flatten().map(|mut object| {
+                object.meta_mut().managed_fields = None;
+                format!("{object:?}")
+            });
             panic!("timed out after {timeout:?} waiting until {what}; {name} was {last:?}")
         }
     }

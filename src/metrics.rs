@@ -1,0 +1,398 @@
+//! Prometheus metrics, served at `/metrics` on `--metrics-addr`.
+//!
+//! Counters are bumped where things happen; the per-object gauges (OAuthClients by
+//! state, pods in sync, key version ages and ciphertext counts, time to the next
+//! rotation) are read from the controllers' caches at scrape time, so they are never
+//! stale and cost nothing between scrapes. Labels name controllers, reasons, namespaces,
+//! EncryptionKeys and key versions only: never a secret, a client id or an OAuthClient.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::crd::{EncryptionKey, OAuthClient};
+
+/// Which controller a reconcile belongs to.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: &'static str,
+}
+
+/// A failed reconcile: its controller and the error's stable label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: &'static str,
+    pub reason: &'static str,
+}
+
+/// Why a client secret was written: `Issued`, `Rotated`, `Reissued` or `Imported`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SecretLabels {
+    pub reason: &'static str,
+}
+
+/// How a rotation attempt ended: `succeeded`, or `failed` with the reason it is retried.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RotationLabels {
+    pub outcome: &'static str,
+    pub reason: &'static str,
+}
+
+/// The operator's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ControllerLabels, Counter>,
+    reconcile_errors: Family<ErrorLabels, Counter>,
+    reconcile_duration: Family<ControllerLabels, Histogram>,
+    client_secrets: Family<SecretLabels, Counter>,
+    key_rotations: Family<RotationLabels, Counter>,
+    reencrypted: Counter,
+    leader: Gauge,
+    caches: Arc<Caches>,
+}
+
+/// The controllers' caches, while this process leads; empty while it stands by.
+#[derive(Debug, Default)]
+struct Caches {
+    stores: Mutex<Stores>,
+}
+
+#[derive(Debug, Default)]
+struct Stores {
+    clients: Vec<Store<OAuthClient>>,
+    keys: Vec<Store<EncryptionKey>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `keyward_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("keyward");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        registry.register(
+            "reconciles",
+            "Reconciles run, by controller",
+            reconciles.clone(),
+        );
+        let reconcile_errors = Family::<ErrorLabels, Counter>::default();
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed and are retried with backoff, by controller and error",
+            reconcile_errors.clone(),
+        );
+        let reconcile_duration =
+            Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.005, 2.0, 13))
+            });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time a reconcile takes, by controller",
+            reconcile_duration.clone(),
+        );
+        let client_secrets = Family::<SecretLabels, Counter>::default();
+        registry.register(
+            "client_secrets_written",
+            "OAuth client secrets written, by reason (Issued, Rotated, Reissued, Imported)",
+            client_secrets.clone(),
+        );
+        let key_rotations = Family::<RotationLabels, Counter>::default();
+        registry.register(
+            "encryption_key_rotations",
+            "EncryptionKey rotation attempts that ended, by outcome and reason",
+            key_rotations.clone(),
+        );
+        let reencrypted = Counter::default();
+        registry.register(
+            "reencrypted_values",
+            "Values re-encrypted to a new key version by rotation Jobs",
+            reencrypted.clone(),
+        );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this process holds the leader lease and runs the controllers, 0 while it stands by",
+            leader.clone(),
+        );
+        let caches = Arc::new(Caches::default());
+        registry.register_collector(Box::new(CacheCollector(caches.clone())));
+        Self {
+            registry,
+            reconciles,
+            reconcile_errors,
+            reconcile_duration,
+            client_secrets,
+            key_rotations,
+            reencrypted,
+            leader,
+            caches,
+        }
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Counts one reconcile of `controller` that took `elapsed` and failed with
+    /// `error` (a stable label), if it failed.
+    pub fn reconciled(
+        &self,
+        controller: &'static str,
+        elapsed: Duration,
+        error: Option<&'static str>,
+    ) {
+        let labels = ControllerLabels { controller };
+        self.reconciles.get_or_create(&labels).inc();
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        if let Some(reason) = error {
+            self.reconcile_errors
+                .get_or_create(&ErrorLabels { controller, reason })
+                .inc();
+        }
+    }
+
+    /// Counts a client secret written for `reason`.
+    pub fn client_secret_written(&self, reason: &'static str) {
+        self.client_secrets
+            .get_or_create(&SecretLabels { reason })
+            .inc();
+    }
+
+    /// Counts a rotation that succeeded.
+    pub fn rotation_succeeded(&self) {
+        self.key_rotations
+            .get_or_create(&RotationLabels {
+                outcome: "succeeded",
+                reason: "",
+            })
+            .inc();
+    }
+
+    /// Counts a rotation attempt that failed for `reason` (and will be retried).
+    pub fn rotation_failed(&self, reason: &'static str) {
+        self.key_rotations
+            .get_or_create(&RotationLabels {
+                outcome: "failed",
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts values a rotation Job re-encrypted.
+    pub fn reencrypted(&self, values: u64) {
+        self.reencrypted.inc_by(values);
+    }
+
+    /// Records whether this process leads, and the caches its controllers fill while it
+    /// does (none while it stands by).
+    pub fn lead(
+        &self,
+        clients: Vec<Store<OAuthClient>>,
+        keys: Vec<Store<EncryptionKey>>,
+        leading: bool,
+    ) {
+        self.leader.set(i64::from(leading));
+        let mut stores = self.caches.stores.lock().unwrap_or_else(|p| p.into_inner());
+        *stores = Stores { clients, keys };
+    }
+}
+
+/// Reads the gauges that describe objects from the controllers' caches, at scrape time.
+#[derive(Debug)]
+struct CacheCollector(Arc<Caches>);
+
+/// An OAuthClient's state: its `Ready` condition's status and reason.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClientStateLabels {
+    ready: &'static str,
+    reason: String,
+}
+
+/// One EncryptionKey.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    namespace: String,
+    encryption_key: String,
+}
+
+/// One version of one EncryptionKey.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabels {
+    namespace: String,
+    encryption_key: String,
+    version: String,
+    state: String,
+}
+
+impl Collector for CacheCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let (clients, keys) = {
+            let stores = self.0.stores.lock().unwrap_or_else(|p| p.into_inner());
+            let clients: Vec<_> = stores.clients.iter().flat_map(Store::state).collect();
+            let keys: Vec<_> = stores.keys.iter().flat_map(Store::state).collect();
+            (clients, keys)
+        };
+        let now = Timestamp::now();
+
+        let by_state = Family::<ClientStateLabels, Gauge>::default();
+        for client in &clients {
+            by_state.get_or_create(&client_state(client)).inc();
+        }
+        emit(
+            &mut encoder,
+            "keyward_oauth_clients",
+            "OAuthClients by Ready status and reason",
+            &by_state,
+        )?;
+
+        let in_sync = Family::<KeyLabels, Gauge>::default();
+        let total = Family::<KeyLabels, Gauge>::default();
+        let next_rotation =
+            Family::<KeyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let age = Family::<VersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        let ciphertexts = Family::<VersionLabels, Gauge>::default();
+        for key in &keys {
+            let labels = KeyLabels {
+                namespace: key.namespace().unwrap_or_default(),
+                encryption_key: key.name_any(),
+            };
+            let Some(status) = &key.status else { continue };
+            if let Some(distribution) = &status.distribution {
+                in_sync
+                    .get_or_create(&labels)
+                    .set(distribution.pods_in_sync.into());
+                total
+                    .get_or_create(&labels)
+                    .set(distribution.pods_total.into());
+            }
+            let version_labels = |version: i64| {
+                let state = status
+                    .versions
+                    .iter()
+                    .find(|v| v.version == version)
+                    .map_or_else(String::new, |v| v.state.clone());
+                VersionLabels {
+                    namespace: labels.namespace.clone(),
+                    encryption_key: labels.encryption_key.clone(),
+                    version: version.to_string(),
+                    state,
+                }
+            };
+            for version in &status.versions {
+                let seconds = now.duration_since(version.created_at.0).as_secs_f64();
+                age.get_or_create(&version_labels(version.version))
+                    .set(seconds);
+            }
+            if let Some(rotation) = &status.rotation {
+                for count in &rotation.scan {
+                    ciphertexts
+                        .get_or_create(&version_labels(count.version))
+                        .set(count.ciphertexts);
+                }
+            }
+            if let Some(at) = next_scheduled(key) {
+                next_rotation
+                    .get_or_create(&labels)
+                    .set(at.duration_since(now).as_secs_f64());
+            }
+        }
+        emit(
+            &mut encoder,
+            "keyward_encryption_key_pods_in_sync",
+            "Ready pods of an EncryptionKey's targets that hold its current keyring",
+            &in_sync,
+        )?;
+        emit(
+            &mut encoder,
+            "keyward_encryption_key_pods",
+            "Ready pods of an EncryptionKey's targets",
+            &total,
+        )?;
+        emit(
+            &mut encoder,
+            "keyward_encryption_key_version_age_seconds",
+            "Age of each key version",
+            &age,
+        )?;
+        emit(
+            &mut encoder,
+            "keyward_encryption_key_version_ciphertexts",
+            "Ciphertexts under each key version found by the last verification scan",
+            &ciphertexts,
+        )?;
+        emit(
+            &mut encoder,
+            "keyward_encryption_key_next_rotation_seconds",
+            "Seconds until the next scheduled rotation (negative when overdue); absent without spec.rotation.period",
+            &next_rotation,
+        )
+    }
+}
+
+fn emit(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: &impl EncodeMetric,
+) -> Result<(), std::fmt::Error> {
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn client_state(client: &OAuthClient) -> ClientStateLabels {
+    let ready = client
+        .status
+        .as_ref()
+        .and_then(|status| status.conditions.iter().find(|c| c.type_ == "Ready"));
+    let Some(condition) = ready else {
+        return ClientStateLabels {
+            ready: "Unknown",
+            reason: String::new(),
+        };
+    };
+    // Status is readable input like any other: keep the label set small and plain.
+    let plain =
+        condition.reason.len() <= 64 && condition.reason.chars().all(|c| c.is_ascii_alphanumeric());
+    ClientStateLabels {
+        ready: match condition.status.as_str() {
+            "True" => "True",
+            "False" => "False",
+            _ => "Unknown",
+        },
+        reason: if plain {
+            condition.reason.clone()
+        } else {
+            "Other".to_owned()
+        },
+    }
+}
+
+/// When `key`'s period next rotates it: its primary version's creation plus the period.
+fn next_scheduled(key: &EncryptionKey) -> Option<Timestamp> {
+    let period = key.spec.rotation.period?;
+    let period = SignedDuration::try_from(Duration::from(period)).ok()?;
+    let status = key.status.as_ref()?;
+    let primary = status.primary_version?;
+    let version = status.versions.iter().find(|v| v.version == primary)?;
+    version.created_at.0.checked_add(period).ok()
+}

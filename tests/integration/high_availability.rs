@@ -1,0 +1,260 @@
+//! Two replicas against the real control plane: one leads through the Lease and
+//! reconciles, the other stands by and says so; killing the leader hands everything over
+//! within the lease duration, in-flight rotations included, and no handover ever leaves
+//! a client whose delivered secret fails to verify.
+
+use std::time::{Duration, Instant};
+
+use keyward::crd::encryption_key::RotationPhase;
+use keyward::crd::{EncryptionKey, OAuthClient};
+use kube::api::Api;
+use serde_json::json;
+
+use crate::encryption_key::deploy;
+use crate::oauth_client::{delivered_secret, keyward_verify};
+use crate::rotation::{ROTATION, bump, operator_with, until_rotated, write_ciphertexts};
+use crate::support::{self, Operator, TestCluster, http, jobs, manifest, wait};
+
+/// The Lease's timings in these tests: held 4s after a renewal, renewed every second,
+/// the leader fenced 2s after its last renewal.
+const LEASE_FLAGS: [&str; 4] = [
+    "--leader-election-lease-duration",
+    "4s",
+    "--leader-election-renew-deadline",
+    "2s",
+];
+
+/// A takeover may take the lease duration (4s) after the dead leader's last renewal,
+/// plus the standby's jittered retry (up to 1s) and a few API round trips.
+const TAKEOVER: Duration = Duration::from_secs(4 + 3);
+
+/// A replica named `name` in the Lease, running re-encryption Jobs on the job runner.
+fn replica(cluster: &TestCluster, name: &str) -> Operator {
+    let mut args = vec!["--instance", name];
+    args.extend(LEASE_FLAGS);
+    operator_with(cluster, &args)
+}
+
+/// Waits until `replica`'s `/readyz` says `expected`, polling it like a kubelet does.
+async fn until_role(replica: &Operator, expected: &str, within: Duration) {
+    let url = replica.health_url();
+    let deadline = Instant::now() + within;
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = http::readyz(&url);
+        if last.as_deref() == Some(expected) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("/readyz did not say {expected:?} within {within:?}; it said {last:?}");
+}
+
+fn metrics(replica: &Operator) -> String {
+    let (code, page) = http::get(&format!("{}/metrics", replica.metrics_url())).expect("scraped");
+    assert_eq!(code, 200);
+    page
+}
+
+fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+fn clients(cluster: &TestCluster) -> Api<OAuthClient> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+/// A Deployment of two pods and a key distributed to them in the `Keyring` format.
+async fn distributed_key(cluster: &TestCluster) -> serde_json::Value {
+    deploy(cluster, "apim", 2).await;
+    let spec = json!({
+        "targets": [{"kind": "Deployment", "name": "apim"}],
+        "distribution": {"format": "Keyring"},
+        "reencryption": {"writesPerSecond": 200},
+    });
+    manifest::apply_keyward(cluster, "EncryptionKey", "apim", spec.clone()).await;
+    wait::until(&keys(cluster), "apim", "the key is distributed", |key| {
+        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
+    })
+    .await;
+    spec
+}
+
+#[tokio::test]
+async fn one_replica_leads_the_other_stands_by_and_takes_over_an_in_flight_rotation() {
+    let cluster = support::cluster("ha-takeover").await;
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    let first = replica(&cluster, "first");
+    until_role(&first, "leader", support::WAIT).await;
+    let second = replica(&cluster, "second");
+    until_role(&second, "standby: leader is first", support::WAIT).await;
+    assert!(
+        second.log().contains("standing by"),
+        "the standby says so in its log"
+    );
+
+    let spec = distributed_key(&cluster).await;
+    write_ciphertexts(&cluster, "apim", 200).await;
+    manifest::apply_keyward(
+        &cluster,
+        "OAuthClient",
+        "portal",
+        json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"}}),
+    )
+    .await;
+    wait::until(
+        &clients(&cluster),
+        "portal",
+        "the client is issued",
+        |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
+    )
+    .await;
+
+    // Only the leader reconciles; the standby's metrics show it waiting.
+    let (leading, standing_by) = (metrics(&first), metrics(&second));
+    assert_eq!(http::sample(&leading, "keyward_leader", ""), Some(1.0));
+    assert_eq!(http::sample(&standing_by, "keyward_leader", ""), Some(0.0));
+    assert!(
+        http::sample(
+            &leading,
+            "keyward_reconciles_total",
+            "controller=\"OAuthClient\""
+        )
+        .is_some_and(|count| count > 0.0)
+    );
+    assert_eq!(
+        http::sample(
+            &standing_by,
+            "keyward_reconciles_total",
+            "controller=\"OAuthClient\""
+        ),
+        None,
+        "the standby reconciled nothing"
+    );
+
+    // The leader dies in the middle of a rotation; the standby takes over and ends it.
+    bump(&cluster, "apim", &spec, 1).await;
+    wait::until_within(
+        &keys(&cluster),
+        "apim",
+        "the rotation is under way",
+        ROTATION,
+        |key| {
+            key.status
+                .as_ref()
+                .and_then(|status| status.rotation.as_ref())
+                .is_some_and(|rotation| {
+                    matches!(
+                        rotation.phase,
+                        RotationPhase::Promoting | RotationPhase::Reencrypting
+                    )
+                })
+        },
+    )
+    .await;
+    drop(first);
+    until_role(&second, "leader", TAKEOVER).await;
+    until_rotated(&cluster, "apim", 2).await;
+    wait::until(
+        &clients(&cluster),
+        "portal",
+        "the client is still issued",
+        |c| wait::ready(c) == Some(("True".into(), "Issued".into())),
+    )
+    .await;
+    let secret = delivered_secret(&cluster, "portal-credentials").await;
+    assert_eq!(keyward_verify(&cluster, "portal-verifier", &secret), 0);
+}
+
+#[tokio::test]
+async fn twenty_forced_handovers_never_leave_a_delivered_secret_that_does_not_verify() {
+    let cluster = support::cluster("ha-handovers").await;
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    let names = ["east", "west"];
+    let mut replicas = [Some(replica(&cluster, names[0])), None];
+    until_role(
+        replicas[0].as_ref().expect("started"),
+        "leader",
+        support::WAIT,
+    )
+    .await;
+    replicas[1] = Some(replica(&cluster, names[1]));
+    let spec = distributed_key(&cluster).await;
+
+    let mut issued = Vec::new();
+    let mut key_generation = 0;
+    let mut leader = 0;
+    for handover in 0..20 {
+        // Work in flight as the leader dies: new clients of both kinds, a client secret
+        // rotation, and every fifth time a key rotation.
+        for kind in ["Hashed", "Encrypted"] {
+            let name = format!("client-{handover}-{}", kind.to_lowercase());
+            let spec = if kind == "Encrypted" {
+                json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"}})
+            } else {
+                json!({})
+            };
+            manifest::apply_keyward(&cluster, "OAuthClient", &name, spec).await;
+            issued.push(name);
+        }
+        // An earlier client, hashed and encrypted in turn.
+        let earlier = issued.len().checked_sub(3 + handover % 2);
+        if let Some(earlier) = earlier.map(|index| &issued[index]) {
+            let spec = if earlier.ends_with("encrypted") {
+                json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"},
+                       "rotation": {"generation": handover}})
+            } else {
+                json!({"rotation": {"generation": handover}})
+            };
+            manifest::apply_keyward(&cluster, "OAuthClient", earlier, spec).await;
+        }
+        if handover % 5 == 0 {
+            key_generation += 1;
+            bump(&cluster, "apim", &spec, key_generation).await;
+        }
+        replicas[leader] = None;
+        let next = 1 - leader;
+        until_role(
+            replicas[next].as_ref().expect("the standby runs"),
+            "leader",
+            TAKEOVER,
+        )
+        .await;
+        replicas[leader] = Some(replica(&cluster, names[leader]));
+        leader = next;
+    }
+
+    // Bumps made while a rotation runs are answered together by the next one.
+    wait::until_within(
+        &keys(&cluster),
+        "apim",
+        "the last rotation requested has succeeded",
+        ROTATION,
+        |key| {
+            key.status
+                .as_ref()
+                .and_then(|status| status.rotation.as_ref())
+                .is_some_and(|rotation| {
+                    rotation.generation == key_generation
+                        && rotation.phase == RotationPhase::Succeeded
+                })
+        },
+    )
+    .await;
+    for name in &issued {
+        wait::until_within(
+            &clients(&cluster),
+            name,
+            "the client is issued",
+            ROTATION,
+            |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
+        )
+        .await;
+        let secret = delivered_secret(&cluster, &format!("{name}-credentials")).await;
+        assert_eq!(
+            keyward_verify(&cluster, &format!("{name}-verifier"), &secret),
+            0,
+            "{name}'s delivered secret verifies against its verifier"
+        );
+    }
+}
