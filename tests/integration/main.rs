@@ -1,6 +1,7 @@
 //! Integration tests against a real control plane (see `support`).
 
 mod bad_manifests;
+mod chart;
 mod encryption_key;
 mod job_runner;
 mod key_safety;
