@@ -6,6 +6,12 @@ SHELL := /bin/bash
 # when set, else built once per pinned version into ~/.cache/keyward by hack/test-bins.sh.
 ASSETS = $(if $(KUBEBUILDER_ASSETS),$(KUBEBUILDER_ASSETS),$(shell hack/test-bins.sh --with-helm))
 
+# keyward's version, from Cargo.toml: the image's tag and the chart's appVersion.
+version := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= ghcr.io/keyward/keyward:$(version)
+# The container engine `make image` uses: podman, else docker.
+ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
+
 .PHONY: help
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -48,6 +54,15 @@ chart: ## The chart checks alone: helm lint, README, CRD copy, refused values.
 chart-docs: ## Regenerate charts/keyward/README.md from its template and values.yaml.
 	@assets=$$(hack/test-bins.sh --with-helm-docs) && \
 	  "$$assets/helm-docs" --chart-search-root charts/keyward --log-level warning
+
+.PHONY: release
+release: ## The release build (as the image's): dist/keyward.
+	hack/release-build.sh dist
+
+.PHONY: image
+image: ## Build the image ghcr.io/keyward/keyward:VERSION (or IMAGE=…) with podman or docker.
+	@test -n "$(ENGINE)" || { echo "make image needs podman or docker (or ENGINE=/path/to/engine)" >&2; exit 1; }
+	$(ENGINE) build -f Containerfile -t $(IMAGE) .
 
 .PHONY: demo
 demo: ## Start a local control plane, apply crds/ and examples/, run the operator.
