@@ -2,9 +2,15 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-# Control-plane binaries: $KUBEBUILDER_ASSETS when set, else built once per pinned
-# version into ~/.cache/keyward by hack/test-bins.sh.
-ASSETS = $(if $(KUBEBUILDER_ASSETS),$(KUBEBUILDER_ASSETS),$(shell hack/test-bins.sh))
+# Control-plane binaries (and helm, which the chart's tests run): $KUBEBUILDER_ASSETS
+# when set, else built once per pinned version into ~/.cache/keyward by hack/test-bins.sh.
+ASSETS = $(if $(KUBEBUILDER_ASSETS),$(KUBEBUILDER_ASSETS),$(shell hack/test-bins.sh --with-helm))
+
+# keyward's version, from Cargo.toml: the image's tag and the chart's appVersion.
+version := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= ghcr.io/keyward/keyward:$(version)
+# The container engine `make image` uses: podman, else docker.
+ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null)
 
 .PHONY: help
 help: ## List the targets.
@@ -15,12 +21,13 @@ build: ## Build the keyward binary.
 	cargo build --bin keyward
 
 .PHONY: crds
-crds: ## Regenerate crds/ from the Rust types.
+crds: ## Regenerate crds/ and the chart's copy from the Rust types.
 	cargo run --quiet --bin keyward -- crds > crds/keyward.yaml
+	cp crds/keyward.yaml charts/keyward/files/crds.yaml
 
 .PHONY: bins
-bins: ## Build (or find cached) etcd, Kubernetes and kwok binaries for the tests.
-	@hack/test-bins.sh
+bins: ## Build (or find cached) etcd, Kubernetes, kwok and helm binaries for the tests.
+	@hack/test-bins.sh --with-helm
 
 .PHONY: test
 test: ## Unit tests, then integration tests against a real control plane.
@@ -34,9 +41,28 @@ chaos: ## The rotation chaos test at length: 50 rotations, the operator SIGKILLe
 	  cargo test --test integration rotations_survive -- --nocapture
 
 .PHONY: lint
-lint: ## rustfmt and clippy, warnings as errors.
+lint: ## rustfmt, clippy (warnings as errors) and the chart checks that need no cluster.
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	hack/chart-lint.sh
+
+.PHONY: chart
+chart: ## The chart checks alone: helm lint, README, CRD copy, refused values.
+	hack/chart-lint.sh
+
+.PHONY: chart-docs
+chart-docs: ## Regenerate charts/keyward/README.md from its template and values.yaml.
+	@assets=$$(hack/test-bins.sh --with-helm-docs) && \
+	  "$$assets/helm-docs" --chart-search-root charts/keyward --log-level warning
+
+.PHONY: release
+release: ## The release build (as the image's): dist/keyward.
+	hack/release-build.sh dist
+
+.PHONY: image
+image: ## Build the image ghcr.io/keyward/keyward:VERSION (or IMAGE=…) with podman or docker.
+	@test -n "$(ENGINE)" || { echo "make image needs podman or docker (or ENGINE=/path/to/engine)" >&2; exit 1; }
+	$(ENGINE) build -f Containerfile -t $(IMAGE) .
 
 .PHONY: demo
 demo: ## Start a local control plane, apply crds/ and examples/, run the operator.

@@ -4,6 +4,9 @@
 # pinned versions, caches them outside the repository keyed by version, and prints the
 # directory that holds them all (the layout of envtest's KUBEBUILDER_ASSETS).
 #
+# --with-helm adds helm (the chart's tests render it); --with-helm-docs adds helm-docs
+# (the chart lint checks that charts/keyward/README.md is what it generates).
+#
 # A second run finds the cache and builds nothing. Override the cache root with
 # KEYWARD_CACHE (default: ${XDG_CACHE_HOME:-~/.cache}/keyward).
 set -euo pipefail
@@ -12,6 +15,7 @@ KUBERNETES_VERSION=v1.34.4
 ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.19.5
+HELM_DOCS_VERSION=v1.14.2
 
 cache=${KEYWARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keyward}
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
@@ -83,10 +87,45 @@ build_kwok() {
 
 build_helm() {
   local dir=$cache/helm-$HELM_VERSION
-  [ -x "$dir/bin/helm" ] && return
+  # A helm built without the release ldflags reports version "v3.19" and renders
+  # for Kubernetes 1.20; such a build (an older cache) is replaced.
+  [ -x "$dir/bin/helm" ] \
+    && [ "$("$dir/bin/helm" version --template '{{.Version}}')" = "$HELM_VERSION" ] && return
   log "building helm $HELM_VERSION"
-  GOBIN=$dir/bin go install -trimpath -ldflags "-s -w" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  local src client_go minor
+  src=$(new_module "$dir")
+  cd "$src"
+  go get "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >/dev/null 2>&1
+  # As helm's own Makefile does: the version, and the Kubernetes version `helm template`
+  # and `helm lint` assume, taken from the client-go helm is built with.
+  client_go=$(go list -m -f '{{.Version}}' k8s.io/client-go)
+  minor=$(echo "$client_go" | cut -d. -f2)
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 \
+    -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 \
+    -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+  go build -trimpath -ldflags "$ldflags" -o "$dir/bin/helm" helm.sh/helm/v3/cmd/helm
+  cd - >/dev/null
 }
+
+build_helm_docs() {
+  local dir=$cache/helm-docs-$HELM_DOCS_VERSION
+  [ -x "$dir/bin/helm-docs" ] && return
+  log "building helm-docs $HELM_DOCS_VERSION"
+  GOBIN=$dir/bin go install -trimpath -ldflags "-s -w" \
+    "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
+}
+
+with_helm=false
+with_helm_docs=false
+for arg in "$@"; do
+  case $arg in
+    --with-helm) with_helm=true ;;
+    --with-helm-docs) with_helm_docs=true ;;
+    *) log "unknown argument $arg (expected --with-helm, --with-helm-docs)"; exit 2 ;;
+  esac
+done
 
 # One directory with every binary, named by all the versions it holds.
 assets=$cache/assets-k8s-$KUBERNETES_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION
@@ -99,8 +138,12 @@ if [ ! -x "$assets/kube-apiserver" ] || [ ! -x "$assets/etcd" ] || [ ! -x "$asse
   ln -sf "$cache/etcd-$ETCD_VERSION/bin/etcd" "$assets/etcd"
   ln -sf "$cache/kwok-$KWOK_VERSION/bin/kwok" "$assets/kwok"
 fi
-if [ "${1:-}" = "--with-helm" ]; then
+if $with_helm; then
   build_helm
   ln -sf "$cache/helm-$HELM_VERSION/bin/helm" "$assets/helm"
+fi
+if $with_helm_docs; then
+  build_helm_docs
+  ln -sf "$cache/helm-docs-$HELM_DOCS_VERSION/bin/helm-docs" "$assets/helm-docs"
 fi
 echo "$assets"

@@ -1,5 +1,6 @@
-//! The CRD manifests in `crds/` are generated from the Rust types; this fails when
-//! someone changes a type without regenerating them (`make crds`).
+//! The CRD manifests in `crds/` are generated from the Rust types, and the chart holds a
+//! copy of them; this fails when someone changes a type without regenerating both
+//! (`make crds`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -28,5 +29,15 @@ fn keyward_crds_prints_the_committed_crds() {
     assert_eq!(
         String::from_utf8(output.stdout).expect("UTF-8 YAML"),
         committed()
+    );
+}
+
+#[test]
+fn the_charts_crds_are_the_committed_crds() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("charts/keyward/files/crds.yaml");
+    let chart = std::fs::read(&path).expect("charts/keyward/files/crds.yaml exists");
+    assert!(
+        chart == committed().into_bytes(),
+        "charts/keyward/files/crds.yaml differs from crds/keyward.yaml: run `make crds` and commit the result"
     );
 }

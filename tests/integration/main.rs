@@ -1,6 +1,7 @@
 //! Integration tests against a real control plane (see `support`).
 
 mod bad_manifests;
+mod chart;
 mod encryption_key;
 mod high_availability;
 mod job_runner;

@@ -6,6 +6,7 @@
 //! input, which closes when this process exits for any reason, and then stops every
 //! component and removes its directory.
 
+pub mod chart;
 pub mod http;
 pub mod jobs;
 pub mod manifest;

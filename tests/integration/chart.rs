@@ -1,0 +1,221 @@
+//! The Helm chart renders what a real API server accepts, and runs the operator with the
+//! flags its values ask for. `helm template` output goes through `kubectl apply
+//! --dry-run=server`: the API server decodes, defaults, validates and admits every
+//! object (CRDs, RBAC rules, the pod template) and stores nothing.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::runtime::wait::{await_condition, conditions};
+
+use crate::support::{self, chart, jobs, manifest};
+
+/// The namespaces `ci/full-values.yaml` watches; the first also holds its Lease.
+const FULL_VALUES_NAMESPACES: [&str; 2] = ["keyward-chart-team-a", "keyward-chart-team-b"];
+
+#[tokio::test]
+async fn the_chart_with_default_values_is_accepted_by_the_api_server() {
+    let cluster = support::cluster("chart-default-values").await;
+    let manifests = chart::template(&cluster.namespace, &[]);
+    apply_dry_run(&manifests);
+}
+
+#[tokio::test]
+async fn the_chart_with_every_option_set_is_accepted_by_the_api_server() {
+    let cluster = support::cluster("chart-full-values").await;
+    for namespace in FULL_VALUES_NAMESPACES {
+        create_namespace(&cluster.client, namespace).await;
+    }
+    // The test control plane has no Prometheus Operator; its ServiceMonitor CRD, reduced
+    // to a schema that keeps any field, lets the chart's ServiceMonitor be checked too.
+    install_service_monitor_crd(&cluster.client).await;
+    let full_values = chart::dir().join("ci/full-values.yaml");
+    let manifests = chart::template(
+        &cluster.namespace,
+        &["-f", full_values.to_str().expect("a UTF-8 path")],
+    );
+    apply_dry_run(&manifests);
+}
+
+#[test]
+fn the_operator_runs_with_the_flags_the_values_ask_for() {
+    assert_eq!(
+        operator_args(&chart::template("keyward", &[])),
+        [
+            "run",
+            "--log-format=json",
+            "--metrics-addr=:8080",
+            "--health-addr=:8081",
+            "--leader-elect=true",
+            "--leader-election-namespace=keyward",
+            "--leader-election-lease=keyward",
+            "--leader-election-lease-duration=15s",
+            "--leader-election-renew-deadline=10s",
+        ]
+    );
+    let full_values = chart::dir().join("ci/full-values.yaml");
+    let full = chart::template(
+        "keyward",
+        &["-f", full_values.to_str().expect("a UTF-8 path")],
+    );
+    assert_eq!(
+        operator_args(&full),
+        [
+            "run",
+            "--log-format=text",
+            "--allow-legacy-algorithms",
+            "--allow-plaintext-secrets",
+            "--allow-job-templates",
+            "--namespace=keyward-chart-team-a",
+            "--namespace=keyward-chart-team-b",
+            "--metrics-addr=:9090",
+            "--health-addr=:9091",
+            "--leader-elect=true",
+            "--leader-election-namespace=keyward-chart-team-a",
+            "--leader-election-lease=keyward-leader",
+            "--leader-election-lease-duration=30s",
+            "--leader-election-renew-deadline=20s",
+            "--job-image=registry.example.com:5000/platform/keyward:0.1.0-rc.1",
+            "--job-node-selector=keyward.io/job-runner=true",
+            "--job-node-selector=kubernetes.io/os=linux",
+            "--job-toleration=keyward.io/job-runner=true:NoSchedule",
+            "--job-toleration=dedicated:NoExecute",
+        ]
+    );
+    let single = chart::template(
+        "keyward",
+        &[
+            "--set",
+            "replicaCount=1",
+            "--set",
+            "leaderElection.enabled=false",
+        ],
+    );
+    assert_eq!(
+        operator_args(&single),
+        [
+            "run",
+            "--log-format=json",
+            "--metrics-addr=:8080",
+            "--health-addr=:8081",
+            "--leader-elect=false",
+        ]
+    );
+}
+
+/// The arguments of the `keyward` container of the rendered Deployment.
+fn operator_args(manifests: &str) -> Vec<String> {
+    let deployment = manifest::documents(manifests)
+        .into_iter()
+        .find(|document| document["kind"] == "Deployment")
+        .expect("the chart renders a Deployment");
+    let containers = deployment["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .expect("containers");
+    let keyward = containers
+        .iter()
+        .find(|container| container["name"] == "keyward")
+        .expect("a container named keyward");
+    keyward["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|arg| arg.as_str().expect("string args").to_owned())
+        .collect()
+}
+
+/// `kubectl apply --dry-run=server` of `manifests`; every object must be accepted.
+fn apply_dry_run(manifests: &str) {
+    let mut kubectl = Command::new(jobs::kubectl())
+        .arg("--kubeconfig")
+        .arg(&support::control_plane().kubeconfig)
+        .args(["apply", "--dry-run=server", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    kubectl
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(manifests.as_bytes())
+        .expect("manifests written");
+    let output = kubectl.wait_with_output().expect("kubectl exits");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the API server refused part of the chart:\n{}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let accepted = stdout
+        .lines()
+        .filter(|line| line.ends_with("(server dry run)"))
+        .count();
+    assert_eq!(
+        accepted,
+        manifest::documents(manifests).len(),
+        "every rendered object went through the API server:\n{stdout}"
+    );
+}
+
+async fn create_namespace(client: &kube::Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match namespaces.create(&PostParams::default(), &namespace).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(status)) if status.code == 409 => {}
+        Err(error) => panic!("namespace {name} cannot be created: {error}"),
+    }
+}
+
+async fn install_service_monitor_crd(client: &kube::Client) {
+    let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {
+                "kind": "ServiceMonitor",
+                "listKind": "ServiceMonitorList",
+                "plural": "servicemonitors",
+                "singular": "servicemonitor",
+            },
+            "versions": [{
+                "name": "v1",
+                "served": true,
+                "storage": true,
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "x-kubernetes-preserve-unknown-fields": true,
+                }},
+            }],
+        },
+    }))
+    .expect("a CustomResourceDefinition");
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let name = "servicemonitors.monitoring.coreos.com";
+    crds.patch(
+        name,
+        &PatchParams::apply("keyward-tests").force(),
+        &Patch::Apply(&crd),
+    )
+    .await
+    .expect("the ServiceMonitor CRD applies");
+    let established = await_condition(crds, name, conditions::is_crd_established());
+    tokio::time::timeout(support::WAIT, established)
+        .await
+        .expect("the ServiceMonitor CRD is established in time")
+        .expect("CRD watch works");
+}
