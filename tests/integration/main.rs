@@ -2,6 +2,7 @@
 
 mod bad_manifests;
 mod encryption_key;
+mod gitops;
 mod job_runner;
 mod key_safety;
 mod oauth_client;
