@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	lua "github.com/yuin/gopher-lua"
 	"gopkg.in/yaml.v3"
@@ -136,6 +137,9 @@ func toLua(state *lua.LState, value interface{}) lua.LValue {
 		return lua.LNumber(value)
 	case float64:
 		return lua.LNumber(value)
+	case time.Time:
+		// As JSON carries it: unquoted YAML timestamps decode as times.
+		return lua.LString(value.UTC().Format(time.RFC3339))
 	case nil:
 		return lua.LNil
 	default:
