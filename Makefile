@@ -30,9 +30,13 @@ bins: ## Build (or find cached) etcd, Kubernetes, kwok and helm binaries for the
 	@hack/test-bins.sh --with-helm
 
 .PHONY: test
-test: ## Unit tests, then integration tests against a real control plane.
+test: argocd ## The Argo CD health checks, unit tests, then integration tests against a real control plane.
 	@assets="$(ASSETS)"; test -n "$$assets" || { echo "no control-plane binaries" >&2; exit 1; }; \
 	  KUBEBUILDER_ASSETS="$$assets" cargo test --all-targets
+
+.PHONY: argocd
+argocd: ## Run the Argo CD health checks in docs/argocd/ on their sample objects (Go).
+	cd docs/argocd && go test ./...
 
 .PHONY: chaos
 chaos: ## The rotation chaos test at length: 50 rotations, the operator SIGKILLed at every step.

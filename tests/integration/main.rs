@@ -3,6 +3,7 @@
 mod bad_manifests;
 mod chart;
 mod encryption_key;
+mod gitops;
 mod high_availability;
 mod job_runner;
 mod key_safety;
