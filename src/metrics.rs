@@ -261,7 +261,7 @@ impl Collector for CacheCollector {
         }
         emit(
             &mut encoder,
-            "keyward_oauth_clients",
+            "oauth_clients",
             "OAuthClients by Ready status and reason",
             &by_state,
         )?;
@@ -319,31 +319,31 @@ impl Collector for CacheCollector {
         }
         emit(
             &mut encoder,
-            "keyward_encryption_key_pods_in_sync",
+            "encryption_key_pods_in_sync",
             "Ready pods of an EncryptionKey's targets that hold its current keyring",
             &in_sync,
         )?;
         emit(
             &mut encoder,
-            "keyward_encryption_key_pods",
+            "encryption_key_pods",
             "Ready pods of an EncryptionKey's targets",
             &total,
         )?;
         emit(
             &mut encoder,
-            "keyward_encryption_key_version_age_seconds",
+            "encryption_key_version_age_seconds",
             "Age of each key version",
             &age,
         )?;
         emit(
             &mut encoder,
-            "keyward_encryption_key_version_ciphertexts",
+            "encryption_key_version_ciphertexts",
             "Ciphertexts under each key version found by the last verification scan",
             &ciphertexts,
         )?;
         emit(
             &mut encoder,
-            "keyward_encryption_key_next_rotation_seconds",
+            "encryption_key_next_rotation_seconds",
             "Seconds until the next scheduled rotation (negative when overdue); absent without spec.rotation.period",
             &next_rotation,
         )

@@ -7,6 +7,7 @@ mod gitops;
 mod high_availability;
 mod job_runner;
 mod key_safety;
+mod metrics;
 mod oauth_client;
 mod operator_process;
 mod reencrypt;
