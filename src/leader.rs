@@ -150,12 +150,15 @@ where
         }
         role.set(Role::Leading);
         tokio::select! {
-            () = term() => break,
+            // The fence first: a replica resumed after a pause (a stopped process, a
+            // starved node) must find it passed before its controllers act again.
+            biased;
             () = watching.fenced() => {
                 tracing::warn!(
                     "leadership lost (no renewal within the renew deadline, or another holder): controllers stopped"
                 );
             }
+            () = term() => break,
         }
     }
     role.set(Role::Stopping);
@@ -271,5 +274,93 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn election() -> Election {
+        Election {
+            namespace: "keyward".to_owned(),
+            lease_name: "keyward".to_owned(),
+            identity: "me".to_owned(),
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+        }
+    }
+
+    /// A view in which the lease manager says this replica leads and the Lease shows
+    /// `holder` renewed `ago`.
+    fn view<'a>(
+        election: &'a Election,
+        holder: &str,
+        ago: Duration,
+    ) -> (
+        Watching<'a>,
+        watch::Sender<bool>,
+        watch::Sender<Option<Holder>>,
+    ) {
+        let (leading_tx, leading) = watch::channel(true);
+        let (holder_tx, holder_rx) = watch::channel(Some(Holder {
+            identity: holder.to_owned(),
+            renewed: SystemTime::now() - ago,
+        }));
+        let watching = Watching {
+            leading,
+            holder: holder_rx,
+            election,
+        };
+        (watching, leading_tx, holder_tx)
+    }
+
+    #[tokio::test]
+    async fn the_fence_closes_at_the_renew_deadline_though_the_manager_still_says_leader() {
+        let election = election();
+        let (mut watching, _leading, _holder) = view(&election, "me", Duration::from_millis(9_700));
+        assert!(watching.lead_left().is_some(), "leads until the deadline");
+        // Nothing changes on either channel: only the deadline can end the term, and it
+        // must, well before the Lease expires for the others (5s later).
+        tokio::time::timeout(Duration::from_secs(3), watching.fenced())
+            .await
+            .expect("fenced at the renew deadline");
+    }
+
+    #[test]
+    fn a_renewal_older_than_the_deadline_or_another_holder_is_not_leading() {
+        let election = election();
+        let (stale, _l, _h) = view(&election, "me", Duration::from_secs(11));
+        assert_eq!(stale.lead_left(), None);
+        let (other, _l, _h) = view(&election, "other", Duration::ZERO);
+        assert_eq!(other.lead_left(), None);
+        let (fresh, leading, _h) = view(&election, "me", Duration::ZERO);
+        assert!(fresh.lead_left().is_some());
+        leading.send_replace(false);
+        assert_eq!(fresh.lead_left(), None, "the manager's verdict counts too");
+    }
+
+    #[tokio::test]
+    async fn another_holder_fences_at_once() {
+        let election = election();
+        let (mut watching, _leading, holder) = view(&election, "me", Duration::ZERO);
+        holder.send_replace(Some(Holder {
+            identity: "other".to_owned(),
+            renewed: SystemTime::now(),
+        }));
+        tokio::time::timeout(Duration::from_secs(1), watching.fenced())
+            .await
+            .expect("fenced when another replica holds the Lease");
+    }
+
+    #[test]
+    fn timings_are_checked() {
+        let mut election = election();
+        assert_eq!(election.validate(), Ok(()));
+        assert_eq!(election.renew_every(), 5);
+        election.renew_deadline = Duration::from_secs(15);
+        assert!(election.validate().is_err());
+        election.renew_deadline = Duration::from_secs(1);
+        assert!(election.validate().is_err());
     }
 }

@@ -167,6 +167,62 @@ async fn one_replica_leads_the_other_stands_by_and_takes_over_an_in_flight_rotat
 }
 
 #[tokio::test]
+async fn a_leader_paused_past_its_renew_deadline_finds_itself_fenced_when_it_resumes() {
+    let cluster = support::cluster("ha-fencing").await;
+    let first = replica(&cluster, "first");
+    until_role(&first, "leader", support::WAIT).await;
+    let second = replica(&cluster, "second");
+    until_role(&second, "standby: leader is first", support::WAIT).await;
+
+    // A stopped process stands for a leader that cannot renew: a frozen node, a long
+    // pause. The standby takes the Lease once it expires.
+    first.signal("STOP");
+    until_role(&second, "leader", TAKEOVER).await;
+    manifest::apply_keyward(&cluster, "OAuthClient", "portal", json!({})).await;
+    wait::until(
+        &clients(&cluster),
+        "portal",
+        "the new leader issues",
+        |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
+    )
+    .await;
+    let issued_by_second = clients(&cluster).get("portal").await.expect("get");
+
+    // Resumed, the old leader finds its renew deadline long past and stops its
+    // controllers before they act: it stands by, and the client stays as issued.
+    first.signal("CONT");
+    until_role(&first, "standby: leader is second", support::WAIT).await;
+    assert!(
+        first.log().contains("leadership lost"),
+        "the resumed replica says it was fenced"
+    );
+    assert_eq!(
+        http::sample(
+            &metrics(&first),
+            "keyward_reconciles_total",
+            "controller=\"OAuthClient\""
+        ),
+        None,
+        "the resumed replica reconciled nothing: its controllers stopped before acting"
+    );
+    manifest::apply_keyward(&cluster, "OAuthClient", "barrier", json!({})).await;
+    wait::until(
+        &clients(&cluster),
+        "barrier",
+        "the leader issues",
+        |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
+    )
+    .await;
+    let portal = clients(&cluster).get("portal").await.expect("get");
+    assert_eq!(
+        portal.status, issued_by_second.status,
+        "the fenced replica did not touch what the leader issued"
+    );
+    let secret = delivered_secret(&cluster, "portal-credentials").await;
+    assert_eq!(keyward_verify(&cluster, "portal-verifier", &secret), 0);
+}
+
+#[tokio::test]
 async fn twenty_forced_handovers_never_leave_a_delivered_secret_that_does_not_verify() {
     let cluster = support::cluster("ha-handovers").await;
     let _log = jobs::runner().log_on_failure(&cluster.namespace);

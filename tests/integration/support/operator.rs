@@ -111,6 +111,15 @@ impl Operator {
         }
     }
 
+    /// Sends the signal `name` (`STOP`, `CONT`, …) to the process.
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.process.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "SIG{name} delivered to the operator");
+    }
+
     /// Sends SIGTERM and waits up to `timeout` for the process to exit; returns its exit
     /// status and its whole log.
     pub fn terminate(mut self, timeout: Duration) -> (ExitStatus, String) {
