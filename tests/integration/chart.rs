@@ -106,8 +106,30 @@ fn the_operator_runs_with_the_flags_the_values_ask_for() {
     );
 }
 
+/// Runs the real binary with `args` and no cluster to reach: it must get past parsing
+/// them (and their validation) and fail only when connecting.
+fn assert_the_binary_accepts(args: &[String]) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+        .args(args)
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("keyward runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot connect to the Kubernetes API"),
+        "keyward refused the chart's arguments {args:?}: {stderr}"
+    );
+}
+
 /// The arguments of the `keyward` container of the rendered Deployment.
 fn operator_args(manifests: &str) -> Vec<String> {
+    let args = rendered_args(manifests);
+    assert_the_binary_accepts(&args);
+    args
+}
+
+fn rendered_args(manifests: &str) -> Vec<String> {
     let deployment = manifest::documents(manifests)
         .into_iter()
         .find(|document| document["kind"] == "Deployment")
