@@ -2,6 +2,7 @@
 
 mod bad_manifests;
 mod chart;
+mod chart_rbac;
 mod encryption_key;
 mod gitops;
 mod high_availability;

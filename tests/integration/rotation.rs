@@ -43,21 +43,26 @@ fn operator(cluster: &TestCluster) -> Operator {
 }
 
 pub fn operator_with(cluster: &TestCluster, extra: &[&str]) -> Operator {
-    jobs::runner();
-    let selector = format!("{}=true", jobs::LABEL);
-    let toleration = format!("{}=true:NoSchedule", jobs::LABEL);
-    let mut args = vec![
-        "--job-node-selector",
-        &selector,
-        "--job-toleration",
-        &toleration,
-    ];
+    let placement = job_placement();
+    let mut args: Vec<&str> = placement.iter().map(String::as_str).collect();
     args.extend_from_slice(extra);
     Operator::start(
         &support::control_plane().kubeconfig,
         &cluster.namespace,
         &args,
     )
+}
+
+/// The operator's flags that place re-encryption Jobs on the job runner's node, which
+/// is started if it is not yet.
+pub fn job_placement() -> [String; 4] {
+    jobs::runner();
+    [
+        "--job-node-selector".to_owned(),
+        format!("{}=true", jobs::LABEL),
+        "--job-toleration".to_owned(),
+        format!("{}=true:NoSchedule", jobs::LABEL),
+    ]
 }
 
 /// The keyring as stored (unwrapped: these keys have no key-encryption key).

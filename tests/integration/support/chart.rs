@@ -35,8 +35,15 @@ pub fn helm() -> PathBuf {
 /// The chart rendered as release `keyward` in `namespace` with `args` added; panics
 /// with helm's message when it refuses.
 pub fn template(namespace: &str, args: &[&str]) -> String {
+    template_release("keyward", namespace, args)
+}
+
+/// The chart rendered as release `release` in `namespace` with `args` added. Tests that
+/// apply cluster-scoped objects (a ClusterRole) give each release a name of its own, so
+/// that tests running at once never share one.
+pub fn template_release(release: &str, namespace: &str, args: &[&str]) -> String {
     let output = Command::new(helm())
-        .args(["template", "keyward"])
+        .args(["template", release])
         .arg(dir())
         .args(["--namespace", namespace])
         .args(args)

@@ -157,7 +157,9 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
-async fn create_namespace(client: &Client, test: &str) -> String {
+/// Creates a fresh namespace named after `test` (with a generated suffix) and returns its
+/// name: for tests that need more than the one [`cluster`] gives them.
+pub async fn create_namespace(client: &Client, test: &str) -> String {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let prefix: String = test
         .chars()
