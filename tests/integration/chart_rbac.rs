@@ -484,7 +484,7 @@ async fn a_namespaced_install_works_in_its_namespaces_and_reads_nothing_outside_
             format!("patch deployments.apps -n {other}"),
             format!("create roles.rbac.authorization.k8s.io -n {other}"),
             format!("list pods -n {release_namespace}"),
-            format!("update leases.coordination.k8s.io/someone-elses -n {release_namespace}"),
+            format!("patch leases.coordination.k8s.io/someone-elses -n {release_namespace}"),
         ],
     );
     assert_answers(
@@ -494,7 +494,7 @@ async fn a_namespaced_install_works_in_its_namespaces_and_reads_nothing_outside_
             format!("get secrets -n {team}"),
             format!("patch oauthclients.keyward.io --subresource=status -n {team}"),
             format!("get pods -n {release_namespace}"),
-            format!("update leases.coordination.k8s.io/{lease} -n {release_namespace}"),
+            format!("patch leases.coordination.k8s.io/{lease} -n {release_namespace}"),
         ],
     );
 }
