@@ -24,6 +24,9 @@ pub struct Context {
     recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Digest of the status last written per object, to tell a lagging cache from a
+    /// real change (see `apply_status`).
+    written: Mutex<HashMap<String, u64>>,
 }
 
 impl Context {
@@ -47,6 +50,7 @@ impl Context {
             metrics,
             recorder,
             failures: Mutex::default(),
+            written: Mutex::default(),
         }
     }
 
@@ -91,6 +95,28 @@ impl Context {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         failures.remove(&key(object));
     }
+}
+
+impl Context {
+    /// The digest of the status last written for `object`, if any.
+    pub fn last_status_written<K: Resource<DynamicType = ()>>(&self, object: &K) -> Option<u64> {
+        let written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.get(&key(object)).copied()
+    }
+
+    /// Records that a status with `digest` was written for `object`.
+    pub fn status_written<K: Resource<DynamicType = ()>>(&self, object: &K, digest: u64) {
+        let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
+        written.insert(key(object), digest);
+    }
+}
+
+/// A digest of `value`'s JSON form: equal values, equal digests.
+pub fn digest<T: serde::Serialize>(value: &T) -> Result<u64, serde_json::Error> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(value)?.hash(&mut hasher);
+    Ok(hasher.finish())
 }
 
 fn key<K: Resource<DynamicType = ()>>(object: &K) -> String {

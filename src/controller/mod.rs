@@ -278,11 +278,16 @@ pub fn backoff(attempt: u32) -> Duration {
 }
 
 /// Writes `status` with server-side apply as `manager`, unless it already equals
-/// `current`.
+/// `current` (the cached object's).
 ///
 /// Skipping the identical write keeps re-reconciles of an unchanged object from
-/// touching it at all, so GitOps tools and watchers see no churn.
+/// touching it at all, so GitOps tools and watchers see no churn. The cache lags behind
+/// our own writes, though: a reconcile triggered by one of our Secret writes may still
+/// see the status from before our last status write. When `status` is exactly what was
+/// last written for the object, the object is read afresh and the write happens only if
+/// it really differs — a read instead of a second write.
 async fn apply_status<K, S>(
+    context: &Context,
     api: &Api<K>,
     manager: &str,
     object: &K,
@@ -290,11 +295,23 @@ async fn apply_status<K, S>(
     status: &S,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
-    S: Serialize + PartialEq,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
+    S: Serialize + DeserializeOwned + PartialEq,
 {
     if current == Some(status) {
         return Ok(());
+    }
+    let digest = context::digest(status)?;
+    if context.last_status_written(object) == Some(digest) {
+        let fresh = api.get(&object.name_any()).await?;
+        let fresh_status = serde_json::to_value(&fresh)?
+            .get_mut("status")
+            .map(serde_json::Value::take)
+            .map(serde_json::from_value::<S>)
+            .transpose()?;
+        if fresh_status.as_ref() == Some(status) {
+            return Ok(());
+        }
     }
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -304,6 +321,7 @@ where
     let params = PatchParams::apply(manager).force();
     api.patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
         .await?;
+    context.status_written(object, digest);
     Ok(())
 }
 

@@ -87,7 +87,12 @@ fn encrypting_under(
     })
 }
 
-/// Takes the next step for one OAuthClient.
+/// Steps one reconcile takes before it hands over to the queue: enough to issue a
+/// client (issue, complete the issue, report) in one go.
+const STEPS_PER_RECONCILE: usize = 4;
+
+/// Takes the steps one OAuthClient needs now, each decided from fresh reads of its
+/// Secrets, then reports its status — once, at the end.
 pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Result<Action> {
     let namespace = client.namespace().ok_or(Error::MissingObjectField {
         kind: "OAuthClient",
@@ -95,47 +100,52 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
     })?;
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let names = SecretNames::of(&client.name_any(), &client.spec);
-    let (observed, existing) = secrets::load(&context.client, &client, names.clone()).await?;
-    let now = Timestamp::now();
-    let step = decide::next_step(&client.spec, &observed, context.policy, now);
-    tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");
+    for _ in 0..STEPS_PER_RECONCILE {
+        let (observed, existing) = secrets::load(&context.client, &client, names.clone()).await?;
+        let now = Timestamp::now();
+        let step = decide::next_step(&client.spec, &observed, context.policy, now);
+        tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");
 
-    let done = |recheck_in: Option<Duration>| match recheck_in {
-        Some(delay) => Action::requeue(delay),
-        None => Action::await_change(),
-    };
-    let action = match step {
-        Step::Refuse { reason, message } => {
-            let problem = (EventType::Warning, reason, message);
-            report(&context, &client, &observed, &names, Some(problem), now).await?;
-            done(None)
-        }
-        Step::Wait { reason, message } => {
-            let problem = (EventType::Normal, reason, message);
-            report(&context, &client, &observed, &names, Some(problem), now).await?;
-            done(None)
-        }
-        Step::UpToDate {
-            recheck_in,
-            not_ready,
-        } => {
-            let problem = not_ready.map(|(reason, message)| (EventType::Normal, reason, message));
-            report(&context, &client, &observed, &names, problem, now).await?;
-            done(recheck_in)
-        }
-        step => {
-            let writer = SecretWriter {
-                api: &secrets,
-                names: &names,
-                existing: &existing,
-            };
-            take(step, &context, &client, &writer, observed, now).await?;
-            // Look again at once: the next step (or the status) follows from fresh reads.
-            Action::requeue(Duration::ZERO)
-        }
-    };
-    context.record_success(client.as_ref());
-    Ok(action)
+        let done = |recheck_in: Option<Duration>| match recheck_in {
+            Some(delay) => Action::requeue(delay),
+            None => Action::await_change(),
+        };
+        let action = match step {
+            Step::Refuse { reason, message } => {
+                let problem = (EventType::Warning, reason, message);
+                report(&context, &client, &observed, &names, Some(problem), now).await?;
+                done(None)
+            }
+            Step::Wait { reason, message } => {
+                let problem = (EventType::Normal, reason, message);
+                report(&context, &client, &observed, &names, Some(problem), now).await?;
+                done(None)
+            }
+            Step::UpToDate {
+                recheck_in,
+                not_ready,
+            } => {
+                let problem =
+                    not_ready.map(|(reason, message)| (EventType::Normal, reason, message));
+                report(&context, &client, &observed, &names, problem, now).await?;
+                done(recheck_in)
+            }
+            step => {
+                let writer = SecretWriter {
+                    api: &secrets,
+                    names: &names,
+                    existing: &existing,
+                };
+                take(step, &context, &client, &writer, observed, now).await?;
+                // The next step (or the status) follows from fresh reads.
+                continue;
+            }
+        };
+        context.record_success(client.as_ref());
+        return Ok(action);
+    }
+    // Still steps to take: the queue brings the client back at once.
+    Ok(Action::requeue(Duration::ZERO))
 }
 
 fn step_name(step: &Step) -> &'static str {
@@ -379,6 +389,10 @@ async fn take(
     Ok(())
 }
 
+/// Counts a secret written and tells of it. A client's first secret gets no event: the
+/// Ready condition's transition and `status.issuedAt` record it, and at thousands of
+/// clients an event each would be a third of the API writes. Rotations and re-issues,
+/// which replace a working secret, are always told.
 async fn announce_issue(
     context: &Context,
     client: &OAuthClient,
@@ -387,10 +401,12 @@ async fn announce_issue(
     client_id: &str,
 ) {
     context.metrics.client_secret_written(reason);
-    let note = format!("issued secret version {version} for client id {client_id}");
-    context
-        .publish(client, EventType::Normal, reason, "Issue", note)
-        .await;
+    if reason != IssueCause::Initial.reason() {
+        let note = format!("issued secret version {version} for client id {client_id}");
+        context
+            .publish(client, EventType::Normal, reason, "Issue", note)
+            .await;
+    }
     if client.spec.secret_type == SecretType::Hashed && client.spec.hash_algorithm.is_legacy() {
         let note = format!(
             "verifier record uses the legacy algorithm {}",
@@ -428,6 +444,7 @@ async fn report(
     };
     let status = status(client, observed, names, problem, now);
     apply_status(
+        &context,
         &api,
         OAUTH_CLIENT_MANAGER,
         client,
