@@ -972,7 +972,7 @@ impl<'a> Reporter<'a> {
         }
         let api: Api<EncryptionKey> = namespaced_api(&self.context.client, key)?;
         apply_status(
-            &self.context,
+            self.context,
             &api,
             ENCRYPTION_KEY_MANAGER,
             key,

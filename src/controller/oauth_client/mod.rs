@@ -444,7 +444,7 @@ async fn report(
     };
     let status = status(client, observed, names, problem, now);
     apply_status(
-        &context,
+        context,
         &api,
         OAUTH_CLIENT_MANAGER,
         client,
