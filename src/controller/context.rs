@@ -19,6 +19,8 @@ pub struct Context {
     pub policy: Policy,
     /// Where and how re-encryption Jobs run.
     pub jobs: super::encryption_key::jobs::JobOptions,
+    /// Secret names chosen by specs, and the objects that chose them.
+    pub secret_index: std::sync::Arc<super::index::SecretIndex>,
     /// The operator's metrics.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
     recorder: Recorder,
@@ -48,6 +50,7 @@ impl Context {
             policy,
             jobs,
             metrics,
+            secret_index: std::sync::Arc::default(),
             recorder,
             failures: Mutex::default(),
             written: Mutex::default(),

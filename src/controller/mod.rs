@@ -6,6 +6,7 @@
 
 pub mod context;
 pub mod encryption_key;
+pub mod index;
 pub mod oauth_client;
 
 use std::fmt::Debug;
@@ -107,6 +108,7 @@ async fn run_controllers(
             api(client, *scope),
             api(client, *scope),
             api(client, *scope),
+            context.secret_index.clone(),
         );
         client_caches.push(oauth_clients.store());
         running.push(
@@ -235,6 +237,29 @@ where
     match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
+    }
+}
+
+/// A controller of the objects of `api` whose cache holds them without
+/// `managedFields` and the last-applied annotation: neither is read, and at thousands
+/// of objects they would be most of the cache.
+fn lean_controller<K>(api: Api<K>) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+{
+    use kube::runtime::{WatchStreamExt, reflector};
+    let (reader, writer) = reflector::store();
+    let events = watcher::watcher(api, watcher_config())
+        .default_backoff()
+        .modify(|object: &mut K| strip(object.meta_mut()));
+    kube::runtime::Controller::for_stream(reflector(writer, events).applied_objects(), reader)
+}
+
+/// Drops what a cached object never needs.
+fn strip(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
 }
 

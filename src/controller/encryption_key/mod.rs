@@ -22,14 +22,18 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use self::decide::{Observed, Problem, Step};
 use self::rotation::{JobState, Reshape};
-use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_config};
+use super::{
+    Context, apply_status, in_namespace_of, lean_controller, namespaced_api, watcher_config,
+};
 use crate::crd::encryption_key::{
     DistributionStatus, EncryptionKeyStatus, KeyFormat, KeyVersionStatus, RotationPhase,
     RotationStatus, WorkloadKind,
@@ -44,43 +48,59 @@ use crate::{Error, Result};
 /// How often an undistributed key is looked at again, besides the workload watches.
 const DISTRIBUTION_RECHECK: Duration = Duration::from_secs(5);
 
-/// The EncryptionKey controller: watches the keys, the Secrets they own or read, and
-/// the workloads they target.
+/// The EncryptionKey controller, watching `api` and, as metadata only, the Secrets,
+/// Jobs and workloads of the same scope: an event says which key to look at, and the
+/// reconcile reads what it needs afresh.
 pub fn controller(
     api: Api<EncryptionKey>,
-    secrets: Api<Secret>,
-    deployments: Api<Deployment>,
-    stateful_sets: Api<StatefulSet>,
-    jobs: Api<Job>,
+    secrets: Api<PartialObjectMeta<Secret>>,
+    deployments: Api<PartialObjectMeta<Deployment>>,
+    stateful_sets: Api<PartialObjectMeta<StatefulSet>>,
+    jobs: Api<PartialObjectMeta<Job>>,
 ) -> Controller<EncryptionKey> {
-    let controller = Controller::new(api, watcher_config());
+    let controller = lean_controller(api);
     let (by_secret, by_deployment, by_stateful_set) =
         (controller.store(), controller.store(), controller.store());
+    let managed = || watcher_config().labels(&store::managed_selector());
     controller
-        .owns(
-            secrets.clone(),
-            watcher_config().labels(&store::managed_selector()),
+        .owns_stream(watcher(jobs, managed()).touched_objects())
+        .watches_stream(
+            watcher(secrets, watcher_config()).touched_objects(),
+            move |secret| readers_of(&by_secret, &secret),
         )
-        .owns(jobs, watcher_config().labels(&store::managed_selector()))
-        .watches(secrets, watcher_config(), move |secret| {
-            readers_of(&by_secret, &secret)
-        })
-        .watches(deployments, watcher_config(), move |deployment| {
-            targeting(&by_deployment, WorkloadKind::Deployment, &deployment)
-        })
-        .watches(stateful_sets, watcher_config(), move |stateful_set| {
-            targeting(&by_stateful_set, WorkloadKind::StatefulSet, &stateful_set)
-        })
+        .watches_stream(
+            watcher(deployments, watcher_config()).touched_objects(),
+            move |deployment| targeting(&by_deployment, WorkloadKind::Deployment, &deployment),
+        )
+        .watches_stream(
+            watcher(stateful_sets, watcher_config()).touched_objects(),
+            move |stateful_set| {
+                targeting(&by_stateful_set, WorkloadKind::StatefulSet, &stateful_set)
+            },
+        )
 }
 
-/// Keys whose keyring, distribution Secret, source or key-encryption key is `secret`.
-/// The keyring has no owner reference, and a Secret of someone else's in the
-/// distribution Secret's place has none of the key's: both are matched by name.
-fn readers_of(store: &Store<EncryptionKey>, secret: &Secret) -> Vec<ObjectRef<EncryptionKey>> {
+/// Keys that own `secret` (its distribution Secret), or whose keyring, source or
+/// key-encryption key it is. The keyring has no owner reference, and a Secret of
+/// someone else's in the distribution Secret's place has none of the key's: both are
+/// matched by name. Keys are few, so looking through those of the namespace is cheap.
+fn readers_of(
+    store: &Store<EncryptionKey>,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<EncryptionKey>> {
     let name = secret.name_any();
+    let owners: Vec<&str> = secret
+        .owner_references()
+        .iter()
+        .filter(|owner| {
+            owner.kind == "EncryptionKey" && owner.api_version.starts_with("keyward.io/")
+        })
+        .map(|owner| owner.name.as_str())
+        .collect();
     in_namespace_of(store, secret, |key| {
         let key_name = key.name_any();
-        keyring_store::secret_name(&key_name) == name
+        owners.contains(&key_name.as_str())
+            || keyring_store::secret_name(&key_name) == name
             || store::distribution::secret_name(&key_name) == name
             || key
                 .spec

@@ -42,6 +42,11 @@ const MAX_GRACE: SignedDuration = SignedDuration::from_hours(720);
 /// The longest a reconcile waits before looking again at a far deadline.
 const MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
 
+/// The suffix of a client's verifier Secret's default name.
+pub const VERIFIER_SUFFIX: &str = "-verifier";
+/// The suffix of a client's delivery Secret's default name.
+pub const DELIVERY_SUFFIX: &str = "-credentials";
+
 /// Names of the Secrets an OAuthClient writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SecretNames {
@@ -61,8 +66,8 @@ impl SecretNames {
             .as_ref()
             .and_then(|secret| secret.name.clone());
         Self {
-            verifier: verifier.unwrap_or_else(|| format!("{name}-verifier")),
-            delivery: delivery.unwrap_or_else(|| format!("{name}-credentials")),
+            verifier: verifier.unwrap_or_else(|| format!("{name}{VERIFIER_SUFFIX}")),
+            delivery: delivery.unwrap_or_else(|| format!("{name}{DELIVERY_SUFFIX}")),
         }
     }
 }

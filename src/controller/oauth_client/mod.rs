@@ -9,6 +9,7 @@
 pub mod decide;
 mod secrets;
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +17,21 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
-use self::decide::{IssueCause, Observed, SecretNames, Step, Verifier};
+use self::decide::{
+    DELIVERY_SUFFIX, IssueCause, Observed, SecretNames, Step, VERIFIER_SUFFIX, Verifier,
+};
 use self::secrets::Existing;
-use super::{Context, apply_status, in_namespace_of, namespaced_api, watcher_config};
+use super::index::{SecretIndex, named_for};
+use super::{
+    Context, apply_status, in_namespace_of, lean_controller, namespaced_api, watcher_config,
+};
 use crate::crd::oauth_client::SecretType;
 use crate::crd::{
     ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, find_condition,
@@ -35,41 +43,82 @@ use crate::store::{self, OAUTH_CLIENT_MANAGER};
 use crate::{Error, Result};
 
 /// The OAuthClient controller, watching `api` and the Secrets of `secrets`' scope.
+///
+/// Secrets are watched as metadata only: a Secret's name and owners say which clients
+/// it concerns, and the reconcile reads the data it needs afresh. Neither every Secret's
+/// data nor a scan of every client is spent on a Secret event.
 pub fn controller(
     api: Api<OAuthClient>,
-    secrets: Api<Secret>,
+    secrets: Api<PartialObjectMeta<Secret>>,
     keys: Api<EncryptionKey>,
+    index: Arc<SecretIndex>,
 ) -> Controller<OAuthClient> {
-    let controller = Controller::new(api, watcher_config());
+    let controller = lean_controller(api);
     let (store, key_users) = (controller.store(), controller.store());
+    let secret_events = watcher(secrets, watcher_config()).touched_objects();
     controller
-        .owns(
-            secrets.clone(),
-            watcher_config().labels(&store::managed_selector()),
-        )
-        .watches(secrets, watcher_config(), move |secret| {
-            importers_of(&store, &secret)
+        .watches_stream(secret_events, move |secret| {
+            clients_of(&store, &index, &secret)
         })
         .watches(keys, watcher_config(), move |key| {
             encrypting_under(&key_users, &key)
         })
 }
 
-/// OAuthClients that import from `secret`, so a source that appears or changes is
-/// picked up at once; or whose Secret names it has (a Secret of someone else's that
-/// blocked them may be gone).
-fn importers_of(store: &Store<OAuthClient>, secret: &Secret) -> Vec<ObjectRef<OAuthClient>> {
+/// The OAuthClients `secret` concerns: the one that owns it, the one whose conventional
+/// name it has (a Secret of someone else's in its place may be gone), and those whose
+/// spec names it (a custom name, or an import source that appeared or changed).
+fn clients_of(
+    store: &Store<OAuthClient>,
+    index: &SecretIndex,
+    secret: &PartialObjectMeta<Secret>,
+) -> Vec<ObjectRef<OAuthClient>> {
+    let Some(namespace) = secret.namespace() else {
+        return Vec::new();
+    };
     let name = secret.name_any();
-    in_namespace_of(store, secret, |client| {
-        let names = SecretNames::of(&client.name_any(), &client.spec);
-        names.verifier == name
-            || names.delivery == name
-            || client
-                .spec
-                .import_from
-                .as_ref()
-                .is_some_and(|import| import.secret_name == name)
-    })
+    let mut clients: BTreeSet<String> = index.users(&namespace, &name).into_iter().collect();
+    clients.extend(
+        secret
+            .owner_references()
+            .iter()
+            .filter(|owner| {
+                owner.kind == "OAuthClient" && owner.api_version.starts_with("keyward.io/")
+            })
+            .map(|owner| owner.name.clone()),
+    );
+    for suffix in [VERIFIER_SUFFIX, DELIVERY_SUFFIX] {
+        clients.extend(named_for(&name, suffix).map(str::to_owned));
+    }
+    clients
+        .into_iter()
+        .map(|client| ObjectRef::new(&client).within(&namespace))
+        .filter(|client| store.get(client).is_some())
+        .collect()
+}
+
+/// The Secrets `client`'s spec names itself, for the [`SecretIndex`].
+fn chosen_secrets(client: &OAuthClient, names: &SecretNames) -> Vec<String> {
+    let name = client.name_any();
+    let conventional = |secret: &str| {
+        named_for(secret, VERIFIER_SUFFIX) == Some(name.as_str())
+            || named_for(secret, DELIVERY_SUFFIX) == Some(name.as_str())
+    };
+    let mut chosen: Vec<String> = [&names.verifier, &names.delivery]
+        .into_iter()
+        .filter(|secret| !conventional(secret))
+        .cloned()
+        .collect();
+    chosen.extend(
+        client
+            .spec
+            .import_from
+            .as_ref()
+            .map(|import| import.secret_name.clone()),
+    );
+    chosen.sort();
+    chosen.dedup();
+    chosen
 }
 
 /// OAuthClients whose secret is encrypted under `key`, so they proceed once it is ready.
@@ -100,6 +149,11 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
     })?;
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let names = SecretNames::of(&client.name_any(), &client.spec);
+    context.secret_index.register(
+        &namespace,
+        &client.name_any(),
+        chosen_secrets(&client, &names),
+    );
     for _ in 0..STEPS_PER_RECONCILE {
         let (observed, existing) = secrets::load(&context.client, &client, names.clone()).await?;
         let now = Timestamp::now();
