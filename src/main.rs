@@ -261,6 +261,10 @@ struct RunArgs {
     /// run any image under any ServiceAccount of its namespace.
     #[arg(long, env = "KEYWARD_ALLOW_JOB_TEMPLATES")]
     allow_job_templates: bool,
+    /// Reconciles each controller runs at once; 0 for no bound. Bounds the load on the
+    /// API server and the memory a bulk apply of thousands of objects takes.
+    #[arg(long, default_value_t = 32, env = "KEYWARD_CONCURRENCY")]
+    concurrency: u16,
     /// Where /metrics is served, as HOST:PORT or :PORT.
     #[arg(long, default_value = ":8080", value_parser = http::parse_listen_addr, env = "KEYWARD_METRICS_ADDR")]
     metrics_addr: SocketAddr,
@@ -411,6 +415,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             allow_templates: args.allow_job_templates,
         },
         election,
+        concurrency: args.concurrency,
     };
     controller::run(client, options, metrics, role)
         .await
