@@ -47,6 +47,7 @@ fn the_operator_runs_with_the_flags_the_values_ask_for() {
         [
             "run",
             "--log-format=json",
+            "--concurrency=32",
             "--metrics-addr=:8080",
             "--health-addr=:8081",
             "--leader-elect=true",
@@ -66,6 +67,7 @@ fn the_operator_runs_with_the_flags_the_values_ask_for() {
         [
             "run",
             "--log-format=text",
+            "--concurrency=8",
             "--allow-legacy-algorithms",
             "--allow-plaintext-secrets",
             "--allow-job-templates",
@@ -99,6 +101,7 @@ fn the_operator_runs_with_the_flags_the_values_ask_for() {
         [
             "run",
             "--log-format=json",
+            "--concurrency=32",
             "--metrics-addr=:8080",
             "--health-addr=:8081",
             "--leader-elect=false",
