@@ -319,15 +319,34 @@ pub fn backoff(attempt: u32) -> Duration {
     Duration::from_secs(1u64 << exponent).min(CAP)
 }
 
+/// The object a status is computed from: `object` as cached, unless its status is not
+/// the one this process last wrote for it — the cache lags behind that write (a
+/// reconcile triggered by one of our own Secret writes), or someone else wrote since —
+/// then the object read afresh. Computing from a lagging cache would write the same
+/// status again, with new transition times.
+async fn latest<K, S>(
+    context: &Context,
+    api: &Api<K>,
+    object: &K,
+    status: Option<&S>,
+) -> Result<Option<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize,
+{
+    let Some(written) = context.last_status_written(object) else {
+        return Ok(None);
+    };
+    if status.map(context::digest).transpose()? == Some(written) {
+        return Ok(None);
+    }
+    Ok(Some(api.get(&object.name_any()).await?))
+}
+
 /// Writes `status` with server-side apply as `manager`, unless it already equals
-/// `current` (the cached object's).
-///
-/// Skipping the identical write keeps re-reconciles of an unchanged object from
-/// touching it at all, so GitOps tools and watchers see no churn. The cache lags behind
-/// our own writes, though: a reconcile triggered by one of our Secret writes may still
-/// see the status from before our last status write. When `status` is exactly what was
-/// last written for the object, the object is read afresh and the write happens only if
-/// it really differs — a read instead of a second write.
+/// `current`: re-reconciles of an unchanged object do not touch it at all, so GitOps
+/// tools and watchers see no churn. They are compared as written: times go to the API
+/// server in whole seconds, so a time computed now equals the one stored from it.
 async fn apply_status<K, S>(
     context: &Context,
     api: &Api<K>,
@@ -337,23 +356,12 @@ async fn apply_status<K, S>(
     status: &S,
 ) -> Result<()>
 where
-    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug,
-    S: Serialize + DeserializeOwned + PartialEq,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
+    S: Serialize,
 {
-    if current == Some(status) {
+    let wanted = serde_json::to_value(status)?;
+    if current.map(serde_json::to_value).transpose()?.as_ref() == Some(&wanted) {
         return Ok(());
-    }
-    let digest = context::digest(status)?;
-    if context.last_status_written(object) == Some(digest) {
-        let fresh = api.get(&object.name_any()).await?;
-        let fresh_status = serde_json::to_value(&fresh)?
-            .get_mut("status")
-            .map(serde_json::Value::take)
-            .map(serde_json::from_value::<S>)
-            .transpose()?;
-        if fresh_status.as_ref() == Some(status) {
-            return Ok(());
-        }
     }
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -363,7 +371,7 @@ where
     let params = PatchParams::apply(manager).force();
     api.patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
         .await?;
-    context.status_written(object, digest);
+    context.status_written(object, context::digest(status)?);
     Ok(())
 }
 

@@ -30,7 +30,7 @@ use self::decide::{
 use self::secrets::Existing;
 use super::index::{SecretIndex, named_for};
 use super::{
-    Context, apply_status, in_namespace_of, lean_controller, namespaced_api, watcher_config,
+    Context, apply_status, in_namespace_of, latest, lean_controller, namespaced_api, watcher_config,
 };
 use crate::crd::oauth_client::SecretType;
 use crate::crd::{
@@ -484,6 +484,8 @@ async fn report(
     now: Timestamp,
 ) -> Result<()> {
     let api: Api<OAuthClient> = namespaced_api(&context.client, client)?;
+    let fresh = latest(context, &api, client, client.status.as_ref()).await?;
+    let client = fresh.as_ref().unwrap_or(client);
     let was_ready = client
         .status
         .as_ref()
