@@ -6,9 +6,11 @@
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 
 use crate::support::{self, chart, jobs, manifest};
@@ -38,6 +40,68 @@ async fn the_chart_with_every_option_set_is_accepted_by_the_api_server() {
         &["-f", full_values.to_str().expect("a UTF-8 path")],
     );
     apply_dry_run(&manifests);
+}
+
+/// A real `helm install` into a namespace that enforces the `restricted` Pod Security
+/// Standard: the API server admits the operator's pods (kwok runs them), and the
+/// release's two replicas, PodDisruptionBudget and Service come up.
+#[tokio::test]
+async fn an_installed_release_runs_two_replicas_under_the_restricted_pod_security_standard() {
+    let cluster = support::cluster("chart-install").await;
+    let namespaces: Api<Namespace> = Api::all(cluster.client.clone());
+    let labels = serde_json::json!({
+        "apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": cluster.namespace, "labels": {
+            "pod-security.kubernetes.io/enforce": "restricted",
+            "pod-security.kubernetes.io/enforce-version": "latest",
+        }},
+    });
+    namespaces
+        .patch(
+            &cluster.namespace,
+            &PatchParams::apply("chart-test").force(),
+            &Patch::Apply(&labels),
+        )
+        .await
+        .expect("the namespace enforces restricted");
+    // The CRDs are the test control plane's already; the release is named after the
+    // namespace, so its cluster-wide RBAC cannot clash with another test's.
+    let release = cluster.namespace.clone();
+    let output = Command::new(chart::helm())
+        .args(["install", &release])
+        .arg(chart::dir())
+        .args(["--namespace", &cluster.namespace])
+        .args(["--set", "crds.install=false", "--wait", "--timeout", "120s"])
+        .env("KUBECONFIG", &support::control_plane().kubeconfig)
+        .output()
+        .expect("helm runs");
+    assert!(
+        output.status.success(),
+        "helm install failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let selector = format!("app.kubernetes.io/instance={release}");
+    let listed = ListParams::default().labels(&selector);
+    let deployments: Api<Deployment> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let deployment = deployments
+        .list(&listed)
+        .await
+        .expect("deployments")
+        .items
+        .pop()
+        .expect("the release's Deployment");
+    let status = deployment.status.expect("status");
+    assert_eq!(status.available_replicas, Some(2), "both replicas run");
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    assert_eq!(pods.list(&listed).await.expect("pods").items.len(), 2);
+    let budgets: Api<PodDisruptionBudget> =
+        Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    assert_eq!(
+        budgets.list(&listed).await.expect("budgets").items.len(),
+        1,
+        "a PodDisruptionBudget guards the replicas"
+    );
 }
 
 #[test]
