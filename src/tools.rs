@@ -199,7 +199,7 @@ pub async fn keyring_from_cluster(
     namespace: &str,
     name: &str,
 ) -> Result<Keyring, ToolError> {
-    crate::store::keyring::load_key(client, namespace, name)
+    crate::store::keyring::load_key(client, namespace, name, None)
         .await?
         .map(|key| key.keyring)
         .map_err(ToolError::KeyringUnavailable)

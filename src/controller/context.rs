@@ -19,6 +19,8 @@ pub struct Context {
     pub policy: Policy,
     /// Where and how re-encryption Jobs run.
     pub jobs: super::encryption_key::jobs::JobOptions,
+    /// Keyrings shared by the OAuthClients encrypting under them.
+    pub keyrings: std::sync::Arc<crate::store::keyring_cache::KeyringCache>,
     /// Secret names chosen by specs, and the objects that chose them.
     pub secret_index: std::sync::Arc<super::index::SecretIndex>,
     /// The operator's metrics.
@@ -51,6 +53,7 @@ impl Context {
             jobs,
             metrics,
             secret_index: std::sync::Arc::default(),
+            keyrings: std::sync::Arc::default(),
             recorder,
             failures: Mutex::default(),
             written: Mutex::default(),

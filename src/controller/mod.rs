@@ -113,6 +113,8 @@ async fn run_controllers(
             .map(|namespace| Some(namespace.as_str()))
             .collect()
     };
+    // Events were not seen while standing by.
+    context.keyrings.clear();
     let mut running = Vec::new();
     let (mut client_caches, mut key_caches) = (Vec::new(), Vec::new());
     for scope in &scopes {
@@ -121,6 +123,7 @@ async fn run_controllers(
             api(client, *scope),
             api(client, *scope),
             context.secret_index.clone(),
+            context.keyrings.clone(),
         );
         client_caches.push(oauth_clients.store());
         running.push(

@@ -130,6 +130,17 @@ pub enum VersionState {
     Retired,
 }
 
+impl VersionState {
+    /// The state's name, as EncryptionKey status shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Primary => "Primary",
+            Self::DecryptOnly => "DecryptOnly",
+            Self::Retired => "Retired",
+        }
+    }
+}
+
 /// One version of the key.
 #[derive(Clone, Debug)]
 pub struct KeyVersion {

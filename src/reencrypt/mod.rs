@@ -215,7 +215,7 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
     options.check()?;
     let namespace = options.key_namespace.as_str();
     let key_name = options.key_name.as_str();
-    let key = store::keyring::load_key(client, namespace, key_name)
+    let key = store::keyring::load_key(client, namespace, key_name, None)
         .await
         .map_err(|source| Error::ReadKey {
             namespace: namespace.to_owned(),

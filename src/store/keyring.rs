@@ -13,6 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 
+use super::keyring_cache::KeyringCache;
 use super::{ENCRYPTION_KEY_MANAGER, KEY_LABEL, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL};
 use crate::crd::EncryptionKey;
 use crate::crypto::keyring::KeyError;
@@ -214,12 +215,31 @@ impl KeyInUse {
     }
 }
 
+/// Whether `key`'s status lists exactly `keyring`'s versions, states and fingerprints.
+fn status_describes(key: &EncryptionKey, keyring: &Keyring) -> bool {
+    let Some(status) = &key.status else {
+        return false;
+    };
+    status.versions.len() == keyring.versions.len()
+        && status
+            .versions
+            .iter()
+            .zip(&keyring.versions)
+            .all(|(shown, held)| {
+                shown.version == held.version
+                    && shown.state == held.state.as_str()
+                    && shown.fingerprint == held.material.fingerprint()
+            })
+}
+
 /// EncryptionKey `name` in `namespace` and its keyring, for resources that encrypt under
-/// it and for the hand tools; `Err` says, for status, why it is not usable yet.
+/// it and for the hand tools; `Err` says, for status, why it is not usable yet. With a
+/// `cache`, the keyring is read from the cluster only when the cache lacks it.
 pub async fn load_key(
     client: &Client,
     namespace: &str,
     name: &str,
+    cache: Option<&KeyringCache>,
 ) -> Result<Result<KeyInUse, String>> {
     let keys: Api<EncryptionKey> = Api::namespaced(client.clone(), namespace);
     let Some(key) = keys.get_opt(name).await? else {
@@ -227,6 +247,23 @@ pub async fn load_key(
             "EncryptionKey {name:?} named in spec.encryptionKeyRef does not exist"
         )));
     };
+    // A cached keyring serves only while the key's status describes exactly it: in the
+    // moment between a rotation's keyring write and its status write, or before the
+    // watch has dropped the entry, the keyring is read afresh.
+    if let Some(keyring) = cache
+        .and_then(|cache| cache.get(namespace, name))
+        .filter(|keyring| status_describes(&key, keyring))
+    {
+        return Ok(Ok(KeyInUse { key, keyring }));
+    }
+    let mut sources = vec![secret_name(name)];
+    sources.extend(
+        key.spec
+            .key_encryption_key_ref
+            .as_ref()
+            .map(|reference| reference.name.clone()),
+    );
+    let since = cache.map(|cache| cache.begin(namespace, &sources));
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let kek = match &key.spec.key_encryption_key_ref {
         None => None,
@@ -240,7 +277,14 @@ pub async fn load_key(
         },
     };
     Ok(match load(&secrets, name, kek.as_ref()).await? {
-        Stored::Present { keyring, .. } => Ok(KeyInUse { key, keyring }),
+        Stored::Present { keyring, .. } => {
+            if let (Some(cache), Some(since)) = (cache, since)
+                && status_describes(&key, &keyring)
+            {
+                cache.insert(since, namespace, name, keyring.clone(), sources);
+            }
+            Ok(KeyInUse { key, keyring })
+        }
         _ => Err(format!("EncryptionKey {name:?} has no usable keyring")),
     })
 }

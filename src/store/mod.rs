@@ -8,6 +8,7 @@
 
 pub mod distribution;
 pub mod keyring;
+pub mod keyring_cache;
 
 use std::collections::BTreeMap;
 

@@ -39,7 +39,6 @@ use crate::crd::encryption_key::{
     RotationStatus, WorkloadKind,
 };
 use crate::crd::{ConditionStatus, ConditionType, EncryptionKey, find_condition, set_condition};
-use crate::crypto::keyring::VersionState;
 use crate::crypto::{KeyMaterial, Keyring};
 use crate::store::{self, ENCRYPTION_KEY_MANAGER, Written, keyring as keyring_store};
 use crate::workload::{self, Rollout, TemplateProjection};
@@ -1117,14 +1116,9 @@ fn list_versions(status: &mut EncryptionKeyStatus, key: &EncryptionKey, keyring:
 
 /// One keyring version as status shows it: never the material, only its fingerprint.
 fn version_status(version: &crate::crypto::keyring::KeyVersion) -> KeyVersionStatus {
-    let state = match version.state {
-        VersionState::Primary => "Primary",
-        VersionState::DecryptOnly => "DecryptOnly",
-        VersionState::Retired => "Retired",
-    };
     KeyVersionStatus {
         version: version.version,
-        state: state.to_owned(),
+        state: version.state.as_str().to_owned(),
         created_at: Time(version.created_at),
         fingerprint: version.material.fingerprint(),
     }

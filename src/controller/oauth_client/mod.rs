@@ -39,6 +39,7 @@ use crate::crd::{
 };
 use crate::crypto::secret::{generate_client_id, generate_client_secret};
 use crate::crypto::{PreviousCredential, VerifierRecord};
+use crate::store::keyring_cache::KeyringCache;
 use crate::store::{self, OAUTH_CLIENT_MANAGER};
 use crate::{Error, Result};
 
@@ -52,12 +53,16 @@ pub fn controller(
     secrets: Api<PartialObjectMeta<Secret>>,
     keys: Api<EncryptionKey>,
     index: Arc<SecretIndex>,
+    keyrings: Arc<KeyringCache>,
 ) -> Controller<OAuthClient> {
     let controller = lean_controller(api);
     let (store, key_users) = (controller.store(), controller.store());
     let secret_events = watcher(secrets, watcher_config()).touched_objects();
     controller
         .watches_stream(secret_events, move |secret| {
+            if let Some(namespace) = secret.namespace() {
+                keyrings.changed(&namespace, &secret.name_any());
+            }
             clients_of(&store, &index, &secret)
         })
         .watches(keys, watcher_config(), move |key| {
@@ -155,7 +160,8 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
         chosen_secrets(&client, &names),
     );
     for _ in 0..STEPS_PER_RECONCILE {
-        let (observed, existing) = secrets::load(&context.client, &client, names.clone()).await?;
+        let (observed, existing) =
+            secrets::load(&context.client, &context.keyrings, &client, names.clone()).await?;
         let now = Timestamp::now();
         let step = decide::next_step(&client.spec, &observed, context.policy, now);
         tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");

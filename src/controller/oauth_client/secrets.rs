@@ -19,6 +19,7 @@ use crate::crd::oauth_client::SecretType;
 use crate::crypto::hash::keys;
 use crate::crypto::secret::valid_client_id;
 use crate::crypto::{SecretBytes, VerifierRecord};
+use crate::store::keyring_cache::KeyringCache;
 use crate::store::{self, CLIENT_LABEL, KEY_LABEL, OAUTH_CLIENT_MANAGER, Written};
 use crate::{Error, Result};
 
@@ -48,9 +49,11 @@ pub struct Existing {
     pub delivery: Option<ObjectMeta>,
 }
 
-/// Reads everything the decision needs, fresh from the API server.
+/// Reads everything the decision needs, fresh from the API server (the keyring of an
+/// `Encrypted` client from `keyrings` while it holds the current one).
 pub async fn load(
     client: &Client,
+    keyrings: &KeyringCache,
     resource: &OAuthClient,
     names: SecretNames,
 ) -> Result<(Observed, Existing)> {
@@ -58,9 +61,9 @@ pub async fn load(
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
     let spec = &resource.spec;
     let key = match (spec.secret_type, &spec.encryption_key_ref) {
-        (SecretType::Encrypted, Some(reference)) => {
-            Some(store::keyring::load_key(client, &namespace, &reference.name).await?)
-        }
+        (SecretType::Encrypted, Some(reference)) => Some(
+            store::keyring::load_key(client, &namespace, &reference.name, Some(keyrings)).await?,
+        ),
         _ => None,
     };
     let mut existing = Existing::default();
