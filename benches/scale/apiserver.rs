@@ -49,8 +49,22 @@ const WRITE_VERBS: [&str; 6] = [
     "DELETECOLLECTION",
 ];
 
-/// The write requests the API server has served so far, by kind (every response code).
-pub async fn writes(client: &Client) -> Counts {
+/// Whether `kind` writes.
+pub fn is_write(kind: &Kind) -> bool {
+    WRITE_VERBS.contains(&kind.verb.as_str())
+}
+
+/// The kinds of `counts` that satisfy `test`.
+pub fn filtered(counts: &Counts, test: impl Fn(&Kind) -> bool) -> Counts {
+    counts
+        .iter()
+        .filter(|(kind, _)| test(kind))
+        .map(|(kind, count)| (kind.clone(), *count))
+        .collect()
+}
+
+/// The requests the API server has served so far, by kind (every response code).
+pub async fn requests(client: &Client) -> Counts {
     let request = http::Request::get("/metrics")
         .body(Vec::new())
         .expect("a GET request");
@@ -69,9 +83,6 @@ pub async fn writes(client: &Client) -> Counts {
         let labels = parse_labels(labels);
         let label = |name: &str| labels.get(name).cloned().unwrap_or_default();
         let verb = label("verb");
-        if !WRITE_VERBS.contains(&verb.as_str()) {
-            continue;
-        }
         let kind = Kind {
             verb,
             group: label("group"),

@@ -165,8 +165,8 @@ pub struct Issued {
     pub elapsed: Option<Duration>,
     /// How many turned ready.
     pub ready: usize,
-    /// The API server's write requests over the window.
-    pub writes: Counts,
+    /// The API server's requests over the window.
+    pub requests: Counts,
 }
 
 /// Applies `count` OAuthClients named `prefix-NNNNN` and waits until all are ready.
@@ -179,7 +179,7 @@ pub async fn issue(
     timeout: Duration,
 ) -> Issued {
     let names: Vec<String> = (0..count).map(|i| format!("{prefix}-{i:05}")).collect();
-    let before = apiserver::writes(admin).await;
+    let before = apiserver::requests(admin).await;
     let start = Instant::now();
     let deadline = start + timeout;
     futures::stream::iter(names.iter())
@@ -193,25 +193,23 @@ pub async fn issue(
             names.iter().all(|name| watch.ready_at(name).is_some())
         })
         .await;
-    let after = apiserver::writes(admin).await;
+    let after = apiserver::requests(admin).await;
     Issued {
         elapsed: all.then(|| watch.last_ready(&names).expect("all ready") - start),
         ready: names
             .iter()
             .filter(|name| watch.ready_at(name).is_some())
             .count(),
-        writes: apiserver::delta(&before, &after),
+        requests: apiserver::delta(&before, &after),
     }
 }
 
-/// The writes the operator made per client kind, from a window's counts: the client-work
+/// The writes the operator made, from a window's counts: the writes of client-work
 /// kinds less the benchmark's own applies of the OAuthClients.
 pub fn operator_writes(window: &Counts, applied: u64) -> Counts {
-    let mut writes: Counts = window
-        .iter()
-        .filter(|(kind, _)| apiserver::is_client_work(kind))
-        .map(|(kind, count)| (kind.clone(), *count))
-        .collect();
+    let mut writes = apiserver::filtered(window, |kind| {
+        apiserver::is_write(kind) && apiserver::is_client_work(kind)
+    });
     let user_apply = Kind {
         verb: "APPLY".into(),
         group: "keyward.io".into(),

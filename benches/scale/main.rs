@@ -25,6 +25,7 @@ mod support;
 
 mod apiserver;
 mod clients;
+mod cpu;
 mod identity;
 mod process;
 mod report;
@@ -43,7 +44,7 @@ use keyward::crypto::{Credential, HashAlgorithm, KeyMaterial, Keyring};
 use kube::Client;
 use kube::api::{Api, ObjectMeta, PostParams};
 
-use crate::report::{PeerRun, Report, RotationRun};
+use crate::report::{PeerRun, Report, RotationRun, Throughput};
 use crate::rss::{Sampler, Target};
 
 /// How a run is sized.
@@ -147,6 +148,11 @@ async fn main() {
     crypto_against_round_trip(&plan, &admin, &writer, &mut report).await;
 
     let jobs = Sampler::start(Target::Matching(rotation::is_reencrypt_job));
+    let control_plane_dir = control_plane
+        .kubeconfig
+        .parent()
+        .expect("the control plane's directory");
+    let components = cpu::Processes::of_control_plane(control_plane_dir);
     for (position, &n) in plan.sizes.iter().enumerate() {
         let cluster = support::cluster(&format!("bench-{n}")).await;
         let namespace = cluster.namespace.clone();
@@ -156,6 +162,7 @@ async fn main() {
             &work_dir.join(format!("operator-{n}.log")),
         );
         let memory = Sampler::start(Target::Pid(operator.pid()));
+        let processes = components.with("operator", operator.pid());
         let watch = clients::ReadyWatch::start(&admin, &namespace).await;
         // Once one client is ready, the operator leads, has listed, and is warm.
         clients::apply(&admin, &namespace, "warm-up")
@@ -174,18 +181,14 @@ async fn main() {
 
         // 1. Throughput, and the writes it took.
         eprintln!("bench: issuing {n} OAuthClients");
-        let issued = clients::issue(
-            &admin,
-            &watch,
-            &namespace,
-            "client",
-            n,
-            plan.issue_timeout(n),
-        )
-        .await;
+        let (cpu_before, wall) = (processes.snapshot(), Instant::now());
+        let metrics_before = process::operator_metrics(&operator);
+        let timeout = plan.issue_timeout(n);
+        let issued = clients::issue(&admin, &watch, &namespace, "client", n, timeout).await;
         let issue_end = Instant::now();
-        let operator_writes = clients::operator_writes(&issued.writes, n as u64);
-        let per_client: u64 = operator_writes.values().sum();
+        let cpu_issue = processes.used(&cpu_before, &processes.snapshot(), wall.elapsed());
+        let metrics_after = process::operator_metrics(&operator);
+        let operator_writes = clients::operator_writes(&issued.requests, n as u64);
         if issued.elapsed.is_none() {
             incomplete.note(format!(
                 "{} of {n} OAuthClients ready after {}",
@@ -200,6 +203,8 @@ async fn main() {
         let raw = support::cluster(&format!("bench-{n}-raw")).await;
         let replay = clients::Plan::of(&operator_writes);
         eprintln!("bench: baseline, {} writes and {n} applies", replay.total());
+        let (cpu_before, wall) = (processes.snapshot(), Instant::now());
+        let requests_before = apiserver::requests(&admin).await;
         let baseline = clients::baseline(
             &admin,
             &writer,
@@ -209,10 +214,27 @@ async fn main() {
             plan.issue_timeout(n),
         )
         .await;
+        let baseline_writes = apiserver::filtered(
+            &apiserver::delta(&requests_before, &apiserver::requests(&admin).await),
+            |kind| apiserver::is_write(kind) && apiserver::is_client_work(kind),
+        );
+        let cpu_baseline = processes.used(&cpu_before, &processes.snapshot(), wall.elapsed());
         if baseline.is_none() {
             incomplete.note(format!("the baseline of {n} clients did not finish"));
         }
-        report.throughput(n, &issued, baseline, per_client, &operator_writes, &replay);
+        report.throughput(
+            n,
+            &Throughput {
+                issued: &issued,
+                baseline,
+                baseline_writes,
+                operator_writes: &operator_writes,
+                replay: &replay,
+                cpu_issue,
+                cpu_baseline,
+            },
+        );
+        report.reconciles(n, &metrics_before, &metrics_after);
 
         // 3. Idle memory with N clients and their Secrets.
         let idle_start = Instant::now();
@@ -242,9 +264,10 @@ async fn main() {
         rotation::until_key_ready(&admin, &namespace, key, Duration::from_secs(120)).await;
         eprintln!("bench: writing {n} ciphertext Secrets");
         rotation::write_ciphertexts(&admin, &namespace, key, n).await;
-        let mut rotations = Vec::new();
+        let (mut rotations, mut rotation_cpu) = (Vec::new(), Vec::new());
         for (generation, rate) in [(1, Some(10_000)), (2, None)] {
             eprintln!("bench: rotation {generation}, writesPerSecond {rate:?}");
+            let (cpu_before, wall) = (processes.snapshot(), Instant::now());
             let rotated = rotation::rotate(
                 &admin,
                 &namespace,
@@ -261,6 +284,7 @@ async fn main() {
                     rotation::minutes(plan.rotation_timeout(n))
                 ));
             }
+            rotation_cpu.push(processes.used(&cpu_before, &processes.snapshot(), wall.elapsed()));
             let (from, to) = rotated.window;
             let operator_peak = memory.peak_between(from, to);
             let job_peak = jobs.peak_between(from, to);
@@ -272,6 +296,7 @@ async fn main() {
             });
         }
         eprintln!("bench: kubectl get | kubectl replace over {n} Secrets");
+        let (cpu_before, wall) = (components.snapshot(), Instant::now());
         let kubectl = rotation::kubectl_replace(
             &assets.join("kubectl"),
             &identity.kubeconfig,
@@ -282,7 +307,9 @@ async fn main() {
         if let Err(why) = &kubectl {
             incomplete.note(format!("kubectl replace of {n} Secrets: {why}"));
         }
+        let kubectl_cpu = components.used(&cpu_before, &components.snapshot(), wall.elapsed());
         report.reencryption(n, &rotations, &kubectl);
+        report.rotation_cpu(n, &rotation_cpu, &kubectl_cpu);
         let rotation_peak = rotations.iter().filter_map(|run| run.operator_peak).max();
         report.operator_memory(n, issuing_peak, idle_peak, rotation_peak);
         drop(watch);

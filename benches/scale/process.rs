@@ -112,3 +112,36 @@ pub fn version_of(program: &Path, args: &[&str]) -> String {
         .and_then(|text| text.lines().next().map(|line| line.trim().to_owned()))
         .unwrap_or_else(|| "unknown".to_owned())
 }
+
+/// The operator's own `/metrics` (its address is in its log), as `name{labels}` → value;
+/// empty when it cannot be read.
+pub fn operator_metrics(operator: &Measured) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let log = std::fs::read_to_string(&operator.log).unwrap_or_default();
+    let Some(address) = log
+        .lines()
+        .find(|line| line.contains("serving /metrics"))
+        .and_then(|line| {
+            line.split_whitespace()
+                .find_map(|word| word.strip_prefix("metrics="))
+        })
+    else {
+        return Default::default();
+    };
+    let mut page = String::new();
+    let read = std::net::TcpStream::connect(address).and_then(|mut stream| {
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: operator\r\n\r\n")?;
+        stream.read_to_string(&mut page)
+    });
+    if read.is_err() {
+        return Default::default();
+    }
+    page.lines()
+        .filter(|line| line.starts_with("keyward_"))
+        .filter_map(|line| {
+            let (name, value) = line.rsplit_once(' ')?;
+            Some((name.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}

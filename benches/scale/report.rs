@@ -1,6 +1,7 @@
 //! The table the benchmark prints and the page `make bench` writes from it: every
 //! number in them comes from the run.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
@@ -29,6 +30,21 @@ pub struct PeerRun {
     pub unsealed: usize,
     pub busy: Option<u64>,
     pub idle: Option<u64>,
+}
+
+/// What the throughput measurement found.
+pub struct Throughput<'a> {
+    pub issued: &'a Issued,
+    /// How long the baseline took, if it finished.
+    pub baseline: Option<Duration>,
+    /// The writes the API server counted over the baseline's window.
+    pub baseline_writes: Counts,
+    /// The operator's writes over its window (client-work kinds, less the applies).
+    pub operator_writes: &'a Counts,
+    pub replay: &'a clients::Plan,
+    /// CPU time over the operator's window and over the baseline's.
+    pub cpu_issue: String,
+    pub cpu_baseline: String,
 }
 
 /// One line of the table.
@@ -134,15 +150,8 @@ impl Report {
         self.rows.push(row);
     }
 
-    pub fn throughput(
-        &mut self,
-        n: usize,
-        issued: &Issued,
-        baseline: Option<Duration>,
-        operator_total: u64,
-        operator_writes: &Counts,
-        replay: &clients::Plan,
-    ) {
+    pub fn throughput(&mut self, n: usize, found: &Throughput<'_>) {
+        let issued = found.issued;
         let mut row = Row::new(
             "throughput",
             "OAuthClient throughput: apply N → all `Ready`",
@@ -152,37 +161,59 @@ impl Report {
             Some(elapsed) => rate(n, elapsed, "clients/s"),
             None => format!("did not finish: {} of {n} ready", issued.ready),
         };
-        row.baseline = match baseline {
+        let baseline_writes: u64 = found.baseline_writes.values().sum();
+        row.baseline = match found.baseline {
             Some(elapsed) => format!(
-                "{} (the same {} writes + {} applies, {} clients at a time)",
+                "{} (the same {} writes + {} applies, {} clients at a time; the API server \
+                 counted {} writes)",
                 rate(n, elapsed, "clients/s"),
-                thousands(replay.total() as usize),
+                thousands(found.replay.total() as usize),
                 thousands(n),
-                clients::BASELINE_CONCURRENCY
+                clients::BASELINE_CONCURRENCY,
+                thousands(baseline_writes as usize),
             ),
             None => "did not finish".into(),
         };
-        if let (Some(keyward), Some(raw)) = (issued.elapsed, baseline) {
+        if let (Some(keyward), Some(raw)) = (issued.elapsed, found.baseline) {
             row.ratio = format!("{:.2}", raw.as_secs_f64() / keyward.as_secs_f64());
         }
         row.target = "≥ 0.8".into();
         self.rows.push(row);
 
-        let mut row = Row::new("writes", "API writes per issued client", n);
         let per = n as f64;
+        let operator_total: u64 = found.operator_writes.values().sum();
+        let mut row = Row::new("writes", "API writes per issued client", n);
         row.keyward = format!(
             "{:.2} ({})",
             operator_total as f64 / per,
-            apiserver::breakdown(operator_writes, per)
+            apiserver::breakdown(found.operator_writes, per)
         );
         row.target = "≤ 3.2".into();
         self.rows.push(row);
-        let background: Counts = issued
-            .writes
-            .iter()
-            .filter(|(kind, _)| !apiserver::is_client_work(kind))
-            .map(|(kind, count)| (kind.clone(), *count))
-            .collect();
+
+        let reads = apiserver::filtered(&issued.requests, |kind| {
+            !apiserver::is_write(kind) && apiserver::is_client_work(kind)
+        });
+        let mut row = Row::new("reads", "API reads per issued client", n);
+        row.keyward = format!(
+            "{:.2} ({})",
+            reads.values().sum::<u64>() as f64 / per,
+            apiserver::breakdown(&reads, per)
+        );
+        self.rows.push(row);
+
+        let mut row = Row::new(
+            "cpu-issue",
+            "CPU time (user + system) while issuing N clients",
+            n,
+        );
+        row.keyward.clone_from(&found.cpu_issue);
+        row.baseline.clone_from(&found.cpu_baseline);
+        self.rows.push(row);
+
+        let background = apiserver::filtered(&issued.requests, |kind| {
+            apiserver::is_write(kind) && !apiserver::is_client_work(kind)
+        });
         if !background.is_empty() {
             self.notes.push(format!(
                 "N = {}: other writes the API server served while the clients were issued \
@@ -192,12 +223,80 @@ impl Report {
                 apiserver::breakdown(&background, 1.0)
             ));
         }
-        if !replay.not_replayed.is_empty() {
+        if !found.replay.not_replayed.is_empty() {
             self.notes.push(format!(
                 "N = {}: operator writes the baseline does not replay: {}.",
                 thousands(n),
-                apiserver::breakdown(&replay.not_replayed, 1.0)
+                apiserver::breakdown(&found.replay.not_replayed, 1.0)
             ));
+        }
+    }
+
+    /// What the operator's own metrics say of the issuing window: reconciles per client,
+    /// their mean duration, and the errors they met.
+    pub fn reconciles(
+        &mut self,
+        n: usize,
+        before: &BTreeMap<String, f64>,
+        after: &BTreeMap<String, f64>,
+    ) {
+        let delta = |name: &str| {
+            after.get(name).copied().unwrap_or(0.0) - before.get(name).copied().unwrap_or(0.0)
+        };
+        let labels = r#"{controller="OAuthClient"}"#;
+        let count = delta(&format!("keyward_reconciles_total{labels}"));
+        let mut row = Row::new(
+            "reconciles",
+            "Operator reconciles per issued client (its own metrics)",
+            n,
+        );
+        if count == 0.0 {
+            row.keyward = "not read".into();
+        } else {
+            let seconds = delta(&format!("keyward_reconcile_duration_seconds_sum{labels}"));
+            let calls = delta(&format!("keyward_reconcile_duration_seconds_count{labels}"));
+            row.keyward = format!(
+                "{:.2} reconciles, {:.1} ms each on average",
+                count / n as f64,
+                if calls > 0.0 {
+                    seconds / calls * 1e3
+                } else {
+                    0.0
+                }
+            );
+            let errors: Vec<String> = after
+                .keys()
+                .filter(|name| {
+                    name.starts_with("keyward_reconcile_errors_total")
+                        && name.contains(r#"controller="OAuthClient""#)
+                })
+                .filter_map(|name| {
+                    let errors = delta(name);
+                    let label = name.split("reason=\"").nth(1)?.split('"').next()?;
+                    (errors > 0.0).then(|| format!("{label} {:.3}", errors / n as f64))
+                })
+                .collect();
+            row.keyward.push_str(&if errors.is_empty() {
+                "; no errors".to_owned()
+            } else {
+                format!("; errors per client: {}", errors.join(", "))
+            });
+        }
+        self.rows.push(row);
+    }
+
+    /// CPU time over each rotation and over kubectl's rewrite.
+    pub fn rotation_cpu(&mut self, n: usize, rotations: &[String], kubectl: &str) {
+        for (index, used) in rotations.iter().enumerate() {
+            let what = if index == 0 {
+                "CPU time over the rotation, limit off (all phases)"
+            } else {
+                "CPU time over the rotation, limit at its default (all phases)"
+            };
+            let mut row = Row::new("cpu-rotation", what, n);
+            row.keyward.clone_from(used);
+            row.baseline = format!("during kubectl's rewrite: {kubectl}");
+            self.rows.push(row);
         }
     }
 
