@@ -312,6 +312,48 @@ async fn main() {
         report.rotation_cpu(n, &rotation_cpu, &kubectl_cpu);
         let rotation_peak = rotations.iter().filter_map(|run| run.operator_peak).max();
         report.operator_memory(n, issuing_peak, idle_peak, rotation_peak);
+        drop(memory);
+        drop(operator);
+
+        // 6. A restarted operator: how long it takes to look at every client again, and
+        // its memory holding the same objects without the history of issuing them.
+        let clients_held = n
+            + 1
+            + if position == 0 {
+                plan.latency_samples
+            } else {
+                0
+            };
+        let operator = process::operator(
+            &identity.kubeconfig,
+            &namespace,
+            &work_dir.join(format!("operator-{n}-restarted.log")),
+        );
+        let memory = Sampler::start(Target::Pid(operator.pid()));
+        let restarted = Instant::now();
+        let resync_bound = plan.issue_timeout(n);
+        let resynced = loop {
+            let seen = process::operator_metrics(&operator)
+                .get(r#"keyward_reconciles_total{controller="OAuthClient"}"#)
+                .copied()
+                .unwrap_or(0.0);
+            if seen >= clients_held as f64 {
+                break Some(restarted.elapsed());
+            }
+            if restarted.elapsed() > resync_bound {
+                incomplete.note(format!(
+                    "the restarted operator reconciled {seen} of {clients_held} clients in {}",
+                    rotation::minutes(resync_bound)
+                ));
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        let resync_peak = memory.peak_between(restarted, Instant::now());
+        let idle_start = Instant::now();
+        tokio::time::sleep(plan.idle).await;
+        let idle_peak = memory.peak_between(idle_start, Instant::now());
+        report.restart(n, clients_held, resynced, resync_peak, idle_peak);
         drop(watch);
         drop(memory);
         drop(operator);

@@ -413,6 +413,41 @@ impl Report {
         self.rows.push(row);
     }
 
+    /// A restarted operator: its first reconcile of every client, and its memory.
+    pub fn restart(
+        &mut self,
+        n: usize,
+        clients: usize,
+        resynced: Option<Duration>,
+        busy: Option<u64>,
+        idle: Option<u64>,
+    ) {
+        let show = |kib: Option<u64>| kib.map_or_else(|| "not sampled".into(), mib);
+        let mut row = Row::new(
+            "restart",
+            "Operator restarted: start → every client reconciled once; peak RSS meanwhile",
+            n,
+        );
+        row.keyward = match resynced {
+            Some(elapsed) => format!(
+                "{} clients in {:.1} s; peak {}",
+                thousands(clients),
+                elapsed.as_secs_f64(),
+                show(busy)
+            ),
+            None => "did not finish".into(),
+        };
+        self.rows.push(row);
+        let mut row = Row::new(
+            "restart-idle",
+            "Operator restarted: RSS, idle, holding the same (clients, their Secrets, the N ciphertext Secrets)",
+            n,
+        );
+        row.keyward = show(idle);
+        row.target = "≤ 64 MiB".into();
+        self.rows.push(row);
+    }
+
     /// The sealed-secrets controller with N SealedSecrets: the memory row's baseline.
     pub fn peer(&mut self, n: usize, found: Result<PeerRun, String>) {
         let text = match found {
