@@ -296,7 +296,7 @@ async fn main() {
             });
         }
         eprintln!("bench: kubectl get | kubectl replace over {n} Secrets");
-        let (cpu_before, wall) = (components.snapshot(), Instant::now());
+        let (cpu_before, wall) = (processes.snapshot(), Instant::now());
         let kubectl = rotation::kubectl_replace(
             &assets.join("kubectl"),
             &identity.kubeconfig,
@@ -307,7 +307,7 @@ async fn main() {
         if let Err(why) = &kubectl {
             incomplete.note(format!("kubectl replace of {n} Secrets: {why}"));
         }
-        let kubectl_cpu = components.used(&cpu_before, &components.snapshot(), wall.elapsed());
+        let kubectl_cpu = processes.used(&cpu_before, &processes.snapshot(), wall.elapsed());
         report.reencryption(n, &rotations, &kubectl);
         report.rotation_cpu(n, &rotation_cpu, &kubectl_cpu);
         let rotation_peak = rotations.iter().filter_map(|run| run.operator_peak).max();
