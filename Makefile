@@ -27,8 +27,8 @@ crds: ## Regenerate crds/ and the chart's copy from the Rust types.
 	cp crds/keyward.yaml charts/keyward/files/crds.yaml
 
 .PHONY: bins
-bins: ## Build (or find cached) etcd, Kubernetes, kwok and helm binaries for the tests.
-	@hack/test-bins.sh --with-helm
+bins: ## Build (or find cached) etcd, Kubernetes, kwok, helm and sealed-secrets for the tests.
+	@hack/test-bins.sh --with-helm --with-sealed-secrets
 
 .PHONY: test
 test: argocd ## Argo CD health checks, unit tests, integration tests, and the quick benchmark.
