@@ -395,8 +395,10 @@ async fn main() {
                 }),
             );
         }
+        // A peer that cannot run here (not built, no mount namespace) is reported in its
+        // row; it fails no run, as keyward's own objects are what the quick run checks.
         Err(why) => {
-            incomplete.note(format!("sealed-secrets: {why}"));
+            eprintln!("bench: sealed-secrets did not run: {why}");
             report.peer(n, Err(why));
         }
     }
