@@ -2,9 +2,10 @@
 .DEFAULT_GOAL := help
 SHELL := /bin/bash
 
-# Control-plane binaries (and helm, which the chart's tests run): $KUBEBUILDER_ASSETS
-# when set, else built once per pinned version into ~/.cache/keyward by hack/test-bins.sh.
-ASSETS = $(if $(KUBEBUILDER_ASSETS),$(KUBEBUILDER_ASSETS),$(shell hack/test-bins.sh --with-helm))
+# Control-plane binaries (and helm, which the chart's tests run, and the sealed-secrets
+# controller, the benchmark's peer): $KUBEBUILDER_ASSETS when set, else built once per
+# pinned version into ~/.cache/keyward by hack/test-bins.sh.
+ASSETS = $(if $(KUBEBUILDER_ASSETS),$(KUBEBUILDER_ASSETS),$(shell hack/test-bins.sh --with-helm --with-sealed-secrets))
 
 # keyward's version, from Cargo.toml: the image's tag and the chart's appVersion.
 version := $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' Cargo.toml | head -n 1)
@@ -14,7 +15,7 @@ ENGINE ?= $(shell command -v podman 2>/dev/null || command -v docker 2>/dev/null
 
 .PHONY: help
 help: ## List the targets.
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
 build: ## Build the keyward binary.
@@ -26,13 +27,25 @@ crds: ## Regenerate crds/ and the chart's copy from the Rust types.
 	cp crds/keyward.yaml charts/keyward/files/crds.yaml
 
 .PHONY: bins
-bins: ## Build (or find cached) etcd, Kubernetes, kwok and helm binaries for the tests.
-	@hack/test-bins.sh --with-helm
+bins: ## Build (or find cached) etcd, Kubernetes, kwok, helm and sealed-secrets for the tests.
+	@hack/test-bins.sh --with-helm --with-sealed-secrets
 
 .PHONY: test
-test: argocd ## The Argo CD health checks, unit tests, then integration tests against a real control plane.
+test: argocd ## Argo CD health checks, unit tests, integration tests, and the quick benchmark.
 	@assets="$(ASSETS)"; test -n "$$assets" || { echo "no control-plane binaries" >&2; exit 1; }; \
 	  KUBEBUILDER_ASSETS="$$assets" cargo test --all-targets
+
+# `cargo test` runs bench targets too, without `--bench`: benches/scale then takes its
+# quick mode (N = 200, the debug build), so `make test` runs it and it never rots.
+.PHONY: bench-quick
+bench-quick: ## The scale benchmark's quick mode alone (N = 200; part of `make test`).
+	@assets="$(ASSETS)"; test -n "$$assets" || { echo "no control-plane binaries" >&2; exit 1; }; \
+	  KUBEBUILDER_ASSETS="$$assets" cargo test --bench scale
+
+.PHONY: bench
+bench: ## The full scale benchmark (release build, N = 1,000 and 10,000); rewrites docs/benchmarks.md.
+	@assets="$(ASSETS)"; test -n "$$assets" || { echo "no control-plane binaries" >&2; exit 1; }; \
+	  KUBEBUILDER_ASSETS="$$assets" cargo bench --bench scale -- --write-doc docs/benchmarks.md
 
 .PHONY: argocd
 argocd: ## Run the Argo CD health checks in docs/argocd/ on their sample objects (Go).

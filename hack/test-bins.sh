@@ -5,7 +5,9 @@
 # directory that holds them all (the layout of envtest's KUBEBUILDER_ASSETS).
 #
 # --with-helm adds helm (the chart's tests render it); --with-helm-docs adds helm-docs
-# (the chart lint checks that charts/keyward/README.md is what it generates).
+# (the chart lint checks that charts/keyward/README.md is what it generates);
+# --with-sealed-secrets adds the sealed-secrets controller and kubeseal (the benchmark
+# measures that controller's memory beside keyward's) and its SealedSecret CRD.
 #
 # A second run finds the cache and builds nothing. Override the cache root with
 # KEYWARD_CACHE (default: ${XDG_CACHE_HOME:-~/.cache}/keyward).
@@ -16,6 +18,7 @@ ETCD_VERSION=v3.6.16
 KWOK_VERSION=v0.7.0
 HELM_VERSION=v3.19.5
 HELM_DOCS_VERSION=v1.14.2
+SEALED_SECRETS_VERSION=v0.40.0
 
 cache=${KEYWARD_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/keyward}
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false GOTOOLCHAIN=local
@@ -117,13 +120,39 @@ build_helm_docs() {
     "github.com/norwoodj/helm-docs/cmd/helm-docs@$HELM_DOCS_VERSION"
 }
 
+build_sealed_secrets() {
+  local dir=$cache/sealed-secrets-$SEALED_SECRETS_VERSION
+  [ -x "$dir/bin/sealed-secrets-controller" ] && [ -x "$dir/bin/kubeseal" ] \
+    && [ -f "$dir/bin/sealed-secrets-crd.yaml" ] && return
+  log "building sealed-secrets $SEALED_SECRETS_VERSION"
+  # Its go.mod names the module github.com/bitnami/sealed-secrets, which the proxy does
+  # not serve, so `go install` refuses it; built as the main module from a copy of its
+  # source, it also gets its own replace directives and go.sum.
+  local module=github.com/bitnami-labs/sealed-secrets source
+  rm -rf "$dir/src" && mkdir -p "$dir/bin"
+  source=$(cd "$dir" && go mod download -json "$module@$SEALED_SECRETS_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
+  [ -d "$source" ] || { log "cannot download $module@$SEALED_SECRETS_VERSION"; exit 1; }
+  cp -r "$source" "$dir/src" && chmod -R u+w "$dir/src"
+  cd "$dir/src"
+  go build -trimpath -ldflags "-s -w -X main.VERSION=$SEALED_SECRETS_VERSION" \
+    -o "$dir/bin/sealed-secrets-controller" ./cmd/controller
+  go build -trimpath -ldflags "-s -w -X main.VERSION=$SEALED_SECRETS_VERSION" \
+    -o "$dir/bin/kubeseal" ./cmd/kubeseal
+  cp helm/sealed-secrets/crds/bitnami.com_sealedsecrets.yaml "$dir/bin/sealed-secrets-crd.yaml"
+  cd - >/dev/null
+  rm -rf "$dir/src"
+}
+
 with_helm=false
 with_helm_docs=false
+with_sealed_secrets=false
 for arg in "$@"; do
   case $arg in
     --with-helm) with_helm=true ;;
     --with-helm-docs) with_helm_docs=true ;;
-    *) log "unknown argument $arg (expected --with-helm, --with-helm-docs)"; exit 2 ;;
+    --with-sealed-secrets) with_sealed_secrets=true ;;
+    *) log "unknown argument $arg (expected --with-helm, --with-helm-docs, --with-sealed-secrets)"; exit 2 ;;
   esac
 done
 
@@ -145,5 +174,11 @@ fi
 if $with_helm_docs; then
   build_helm_docs
   ln -sf "$cache/helm-docs-$HELM_DOCS_VERSION/bin/helm-docs" "$assets/helm-docs"
+fi
+if $with_sealed_secrets; then
+  build_sealed_secrets
+  for file in sealed-secrets-controller kubeseal sealed-secrets-crd.yaml; do
+    ln -sf "$cache/sealed-secrets-$SEALED_SECRETS_VERSION/bin/$file" "$assets/$file"
+  done
 fi
 echo "$assets"
