@@ -32,7 +32,7 @@ use kube::{Resource, ResourceExt};
 use self::decide::{Observed, Problem, Step};
 use self::rotation::{JobState, Reshape};
 use super::{
-    Context, apply_status, in_namespace_of, lean_controller, namespaced_api, watcher_config,
+    Context, apply_status, in_namespace_of, latest, lean_controller, namespaced_api, watcher_config,
 };
 use crate::crd::encryption_key::{
     DistributionStatus, EncryptionKeyStatus, KeyFormat, KeyVersionStatus, RotationPhase,
@@ -219,6 +219,12 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
 /// start (a stale phase could reshape the keyring for a step already past or write an
 /// older rotation back; a stale attempt number could start a Job twice).
 async fn current(context: &Context, key: Arc<EncryptionKey>) -> Result<Arc<EncryptionKey>> {
+    let keys: Api<EncryptionKey> = namespaced_api(&context.client, key.as_ref())?;
+    // A cache lagging behind our own last status write would compute that status again,
+    // with new transition times.
+    if let Some(fresh) = latest(context, &keys, key.as_ref(), key.status.as_ref()).await? {
+        return Ok(Arc::new(fresh));
+    }
     let status = key.status.as_ref();
     let unrecorded = status.is_none_or(|status| status.versions.is_empty());
     let running = status
@@ -230,7 +236,6 @@ async fn current(context: &Context, key: Arc<EncryptionKey>) -> Result<Arc<Encry
     if !unrecorded && !running && !may_start {
         return Ok(key);
     }
-    let keys: Api<EncryptionKey> = namespaced_api(&context.client, key.as_ref())?;
     Ok(Arc::new(keys.get(&key.name_any()).await?))
 }
 
