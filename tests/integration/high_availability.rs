@@ -11,7 +11,7 @@ use kube::api::Api;
 use serde_json::json;
 
 use crate::encryption_key::deploy;
-use crate::oauth_client::{delivered_secret, keyward_verify};
+use crate::oauth_client::{delivered_secret, keyward_verify, until_ready};
 use crate::rotation::{ROTATION, bump, operator_with, until_rotated, write_ciphertexts};
 use crate::support::{self, Operator, TestCluster, http, jobs, manifest, wait};
 
@@ -102,13 +102,7 @@ async fn one_replica_leads_the_other_stands_by_and_takes_over_an_in_flight_rotat
         json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"}}),
     )
     .await;
-    wait::until(
-        &clients(&cluster),
-        "portal",
-        "the client is issued",
-        |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
-    )
-    .await;
+    until_ready(&cluster, "portal", "Issued", None).await;
 
     // Only the leader reconciles; the standby's metrics show it waiting.
     let (leading, standing_by) = (metrics(&first), metrics(&second));
@@ -155,13 +149,7 @@ async fn one_replica_leads_the_other_stands_by_and_takes_over_an_in_flight_rotat
     drop(first);
     until_role(&second, "leader", TAKEOVER).await;
     until_rotated(&cluster, "apim", 2).await;
-    wait::until(
-        &clients(&cluster),
-        "portal",
-        "the client is still issued",
-        |c| wait::ready(c) == Some(("True".into(), "Issued".into())),
-    )
-    .await;
+    until_ready(&cluster, "portal", "Issued", None).await;
     let secret = delivered_secret(&cluster, "portal-credentials").await;
     assert_eq!(keyward_verify(&cluster, "portal-verifier", &secret), 0);
 }
@@ -179,13 +167,7 @@ async fn a_leader_paused_past_its_renew_deadline_finds_itself_fenced_when_it_res
     first.signal("STOP");
     until_role(&second, "leader", TAKEOVER).await;
     manifest::apply_keyward(&cluster, "OAuthClient", "portal", json!({})).await;
-    wait::until(
-        &clients(&cluster),
-        "portal",
-        "the new leader issues",
-        |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
-    )
-    .await;
+    until_ready(&cluster, "portal", "Issued", None).await;
     let issued_by_second = clients(&cluster).get("portal").await.expect("get");
 
     // Resumed, the old leader finds its renew deadline long past and stops its
@@ -206,13 +188,7 @@ async fn a_leader_paused_past_its_renew_deadline_finds_itself_fenced_when_it_res
         "the resumed replica reconciled nothing: its controllers stopped before acting"
     );
     manifest::apply_keyward(&cluster, "OAuthClient", "barrier", json!({})).await;
-    wait::until(
-        &clients(&cluster),
-        "barrier",
-        "the leader issues",
-        |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
-    )
-    .await;
+    until_ready(&cluster, "barrier", "Issued", None).await;
     let portal = clients(&cluster).get("portal").await.expect("get");
     assert_eq!(
         portal.status, issued_by_second.status,

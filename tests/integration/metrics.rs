@@ -2,12 +2,11 @@
 //! distributed and rotated. The counters and per-version gauges say what happened, and
 //! no metric line carries a secret, a plaintext or a client id.
 
-use keyward::crd::OAuthClient;
 use kube::api::Api;
 use serde_json::json;
 
 use crate::encryption_key::deploy;
-use crate::oauth_client::delivered_secret;
+use crate::oauth_client::{delivered_secret, until_ready};
 use crate::rotation::{bump, operator_with, until_rotated, write_ciphertexts};
 use crate::support::{self, http, jobs, manifest, wait};
 
@@ -34,7 +33,6 @@ async fn metrics_count_a_scenario_and_never_carry_a_secret() {
     .await;
     let plaintexts = write_ciphertexts(&cluster, "apim", 30).await;
 
-    let clients: Api<OAuthClient> = Api::namespaced(cluster.client.clone(), &namespace);
     let specs = [
         ("portal", json!({})),
         ("billing", json!({})),
@@ -47,10 +45,7 @@ async fn metrics_count_a_scenario_and_never_carry_a_secret() {
     let mut secrets: Vec<String> = plaintexts.into_values().collect();
     for (name, spec) in &specs {
         manifest::apply_keyward(&cluster, "OAuthClient", name, spec.clone()).await;
-        let client = wait::until(&clients, name, "the client is issued", |client| {
-            wait::ready(client) == Some(("True".into(), "Issued".into()))
-        })
-        .await;
+        let client = until_ready(&cluster, name, "Issued", None).await;
         secrets.push(delivered_secret(&cluster, &format!("{name}-credentials")).await);
         secrets.extend(client.status.and_then(|status| status.client_id));
     }
@@ -61,31 +56,12 @@ async fn metrics_count_a_scenario_and_never_carry_a_secret() {
         json!({"rotation": {"generation": 1}}),
     )
     .await;
-    wait::until(
-        &clients,
-        "portal",
-        "the portal secret is rotated",
-        |client| {
-            client
-                .status
-                .as_ref()
-                .and_then(|status| status.secret_version)
-                == Some(2)
-                && wait::ready(client) == Some(("True".into(), "Issued".into()))
-        },
-    )
-    .await;
+    until_ready(&cluster, "portal", "Issued", Some(2)).await;
     secrets.push(delivered_secret(&cluster, "portal-credentials").await);
     bump(&cluster, "apim", &spec, 1).await;
     until_rotated(&cluster, "apim", 2).await;
     for (name, _) in &specs {
-        wait::until(
-            &clients,
-            name,
-            "the client is issued after the rotation",
-            |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
-        )
-        .await;
+        until_ready(&cluster, name, "Issued", None).await;
     }
     let keyring = crate::rotation::stored_keyring(&cluster, "apim").await;
     secrets.extend(

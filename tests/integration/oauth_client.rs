@@ -27,7 +27,7 @@ async fn apply_client(cluster: &TestCluster, name: &str, spec: serde_json::Value
 }
 
 /// Waits until the client is `Ready` with `reason` and `want_version` (when given).
-async fn until_ready(
+pub async fn until_ready(
     cluster: &TestCluster,
     name: &str,
     reason: &str,
