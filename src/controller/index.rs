@@ -9,6 +9,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 
+use kube::{Resource, ResourceExt};
+
 /// A namespace and a name.
 type Key = (String, String);
 
@@ -66,6 +68,20 @@ impl SecretIndex {
     }
 }
 
+/// The names of the `K`s (of any version of their group) among `object`'s owners.
+pub fn owners_of<K: Resource<DynamicType = ()>>(object: &impl Resource) -> Vec<&str> {
+    object
+        .owner_references()
+        .iter()
+        .filter(|owner| {
+            owner.kind == K::kind(&())
+                && owner.api_version.split_once('/').map(|(group, _)| group)
+                    == Some(K::group(&()).as_ref())
+        })
+        .map(|owner| owner.name.as_str())
+        .collect()
+}
+
 /// The object a conventionally named Secret belongs to: `name` without `suffix`.
 pub fn named_for<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
     name.strip_suffix(suffix)
@@ -92,6 +108,30 @@ mod tests {
         index.register("team", "billing", Vec::new());
         let inner = index.inner.lock().unwrap();
         assert!(inner.by_secret.is_empty() && inner.by_object.is_empty());
+    }
+
+    #[test]
+    fn owners_of_a_kind_are_matched_by_group_and_kind() {
+        use k8s_openapi::api::core::v1::Secret;
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+        let owner = |api_version: &str, kind: &str, name: &str| OwnerReference {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            name: name.into(),
+            ..OwnerReference::default()
+        };
+        let mut secret = Secret::default();
+        secret.metadata.owner_references = Some(vec![
+            owner("keyward.io/v1alpha1", "OAuthClient", "portal"),
+            owner("keyward.io/v1", "OAuthClient", "billing"),
+            owner("other.io/v1alpha1", "OAuthClient", "impostor"),
+            owner("keyward.io/v1alpha1", "EncryptionKey", "apim"),
+        ]);
+        assert_eq!(
+            owners_of::<crate::crd::OAuthClient>(&secret),
+            ["portal", "billing"]
+        );
+        assert_eq!(owners_of::<crate::crd::EncryptionKey>(&secret), ["apim"]);
     }
 
     #[test]

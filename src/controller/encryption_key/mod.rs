@@ -31,6 +31,7 @@ use kube::{Resource, ResourceExt};
 
 use self::decide::{Observed, Problem, Step};
 use self::rotation::{JobState, Reshape};
+use super::index::owners_of;
 use super::{
     Context, apply_status, in_namespace_of, latest, lean_controller, namespaced_api, watcher_config,
 };
@@ -88,14 +89,7 @@ fn readers_of(
     secret: &PartialObjectMeta<Secret>,
 ) -> Vec<ObjectRef<EncryptionKey>> {
     let name = secret.name_any();
-    let owners: Vec<&str> = secret
-        .owner_references()
-        .iter()
-        .filter(|owner| {
-            owner.kind == "EncryptionKey" && owner.api_version.starts_with("keyward.io/")
-        })
-        .map(|owner| owner.name.as_str())
-        .collect();
+    let owners = owners_of::<EncryptionKey>(secret);
     in_namespace_of(store, secret, |key| {
         let key_name = key.name_any();
         owners.contains(&key_name.as_str())

@@ -28,7 +28,7 @@ use self::decide::{
     DELIVERY_SUFFIX, IssueCause, Observed, SecretNames, Step, VERIFIER_SUFFIX, Verifier,
 };
 use self::secrets::Existing;
-use super::index::{SecretIndex, named_for};
+use super::index::{SecretIndex, named_for, owners_of};
 use super::{
     Context, apply_status, in_namespace_of, latest, lean_controller, namespaced_api, watcher_config,
 };
@@ -84,13 +84,9 @@ fn clients_of(
     let name = secret.name_any();
     let mut clients: BTreeSet<String> = index.users(&namespace, &name).into_iter().collect();
     clients.extend(
-        secret
-            .owner_references()
-            .iter()
-            .filter(|owner| {
-                owner.kind == "OAuthClient" && owner.api_version.starts_with("keyward.io/")
-            })
-            .map(|owner| owner.name.clone()),
+        owners_of::<OAuthClient>(secret)
+            .into_iter()
+            .map(str::to_owned),
     );
     for suffix in [VERIFIER_SUFFIX, DELIVERY_SUFFIX] {
         clients.extend(named_for(&name, suffix).map(str::to_owned));
