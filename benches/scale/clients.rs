@@ -23,9 +23,12 @@ use crate::apiserver::{self, Counts, Kind};
 /// How many applies the benchmark, playing the user, has in flight.
 pub const APPLY_CONCURRENCY: usize = 16;
 
-/// How many clients' writes the baseline has in flight, each client's in order. The
-/// operator's own concurrency is kube-runtime's default: unbounded, one reconcile per
-/// object at a time.
+/// How long the operator's writes may go on after the last client turned ready before
+/// the window is closed anyway.
+const SETTLE_BOUND: Duration = Duration::from_secs(60);
+
+/// How many clients' writes the baseline has in flight, each client's in order: the
+/// operator's own default `--concurrency`.
 pub const BASELINE_CONCURRENCY: usize = 32;
 
 /// The names of the OAuthClients of a namespace that are `Ready=True` for their current
@@ -165,8 +168,11 @@ pub struct Issued {
     pub elapsed: Option<Duration>,
     /// How many turned ready.
     pub ready: usize,
-    /// The API server's requests over the window.
+    /// The API server's requests from the first apply until the operator's writes
+    /// stopped.
     pub requests: Counts,
+    /// How long after the last client turned ready its writes stopped (within a second).
+    pub settled_after: Duration,
 }
 
 /// Applies `count` OAuthClients named `prefix-NNNNN` and waits until all are ready.
@@ -193,8 +199,28 @@ pub async fn issue(
             names.iter().all(|name| watch.ready_at(name).is_some())
         })
         .await;
-    let after = apiserver::requests(admin).await;
+    // The operator may go on writing (status, events) after the last client turned
+    // ready; its writes are counted until they stop, so none spill into the baseline.
+    let settle_start = Instant::now();
+    let mut after = apiserver::requests(admin).await;
+    let quiet = |counts: &Counts| -> u64 {
+        apiserver::filtered(counts, |kind| {
+            apiserver::is_write(kind) && apiserver::is_client_work(kind)
+        })
+        .values()
+        .sum()
+    };
+    while settle_start.elapsed() < SETTLE_BOUND {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let next = apiserver::requests(admin).await;
+        let settled = quiet(&next) == quiet(&after);
+        after = next;
+        if settled {
+            break;
+        }
+    }
     Issued {
+        settled_after: settle_start.elapsed(),
         elapsed: all.then(|| watch.last_ready(&names).expect("all ready") - start),
         ready: names
             .iter()

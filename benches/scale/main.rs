@@ -96,6 +96,9 @@ impl Plan {
     fn issue_timeout(&self, n: usize) -> Duration {
         Duration::from_secs(120) + Duration::from_millis(48) * n as u32
     }
+    fn restart_timeout(&self, n: usize) -> Duration {
+        Duration::from_secs(60) + Duration::from_millis(24) * n as u32
+    }
     fn rotation_timeout(&self, n: usize) -> Duration {
         Duration::from_secs(180) + Duration::from_millis(20) * n as u32
     }
@@ -196,8 +199,9 @@ async fn main() {
                 rotation::minutes(plan.issue_timeout(n))
             ));
         }
-        let issue_start = issue_end - issued.elapsed.unwrap_or(plan.issue_timeout(n));
+        let issue_start = wall;
         let issuing_peak = memory.peak_between(issue_start, issue_end);
+        let issuing_sockets = memory.peak_sockets_between(issue_start, issue_end);
 
         // 2. The same writes, issued directly.
         let raw = support::cluster(&format!("bench-{n}-raw")).await;
@@ -234,7 +238,7 @@ async fn main() {
                 cpu_baseline,
             },
         );
-        report.reconciles(n, &metrics_before, &metrics_after);
+        report.reconciles(n, "while issuing", &metrics_before, &metrics_after);
 
         // 3. Idle memory with N clients and their Secrets.
         let idle_start = Instant::now();
@@ -311,7 +315,7 @@ async fn main() {
         report.reencryption(n, &rotations, &kubectl);
         report.rotation_cpu(n, &rotation_cpu, &kubectl_cpu);
         let rotation_peak = rotations.iter().filter_map(|run| run.operator_peak).max();
-        report.operator_memory(n, issuing_peak, idle_peak, rotation_peak);
+        report.operator_memory(n, (issuing_peak, issuing_sockets), idle_peak, rotation_peak);
         drop(memory);
         drop(operator);
 
@@ -331,7 +335,7 @@ async fn main() {
         );
         let memory = Sampler::start(Target::Pid(operator.pid()));
         let restarted = Instant::now();
-        let resync_bound = plan.issue_timeout(n);
+        let resync_bound = plan.restart_timeout(n);
         let resynced = loop {
             let seen = process::operator_metrics(&operator)
                 .get(r#"keyward_reconciles_total{controller="OAuthClient"}"#)
@@ -349,11 +353,21 @@ async fn main() {
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         };
-        let resync_peak = memory.peak_between(restarted, Instant::now());
+        let resync_end = Instant::now();
+        let resync_metrics = process::operator_metrics(&operator);
         let idle_start = Instant::now();
         tokio::time::sleep(plan.idle).await;
-        let idle_peak = memory.peak_between(idle_start, Instant::now());
-        report.restart(n, clients_held, resynced, resync_peak, idle_peak);
+        report.restart(
+            n,
+            &report::Restart {
+                clients: clients_held,
+                resynced,
+                busy: memory.peak_between(restarted, resync_end),
+                sockets: memory.peak_sockets_between(restarted, resync_end),
+                idle: memory.peak_between(idle_start, Instant::now()),
+            },
+        );
+        report.reconciles(n, "after a restart", &Default::default(), &resync_metrics);
         drop(watch);
         drop(memory);
         drop(operator);

@@ -47,6 +47,16 @@ pub struct Throughput<'a> {
     pub cpu_baseline: String,
 }
 
+/// A restarted operator's figures: how many clients it held, how long until it had
+/// reconciled as many times, its peak RSS and sockets meanwhile, and its RSS idle.
+pub struct Restart {
+    pub clients: usize,
+    pub resynced: Option<Duration>,
+    pub busy: Option<u64>,
+    pub sockets: Option<u64>,
+    pub idle: Option<u64>,
+}
+
 /// One line of the table.
 pub struct Row {
     /// What is measured, and for which N.
@@ -184,9 +194,10 @@ impl Report {
         let operator_total: u64 = found.operator_writes.values().sum();
         let mut row = Row::new("writes", "API writes per issued client", n);
         row.keyward = format!(
-            "{:.2} ({})",
+            "{:.2} ({}; the last came {:.0} s after the last client turned ready)",
             operator_total as f64 / per,
-            apiserver::breakdown(found.operator_writes, per)
+            apiserver::breakdown(found.operator_writes, per),
+            issued.settled_after.as_secs_f64()
         );
         row.target = "≤ 3.2".into();
         self.rows.push(row);
@@ -237,6 +248,7 @@ impl Report {
     pub fn reconciles(
         &mut self,
         n: usize,
+        when: &str,
         before: &BTreeMap<String, f64>,
         after: &BTreeMap<String, f64>,
     ) {
@@ -247,7 +259,7 @@ impl Report {
         let count = delta(&format!("keyward_reconciles_total{labels}"));
         let mut row = Row::new(
             "reconciles",
-            "Operator reconciles per issued client (its own metrics)",
+            &format!("Operator reconciles per client {when} (its own metrics)"),
             n,
         );
         if count == 0.0 {
@@ -383,7 +395,7 @@ impl Report {
     pub fn operator_memory(
         &mut self,
         n: usize,
-        issuing: Option<u64>,
+        (issuing, sockets): (Option<u64>, Option<u64>),
         idle: Option<u64>,
         rotation: Option<u64>,
     ) {
@@ -393,7 +405,11 @@ impl Report {
             "Operator peak RSS while issuing N clients",
             n,
         );
-        row.keyward = show(issuing);
+        row.keyward = format!(
+            "{}, at most {} sockets open",
+            show(issuing),
+            sockets.map_or_else(|| "?".into(), |count| count.to_string())
+        );
         self.rows.push(row);
         let mut row = Row::new(
             "memory-idle",
@@ -414,14 +430,14 @@ impl Report {
     }
 
     /// A restarted operator: its first reconcile of every client, and its memory.
-    pub fn restart(
-        &mut self,
-        n: usize,
-        clients: usize,
-        resynced: Option<Duration>,
-        busy: Option<u64>,
-        idle: Option<u64>,
-    ) {
+    pub fn restart(&mut self, n: usize, found: &Restart) {
+        let Restart {
+            clients,
+            resynced,
+            busy,
+            sockets,
+            idle,
+        } = *found;
         let show = |kib: Option<u64>| kib.map_or_else(|| "not sampled".into(), mib);
         let mut row = Row::new(
             "restart",
@@ -430,10 +446,11 @@ impl Report {
         );
         row.keyward = match resynced {
             Some(elapsed) => format!(
-                "{} clients in {:.1} s; peak {}",
+                "{} clients in {:.1} s; peak {}, at most {} sockets open",
                 thousands(clients),
                 elapsed.as_secs_f64(),
-                show(busy)
+                show(busy),
+                sockets.map_or_else(|| "?".into(), |count| count.to_string())
             ),
             None => "did not finish".into(),
         };
@@ -570,7 +587,17 @@ const METHOD: &str = "
   client's writes in order: the physical limit the operator's writes can reach on this
   API server. Ratio = baseline time / keyward time.
 - **API writes per issued client**: the delta of `apiserver_request_total` for
-  Secrets, OAuthClients and Events over the throughput window, less the N applies.
+  Secrets, OAuthClients and Events from the first apply until those writes stop (a
+  second without one, at most a minute after the last client turned ready), less the N
+  applies.
+- **Reads, reconciles, CPU**: reads are the `GET`, `LIST` and `WATCH` requests on
+  Secrets, OAuthClients and Events over the throughput window, per client; reconciles
+  and their mean duration come from the operator's own `/metrics`
+  (`keyward_reconciles_total`, `keyward_reconcile_duration_seconds`); CPU time is user +
+  system time from `/proc/<pid>/stat` of the operator, the benchmark's own process
+  (which issues the Rust baseline and runs the watches), kube-apiserver and etcd over
+  each window. The re-encryption Job's CPU time is not counted (it is a process of the
+  job runner).
 - **Latency**: single OAuthClients applied one at a time on the idle operator (holding
   the first size's clients), apply → `Ready=True` seen by a watch.
 - **Re-encryption**: N Secrets each holding one value sealed under an EncryptionKey
@@ -589,6 +616,12 @@ const METHOD: &str = "
   pinned version) holding as many SealedSecrets (cluster-wide scope, two values each) and
   the Secrets it unsealed from them, watching only its namespace, with its client-side
   rate limit lifted (`--kubeclient-qps=-1`) so it finishes within the run.
+- **Restart**: after the rotations the operator is stopped and started again on the same
+  namespace; the time until its `keyward_reconciles_total` reaches the number of clients
+  it holds, its peak RSS meanwhile, and its RSS idle afterwards: the memory the objects
+  need, without what issuing them left behind. Sockets are the operator's file
+  descriptors that are sockets (its connections to the API server), sampled with its
+  memory.
 - **Crypto**: the mean of many calls of keyward's own functions (`Credential::hashed`
   SHA-256 of a 43-character secret, `Envelope::seal`, `Envelope::open`) beside the median
   of GETs of one Secret; `cargo bench --bench crypto` measures the same with criterion.

@@ -18,9 +18,12 @@ pub enum Target {
     Matching(fn(&[String]) -> bool),
 }
 
-/// A sampling thread and the samples so far: (when, kibibytes).
+/// One sample: when, resident kibibytes, and open sockets (of a single process).
+type Sample = (Instant, u64, Option<u64>);
+
+/// A sampling thread and the samples so far.
 pub struct Sampler {
-    samples: Arc<Mutex<Vec<(Instant, u64)>>>,
+    samples: Arc<Mutex<Vec<Sample>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -34,14 +37,14 @@ impl Sampler {
         let thread = std::thread::spawn(move || {
             while !stopped.load(Ordering::Relaxed) {
                 let now = Instant::now();
-                let value = match &target {
-                    Target::Pid(pid) => vm_rss(*pid),
-                    Target::Matching(test) => matching_rss(*test),
+                let (value, sockets) = match &target {
+                    Target::Pid(pid) => (vm_rss(*pid), sockets(*pid)),
+                    Target::Matching(test) => (matching_rss(*test), None),
                 };
                 if let Some(kib) = value {
                     sink.lock()
                         .unwrap_or_else(PoisonError::into_inner)
-                        .push((now, kib));
+                        .push((now, kib, sockets));
                 }
                 std::thread::sleep(PERIOD);
             }
@@ -59,8 +62,20 @@ impl Sampler {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
-            .filter(|(when, _)| *when >= from && *when <= to)
-            .map(|(_, kib)| *kib)
+            .filter(|(when, _, _)| *when >= from && *when <= to)
+            .map(|(_, kib, _)| *kib)
+            .max()
+    }
+
+    /// The most sockets the process had open between `from` and `to`: connections to the
+    /// API server, each of which holds buffers.
+    pub fn peak_sockets_between(&self, from: Instant, to: Instant) -> Option<u64> {
+        self.samples
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(when, _, _)| *when >= from && *when <= to)
+            .filter_map(|(_, _, sockets)| *sockets)
             .max()
     }
 }
@@ -81,6 +96,20 @@ pub fn vm_rss(pid: u32) -> Option<u64> {
         .lines()
         .find_map(|line| line.strip_prefix("VmRSS:"))
         .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// How many of `pid`'s file descriptors are sockets.
+fn sockets(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(
+        entries
+            .flatten()
+            .filter(|entry| {
+                std::fs::read_link(entry.path())
+                    .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"))
+            })
+            .count() as u64,
+    )
 }
 
 fn matching_rss(test: fn(&[String]) -> bool) -> Option<u64> {
