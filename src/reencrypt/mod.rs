@@ -7,8 +7,11 @@
 //! Secret name, [`envelope_field`] of its data key), sealed again under the primary
 //! with the same context, and the Secret is written back with `replace` at the
 //! `resourceVersion` it was read at. On a conflict the Secret is read again and decided
-//! again from what the concurrent writer left, a bounded number of times. Writes are
-//! paced to the rate limit; progress goes to a ConfigMap after every page.
+//! again from what the concurrent writer left, a bounded number of times. Up to
+//! [`WRITERS`] Secrets of a page are settled at once, since each costs a round trip and
+//! the API server serves many in parallel; the next page is listed meanwhile. Writes are
+//! paced to the rate limit whatever the concurrency; progress goes to a ConfigMap after
+//! every page.
 //!
 //! A restarted run needs no memory of the one before: it lists everything again, and
 //! values already under the primary are skipped by the same rule that skips every
@@ -33,7 +36,10 @@ mod progress;
 mod rewrite;
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
+
+use futures::TryStreamExt;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -57,6 +63,10 @@ pub const FIELD_MANAGER: &str = "keyward-reencrypt";
 pub const DEFAULT_BATCH_SIZE: u32 = 100;
 /// Write requests per second, unless told otherwise.
 pub const DEFAULT_WRITES_PER_SECOND: u32 = 200;
+/// Secrets settled at once: enough round trips in flight to keep a small API server
+/// busy, few enough that a page's Secrets are not all fetched again at once after a
+/// burst of conflicts.
+pub const WRITERS: usize = 16;
 /// Write attempts per Secret before a Secret that keeps changing is left for a later
 /// run.
 const WRITE_ATTEMPTS: u32 = 5;
@@ -238,12 +248,12 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         .as_deref()
         .map(|name| Progress::new(client, namespace, name));
     let selector = options.selector();
-    let mut run = Run {
+    let run = Run {
         secrets: secrets.clone(),
         namespace,
         target,
-        pacer: Pacer::new(options.writes_per_second, Instant::now()),
-        tally: Tally::default(),
+        pacer: Mutex::new(Pacer::new(options.writes_per_second, Instant::now())),
+        tally: Mutex::default(),
     };
     let report = |run: &Run<'_>| run.report(started.elapsed());
     publish(progress.as_ref(), &report(&run), false).await?;
@@ -260,12 +270,15 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         selector: selector.clone(),
         source,
     };
-    while let Some(page) = pager.next().await.map_err(list_failed)? {
+    let mut listed = pager.next().await.map_err(list_failed)?;
+    while let Some(page) = listed {
         // Wrapped first, so a page abandoned by an error is wiped as well.
         let page: Vec<store::Read> = page.items.into_iter().map(store::Read).collect();
-        for secret in page {
-            run.settle(secret).await?;
-        }
+        let settled = futures::stream::iter(page.into_iter().map(Ok))
+            .try_for_each_concurrent(WRITERS, |secret| run.settle(secret));
+        let (settled, next) = tokio::join!(settled, pager.next());
+        settled?;
+        listed = next.map_err(list_failed)?;
         let so_far = report(&run);
         publish(progress.as_ref(), &so_far, false).await?;
         tracing::info!(
@@ -291,13 +304,13 @@ async fn publish(
     }
 }
 
-/// A run under way.
+/// A run under way, shared by the Secrets being settled at once.
 struct Run<'a> {
     secrets: Api<Secret>,
     namespace: &'a str,
     target: Target<'a>,
-    pacer: Pacer,
-    tally: Tally,
+    pacer: Mutex<Pacer>,
+    tally: Mutex<Tally>,
 }
 
 /// What became of one write request.
@@ -311,13 +324,29 @@ enum Written {
 
 impl Run<'_> {
     fn report(&self, elapsed: Duration) -> Report {
-        self.tally
+        self.tally()
             .report(self.namespace, self.target.version(), elapsed)
+    }
+
+    fn tally(&self) -> std::sync::MutexGuard<'_, Tally> {
+        // A tally is consistent after every call: one left by a panic is still usable.
+        self.tally.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until one more write may go under the rate limit, and counts it.
+    async fn pace(&self) {
+        let at = self
+            .pacer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .book(Instant::now());
+        tokio::time::sleep_until(at).await;
+        self.tally().wrote();
     }
 
     /// Rewrites what Secret `secret` holds under older versions, deciding again from a
     /// fresh read after each conflict, and records the outcome.
-    async fn settle(&mut self, secret: store::Read) -> Result<(), Error> {
+    async fn settle(&self, secret: store::Read) -> Result<(), Error> {
         let name = secret.name_any();
         let mut current = secret;
         let mut attempts = 0;
@@ -345,7 +374,7 @@ impl Run<'_> {
                 );
             }
             if decision.changed.is_empty() {
-                self.tally.settle(&name, 0, failures);
+                self.tally().settle(&name, 0, failures);
                 return Ok(());
             }
             if attempts == WRITE_ATTEMPTS {
@@ -358,26 +387,25 @@ impl Run<'_> {
                     field,
                     cause: Cause::Contended,
                 }));
-                self.tally.settle(&name, 0, failures);
+                self.tally().settle(&name, 0, failures);
                 return Ok(());
             }
             attempts += 1;
             let rewritten = decision.changed.len();
-            self.pacer.pace().await;
-            self.tally.wrote();
+            self.pace().await;
             match self.write(&mut current.0, decision.changed).await? {
                 Written::Done => {
-                    self.tally.settle(&name, rewritten, failures);
+                    self.tally().settle(&name, rewritten, failures);
                     return Ok(());
                 }
                 Written::Gone => {
-                    self.tally.settle(&name, 0, Vec::new());
+                    self.tally().settle(&name, 0, Vec::new());
                     return Ok(());
                 }
                 Written::Conflict => match self.secrets.get_opt(&name).await {
                     Ok(Some(fresh)) => current = store::Read(fresh),
                     Ok(None) => {
-                        self.tally.settle(&name, 0, Vec::new());
+                        self.tally().settle(&name, 0, Vec::new());
                         return Ok(());
                     }
                     Err(source) => {

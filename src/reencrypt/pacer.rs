@@ -49,12 +49,6 @@ impl Pacer {
         self.theoretical = self.theoretical.max(at) + self.interval;
         at
     }
-
-    /// Waits until the next write may be sent, and books it.
-    pub async fn pace(&mut self) {
-        let at = self.book(Instant::now());
-        tokio::time::sleep_until(at).await;
-    }
 }
 
 #[cfg(test)]
