@@ -25,6 +25,8 @@ pub struct Context {
     pub secret_index: std::sync::Arc<super::index::SecretIndex>,
     /// The operator's metrics.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
+    /// The answers of OAuthClient reconciles that nothing has changed since.
+    pub settled: std::sync::Arc<super::oauth_client::settled::Settled>,
     recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -54,6 +56,7 @@ impl Context {
             metrics,
             secret_index: std::sync::Arc::default(),
             keyrings: std::sync::Arc::default(),
+            settled: std::sync::Arc::default(),
             recorder,
             failures: Mutex::default(),
             written: Mutex::default(),

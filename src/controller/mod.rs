@@ -115,6 +115,7 @@ async fn run_controllers(
     };
     // Events were not seen while standing by.
     context.keyrings.clear();
+    context.settled.clear();
     let mut running = Vec::new();
     let (mut client_caches, mut key_caches) = (Vec::new(), Vec::new());
     for scope in &scopes {
@@ -124,6 +125,7 @@ async fn run_controllers(
             api(client, *scope),
             context.secret_index.clone(),
             context.keyrings.clone(),
+            context.settled.clone(),
         );
         client_caches.push(oauth_clients.store());
         running.push(
@@ -350,6 +352,8 @@ where
 /// `current`: re-reconciles of an unchanged object do not touch it at all, so GitOps
 /// tools and watchers see no churn. They are compared as written: times go to the API
 /// server in whole seconds, so a time computed now equals the one stored from it.
+/// Returns the object's resourceVersion after the write, `None` when nothing was
+/// written.
 async fn apply_status<K, S>(
     context: &Context,
     api: &Api<K>,
@@ -357,14 +361,14 @@ async fn apply_status<K, S>(
     object: &K,
     current: Option<&S>,
     status: &S,
-) -> Result<()>
+) -> Result<Option<String>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize,
 {
     let wanted = serde_json::to_value(status)?;
     if current.map(serde_json::to_value).transpose()?.as_ref() == Some(&wanted) {
-        return Ok(());
+        return Ok(None);
     }
     let patch = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -372,10 +376,11 @@ where
         "status": status,
     });
     let params = PatchParams::apply(manager).force();
-    api.patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
+    let written = api
+        .patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     context.status_written(object, context::digest(status)?);
-    Ok(())
+    Ok(written.resource_version())
 }
 
 /// The objects in `store` that sit in `object`'s namespace and are `wanted`: what a watch

@@ -128,10 +128,26 @@ pub enum Written {
 pub async fn write_owned(
     secrets: &Api<Secret>,
     manager: &str,
-    mut desired: Secret,
+    desired: Secret,
     existing: Option<&ObjectMeta>,
     owns: impl Fn(&ObjectMeta) -> bool,
 ) -> Result<Written> {
+    let written = write_owned_read_back(secrets, manager, desired, existing, owns).await?;
+    Ok(match written {
+        Some(_) => Written::Done,
+        None => Written::Conflict,
+    })
+}
+
+/// [`write_owned`], returning the Secret as the API server stored it (`None`: not
+/// keyward's to write), so the caller can go on from it without reading it again.
+pub async fn write_owned_read_back(
+    secrets: &Api<Secret>,
+    manager: &str,
+    mut desired: Secret,
+    existing: Option<&ObjectMeta>,
+    owns: impl Fn(&ObjectMeta) -> bool,
+) -> Result<Option<Read>> {
     let result = write(secrets, manager, &mut desired, existing, owns).await;
     wipe(&mut desired);
     result
@@ -143,23 +159,21 @@ async fn write(
     desired: &mut Secret,
     existing: Option<&ObjectMeta>,
     owns: impl Fn(&ObjectMeta) -> bool,
-) -> Result<Written> {
+) -> Result<Option<Read>> {
     let name = desired.name_any();
     let params = PostParams {
         field_manager: Some(manager.to_owned()),
         ..PostParams::default()
     };
-    match existing {
-        None => {
-            secrets.create(&params, desired).await?;
-        }
-        Some(existing) if !owns(existing) => return Ok(Written::Conflict),
+    let written = match existing {
+        None => secrets.create(&params, desired).await?,
+        Some(existing) if !owns(existing) => return Ok(None),
         Some(existing) => {
             desired.metadata.resource_version = existing.resource_version.clone();
-            secrets.replace(&name, &params, desired).await?;
+            secrets.replace(&name, &params, desired).await?
         }
-    }
-    Ok(Written::Done)
+    };
+    Ok(Some(Read(written)))
 }
 
 /// Deletes the Secret `observed` was read from, only if it is still that very object,

@@ -2,17 +2,20 @@
 //! delivers the plaintext once, rotates, imports, and expires what has run out.
 //!
 //! Each reconcile takes one step chosen by [`decide::next_step`] from fresh reads of the
-//! Secrets it manages, then looks again; status is written once nothing is left to do.
+//! Secrets it manages (or the Secrets as its previous step wrote them), then looks again;
+//! status is written once nothing is left to do.
 //! The plaintext secret goes only into the delivery Secret (and, under the plaintext
 //! policy, the verifier record); it never reaches a log line, an event or status.
 
 pub mod decide;
 mod secrets;
+pub mod settled;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
@@ -27,7 +30,8 @@ use kube::{Resource, ResourceExt};
 use self::decide::{
     DELIVERY_SUFFIX, IssueCause, Observed, SecretNames, Step, VERIFIER_SUFFIX, Verifier,
 };
-use self::secrets::Existing;
+use self::secrets::{Existing, JustWritten};
+use self::settled::{Kind, Settled};
 use super::index::{SecretIndex, named_for, owners_of};
 use super::{
     Context, apply_status, in_namespace_of, latest, lean_controller, namespaced_api, watcher_config,
@@ -47,17 +51,24 @@ use crate::{Error, Result};
 ///
 /// Secrets are watched as metadata only: a Secret's name and owners say which clients
 /// it concerns, and the reconcile reads the data it needs afresh. Neither every Secret's
-/// data nor a scan of every client is spent on a Secret event.
+/// data nor a scan of every client is spent on a Secret event. Both watches record the
+/// versions they see in `settled`.
 pub fn controller(
     api: Api<OAuthClient>,
     secrets: Api<PartialObjectMeta<Secret>>,
     keys: Api<EncryptionKey>,
     index: Arc<SecretIndex>,
     keyrings: Arc<KeyringCache>,
+    settled: Arc<Settled>,
 ) -> Controller<OAuthClient> {
     let controller = lean_controller(api);
     let (store, key_users) = (controller.store(), controller.store());
-    let secret_events = watcher(secrets, watcher_config()).touched_objects();
+    let secret_events = watcher(secrets, watcher_config())
+        .map_ok(recording(settled.clone(), Kind::Secret))
+        .touched_objects();
+    let key_events = watcher(keys, watcher_config())
+        .map_ok(recording(settled, Kind::EncryptionKey))
+        .touched_objects();
     controller
         .watches_stream(secret_events, move |secret| {
             if let Some(namespace) = secret.namespace() {
@@ -65,9 +76,39 @@ pub fn controller(
             }
             clients_of(&store, &index, &secret)
         })
-        .watches(keys, watcher_config(), move |key| {
-            encrypting_under(&key_users, &key)
-        })
+        .watches_stream(key_events, move |key| encrypting_under(&key_users, &key))
+}
+
+/// Records in `settled` the version of each object of `kind` a watch event shows, or
+/// its deletion.
+fn recording<K: Resource>(
+    settled: Arc<Settled>,
+    kind: Kind,
+) -> impl FnMut(watcher::Event<K>) -> watcher::Event<K> {
+    move |event| {
+        match &event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
+                let meta = object.meta();
+                settled.seen(
+                    kind,
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default(),
+                    meta.resource_version.as_deref(),
+                );
+            }
+            watcher::Event::Delete(object) => {
+                let meta = object.meta();
+                settled.seen(
+                    kind,
+                    meta.namespace.as_deref().unwrap_or_default(),
+                    meta.name.as_deref().unwrap_or_default(),
+                    None,
+                );
+            }
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        }
+        event
+    }
 }
 
 /// The OAuthClients `secret` concerns: the one that owns it, the one whose conventional
@@ -155,27 +196,36 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
         &client.name_any(),
         chosen_secrets(&client, &names),
     );
+    if let Some(action) = context.settled.answer(&client) {
+        // Brought back by an echo of our own writes: nothing it depends on changed.
+        return Ok(action);
+    }
+    let just_written = JustWritten::default();
     for _ in 0..STEPS_PER_RECONCILE {
-        let (observed, existing) =
-            secrets::load(&context.client, &context.keyrings, &client, names.clone()).await?;
+        let (observed, existing) = secrets::load(
+            &context.client,
+            &context.keyrings,
+            &client,
+            names.clone(),
+            &just_written,
+        )
+        .await?;
         let now = Timestamp::now();
         let step = decide::next_step(&client.spec, &observed, context.policy, now);
         tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");
 
-        let done = |recheck_in: Option<Duration>| match recheck_in {
-            Some(delay) => Action::requeue(delay),
-            None => Action::await_change(),
-        };
-        let action = match step {
+        let (recheck_in, written) = match step {
             Step::Refuse { reason, message } => {
                 let problem = (EventType::Warning, reason, message);
-                report(&context, &client, &observed, &names, Some(problem), now).await?;
-                done(None)
+                let written =
+                    report(&context, &client, &observed, &names, Some(problem), now).await?;
+                (None, written)
             }
             Step::Wait { reason, message } => {
                 let problem = (EventType::Normal, reason, message);
-                report(&context, &client, &observed, &names, Some(problem), now).await?;
-                done(None)
+                let written =
+                    report(&context, &client, &observed, &names, Some(problem), now).await?;
+                (None, written)
             }
             Step::UpToDate {
                 recheck_in,
@@ -183,25 +233,61 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
             } => {
                 let problem =
                     not_ready.map(|(reason, message)| (EventType::Normal, reason, message));
-                report(&context, &client, &observed, &names, problem, now).await?;
-                done(recheck_in)
+                let written = report(&context, &client, &observed, &names, problem, now).await?;
+                (recheck_in, written)
             }
             step => {
                 let writer = SecretWriter {
                     api: &secrets,
                     names: &names,
                     existing: &existing,
+                    just_written: &just_written,
                 };
                 take(step, &context, &client, &writer, observed, now).await?;
-                // The next step (or the status) follows from fresh reads.
+                // The next step (or the status) follows from what was just written and
+                // fresh reads of the rest.
                 continue;
             }
         };
         context.record_success(client.as_ref());
-        return Ok(action);
+        if let Some(inputs) = &existing.inputs {
+            remember(&context.settled, &client, written, inputs, recheck_in);
+        }
+        return Ok(match recheck_in {
+            Some(delay) => Action::requeue(delay),
+            None => Action::await_change(),
+        });
     }
     // Still steps to take: the queue brings the client back at once.
     Ok(Action::requeue(Duration::ZERO))
+}
+
+/// Remembers the answer of a reconcile of `client` that read `inputs` and left the
+/// client at resourceVersion `written` (if its status write changed it).
+fn remember(
+    settled: &Settled,
+    client: &OAuthClient,
+    written: Written,
+    inputs: &[(Kind, String, Option<String>)],
+    recheck_in: Option<Duration>,
+) {
+    let namespace = client.namespace().unwrap_or_default();
+    let inputs: Vec<settled::Input<'_>> = inputs
+        .iter()
+        .map(|(kind, name, version)| settled::Input {
+            kind: *kind,
+            namespace: &namespace,
+            name,
+            version: version.as_deref(),
+        })
+        .collect();
+    let written = match &written {
+        Written::Unchanged => None,
+        Written::At(version) => Some(version.as_str()),
+        // Status was computed from a newer spec than the decision: nothing to remember.
+        Written::FromNewerSpec => return,
+    };
+    settled.remember(client, written, &inputs, recheck_in);
 }
 
 fn step_name(step: &Step) -> &'static str {
@@ -217,11 +303,12 @@ fn step_name(step: &Step) -> &'static str {
     }
 }
 
-/// The client's Secrets, as read, and where to write them.
+/// The client's Secrets, as read, where to write them, and what was written.
 struct SecretWriter<'a> {
     api: &'a Api<Secret>,
     names: &'a SecretNames,
     existing: &'a Existing,
+    just_written: &'a JustWritten,
 }
 
 impl SecretWriter<'_> {
@@ -235,7 +322,15 @@ impl SecretWriter<'_> {
     ) -> Result<()> {
         let (api, names, existing) = (self.api, self.names, self.existing);
         secrets::write_delivery(
-            api, client, names, existing, client_id, secret, version, now,
+            api,
+            client,
+            names,
+            existing,
+            client_id,
+            secret,
+            version,
+            now,
+            self.just_written,
         )
         .await
     }
@@ -247,7 +342,16 @@ impl SecretWriter<'_> {
         bookkeeping: &secrets::Bookkeeping,
     ) -> Result<()> {
         let (api, names, existing) = (self.api, self.names, self.existing);
-        secrets::write_verifier(api, client, names, existing, record, bookkeeping).await
+        secrets::write_verifier(
+            api,
+            client,
+            names,
+            existing,
+            record,
+            bookkeeping,
+            self.just_written,
+        )
+        .await
     }
 }
 
@@ -474,20 +578,30 @@ async fn announce_issue(
     }
 }
 
+/// What a status report left of the client.
+enum Written {
+    /// Its status already said so: nothing was written.
+    Unchanged,
+    /// Its status was written; the client is now at this resourceVersion.
+    At(String),
+    /// The client had to be read again and its spec had changed since the decision.
+    FromNewerSpec,
+}
+
 /// Writes status from what the cluster holds; `problem` is a reason and message that
 /// keep the client from being ready, published as an event of its type when the client
 /// turns not ready for that reason.
 async fn report(
     context: &Context,
-    client: &OAuthClient,
+    decided_from: &OAuthClient,
     observed: &Observed,
     names: &SecretNames,
     problem: Option<(EventType, &'static str, String)>,
     now: Timestamp,
-) -> Result<()> {
-    let api: Api<OAuthClient> = namespaced_api(&context.client, client)?;
-    let fresh = latest(context, &api, client, client.status.as_ref()).await?;
-    let client = fresh.as_ref().unwrap_or(client);
+) -> Result<Written> {
+    let api: Api<OAuthClient> = namespaced_api(&context.client, decided_from)?;
+    let fresh = latest(context, &api, decided_from, decided_from.status.as_ref()).await?;
+    let client = fresh.as_ref().unwrap_or(decided_from);
     let was_ready = client
         .status
         .as_ref()
@@ -501,7 +615,7 @@ async fn report(
         None => (None, None),
     };
     let status = status(client, observed, names, problem, now);
-    apply_status(
+    let version = apply_status(
         context,
         &api,
         OAUTH_CLIENT_MANAGER,
@@ -517,7 +631,10 @@ async fn report(
             .publish(client, type_, reason, "Reconcile", message)
             .await;
     }
-    Ok(())
+    if client.meta().generation != decided_from.meta().generation {
+        return Ok(Written::FromNewerSpec);
+    }
+    Ok(version.map_or(Written::Unchanged, Written::At))
 }
 
 /// The status of `client` given what the cluster holds.

@@ -14,13 +14,14 @@ use super::decide::{
     Delivered, ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, SecretNames,
     Verifier, annotations, parse_annotation,
 };
+use super::settled::Kind;
 use crate::crd::OAuthClient;
 use crate::crd::oauth_client::SecretType;
 use crate::crypto::hash::keys;
 use crate::crypto::secret::valid_client_id;
 use crate::crypto::{SecretBytes, VerifierRecord};
 use crate::store::keyring_cache::KeyringCache;
-use crate::store::{self, CLIENT_LABEL, KEY_LABEL, OAUTH_CLIENT_MANAGER, Written};
+use crate::store::{self, CLIENT_LABEL, KEY_LABEL, OAUTH_CLIENT_MANAGER};
 use crate::{Error, Result};
 
 /// What keyward keeps beside the verifier record, as annotations of its Secret.
@@ -42,20 +43,53 @@ impl Bookkeeping {
 }
 
 /// What was read of the Secrets the client writes: only their metadata, which the write
-/// path checks ownership and preconditions on.
+/// path checks ownership and preconditions on; and every object the decision read, with
+/// the resourceVersion it read (`None`: absent), or `None` when they cannot all be
+/// named (a key that exists but cannot be used).
 #[derive(Default)]
 pub struct Existing {
     pub verifier: Option<ObjectMeta>,
     pub delivery: Option<ObjectMeta>,
+    pub inputs: Option<Vec<(Kind, String, Option<String>)>>,
 }
 
-/// Reads everything the decision needs, fresh from the API server (the keyring of an
-/// `Encrypted` client from `keyrings` while it holds the current one).
+/// The Secrets a reconcile wrote, as the API server returned them: the next step of the
+/// same reconcile starts from these rather than reading them again. A write that a
+/// concurrent change follows is no loss: that change's watch event brings the client
+/// back, and a write from a stale read fails its `resourceVersion` precondition.
+#[derive(Default)]
+pub struct JustWritten(std::sync::Mutex<BTreeMap<String, store::Read>>);
+
+impl JustWritten {
+    fn keep(&self, secret: store::Read) {
+        self.lock().insert(secret.name_any(), secret);
+    }
+
+    /// Secret `name` as written, once; else read from the cluster.
+    async fn take_or_get(&self, secrets: &Api<Secret>, name: &str) -> Result<Option<store::Read>> {
+        let written = self.lock().remove(name);
+        match written {
+            Some(secret) => Ok(Some(secret)),
+            None => store::get(secrets, name).await,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, store::Read>> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Reads everything the decision needs, fresh from the API server or as this reconcile
+/// just wrote it (the keyring of an `Encrypted` client from `keyrings` while it holds
+/// the current one).
 pub async fn load(
     client: &Client,
     keyrings: &KeyringCache,
     resource: &OAuthClient,
     names: SecretNames,
+    just_written: &JustWritten,
 ) -> Result<(Observed, Existing)> {
     let namespace = resource.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -66,14 +100,43 @@ pub async fn load(
         ),
         _ => None,
     };
+    let mut inputs = Vec::new();
+    // A key that is missing or cannot be used yet is not described by its version
+    // alone (its keyring may be what is missing), so that answer is not remembered.
+    let mut memorable = true;
+    match &key {
+        Some(Ok(in_use)) => inputs.push((
+            Kind::EncryptionKey,
+            in_use.key.name_any(),
+            in_use.key.resource_version(),
+        )),
+        Some(Err(_)) => memorable = false,
+        None => {}
+    }
     let mut existing = Existing::default();
     let mut foreign_secret = None;
     let mut invalid_annotation = None;
-    let verifier_secret = store::get(&secrets, &names.verifier).await?;
+    let verifier_secret = just_written.take_or_get(&secrets, &names.verifier).await?;
     let delivery_secret = match spec.import_from {
-        None => store::get(&secrets, &names.delivery).await?,
+        None => just_written.take_or_get(&secrets, &names.delivery).await?,
         Some(_) => None,
     };
+    inputs.push((
+        Kind::Secret,
+        names.verifier.clone(),
+        verifier_secret
+            .as_ref()
+            .and_then(|secret| secret.resource_version()),
+    ));
+    if spec.import_from.is_none() {
+        inputs.push((
+            Kind::Secret,
+            names.delivery.clone(),
+            delivery_secret
+                .as_ref()
+                .and_then(|secret| secret.resource_version()),
+        ));
+    }
     for (secret, slot) in [
         (&verifier_secret, &mut existing.verifier),
         (&delivery_secret, &mut existing.delivery),
@@ -115,8 +178,16 @@ pub async fn load(
     let import_source = match &spec.import_from {
         None => ImportSource::NotConfigured,
         Some(import) => match store::get(&secrets, &import.secret_name).await? {
-            None => ImportSource::Missing,
+            None => {
+                inputs.push((Kind::Secret, import.secret_name.clone(), None));
+                ImportSource::Missing
+            }
             Some(source) => {
+                inputs.push((
+                    Kind::Secret,
+                    import.secret_name.clone(),
+                    source.resource_version(),
+                ));
                 let data = source.data.as_ref();
                 let value = |key: &str| data.and_then(|data| data.get(key));
                 match value(&import.secret_key) {
@@ -147,6 +218,7 @@ pub async fn load(
         .status
         .as_ref()
         .and_then(|status| status.secret_version);
+    existing.inputs = memorable.then_some(inputs);
     let observed = Observed {
         names,
         verifier,
@@ -292,6 +364,7 @@ pub async fn write_delivery(
     secret: &SecretBytes,
     version: i64,
     now: Timestamp,
+    just_written: &JustWritten,
 ) -> Result<()> {
     let data = BTreeMap::from([
         (
@@ -318,6 +391,7 @@ pub async fn write_delivery(
         data,
     )
     .await
+    .map(|written| just_written.keep(written))
 }
 
 /// Writes the verifier record and its bookkeeping.
@@ -328,6 +402,7 @@ pub async fn write_verifier(
     existing: &Existing,
     record: &VerifierRecord,
     bookkeeping: &Bookkeeping,
+    just_written: &JustWritten,
 ) -> Result<()> {
     let mut annotations = BTreeMap::from([
         (
@@ -365,6 +440,7 @@ pub async fn write_verifier(
         record.to_data(),
     )
     .await
+    .map(|written| just_written.keep(written))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -377,7 +453,7 @@ async fn write(
     extra_label: Option<(&'static str, String)>,
     annotations: BTreeMap<String, String>,
     data: BTreeMap<String, ByteString>,
-) -> Result<()> {
+) -> Result<store::Read> {
     let labels = store::labels(
         role,
         [(CLIENT_LABEL, client.name_any())]
@@ -386,10 +462,9 @@ async fn write(
     );
     let secret = store::secret(name, Some(client), labels, annotations, data)?;
     let owns = |meta: &ObjectMeta| store::is_owned_by(meta, client);
-    match store::write_owned(secrets, OAUTH_CLIENT_MANAGER, secret, existing, owns).await? {
-        Written::Done => Ok(()),
-        Written::Conflict => Err(Error::SecretNotOwned {
+    store::write_owned_read_back(secrets, OAUTH_CLIENT_MANAGER, secret, existing, owns)
+        .await?
+        .ok_or_else(|| Error::SecretNotOwned {
             name: name.to_owned(),
-        }),
-    }
+        })
 }
