@@ -349,7 +349,10 @@ impl Report {
                 ),
                 None => (
                     "reencrypt-default",
-                    "Re-encryption step, limit at its default (200 writes/s)".to_owned(),
+                    format!(
+                        "Re-encryption step, limit at its default ({} writes/s)",
+                        keyward::reencrypt::DEFAULT_WRITES_PER_SECOND
+                    ),
                 ),
             };
             let mut row = Row::new(key, &what, n);
