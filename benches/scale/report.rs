@@ -550,7 +550,10 @@ impl Report {
             self.duration.map_or_else(|| "?".into(), minutes_seconds)
         );
         page.push_str(&self.table());
-        page.push_str(METHOD);
+        page.push_str(&METHOD.replace(
+            "{default_rate}",
+            &keyward::reencrypt::DEFAULT_WRITES_PER_SECOND.to_string(),
+        ));
         page.push_str("\n## Machine\n\n");
         for (what, value) in &self.machine {
             let _ = writeln!(page, "- {what}: {value}");
@@ -608,7 +611,7 @@ const METHOD: &str = "
   by bumping `spec.rotation.generation`, and the step is timed by a watch on the key
   from phase `Reencrypting` to `Verifying` (it includes creating the Job, scheduling its
   pod and starting the process). The first rotation sets `writesPerSecond: 10000` (the
-  CRD's maximum), the second leaves the default (200). **Baseline**: `kubectl get
+  CRD's maximum), the second leaves the default ({default_rate}). **Baseline**: `kubectl get
   secrets -l … -o json | kubectl replace -f -` over the same Secrets, the procedure
   Kubernetes documents after changing the encryption-at-rest key. This control plane has
   no encryption at rest, so the API server decrypts nothing, and kubectl only

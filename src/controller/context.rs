@@ -107,6 +107,15 @@ impl Context {
 }
 
 impl Context {
+    /// Drops what is kept about `object`, deleted.
+    pub fn forget<K: Resource<DynamicType = ()>>(&self, object: &K) {
+        let key = key(object);
+        let failures = self.failures.lock();
+        failures.unwrap_or_else(|p| p.into_inner()).remove(&key);
+        let written = self.written.lock();
+        written.unwrap_or_else(|p| p.into_inner()).remove(&key);
+    }
+
     /// The digest of the status last written for `object`, if any.
     pub fn last_status_written<K: Resource<DynamicType = ()>>(&self, object: &K) -> Option<u64> {
         let written = self.written.lock().unwrap_or_else(|p| p.into_inner());

@@ -123,9 +123,7 @@ async fn run_controllers(
             api(client, *scope),
             api(client, *scope),
             api(client, *scope),
-            context.secret_index.clone(),
-            context.keyrings.clone(),
-            context.settled.clone(),
+            context.clone(),
         );
         client_caches.push(oauth_clients.store());
         running.push(
@@ -153,6 +151,7 @@ async fn run_controllers(
             api(client, *scope),
             api(client, *scope),
             api(client, *scope),
+            context.clone(),
         );
         key_caches.push(encryption_keys.store());
         running.push(
@@ -261,16 +260,27 @@ where
 
 /// A controller of the objects of `api` whose cache holds them without
 /// `managedFields` and the last-applied annotation: neither is read, and at thousands
-/// of objects they would be most of the cache.
-fn lean_controller<K>(api: Api<K>) -> kube::runtime::Controller<K>
+/// of objects they would be most of the cache. `deleted` is told of each object
+/// deleted, to drop what is kept about it.
+fn lean_controller<K>(
+    api: Api<K>,
+    deleted: impl Fn(&K) + Send + 'static,
+) -> kube::runtime::Controller<K>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
+    use futures::TryStreamExt;
     use kube::runtime::{WatchStreamExt, reflector};
     let (reader, writer) = reflector::store();
     let events = watcher::watcher(api, watcher_config())
         .default_backoff()
-        .modify(|object: &mut K| strip(object.meta_mut()));
+        .modify(|object: &mut K| strip(object.meta_mut()))
+        .map_ok(move |event| {
+            if let watcher::Event::Delete(object) = &event {
+                deleted(object);
+            }
+            event
+        });
     kube::runtime::Controller::for_stream(reflector(writer, events).applied_objects(), reader)
 }
 

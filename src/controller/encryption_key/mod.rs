@@ -57,8 +57,9 @@ pub fn controller(
     deployments: Api<PartialObjectMeta<Deployment>>,
     stateful_sets: Api<PartialObjectMeta<StatefulSet>>,
     jobs: Api<PartialObjectMeta<Job>>,
+    context: Arc<Context>,
 ) -> Controller<EncryptionKey> {
-    let controller = lean_controller(api);
+    let controller = lean_controller(api, move |key| context.forget(key));
     let (by_secret, by_deployment, by_stateful_set) =
         (controller.store(), controller.store(), controller.store());
     let managed = || watcher_config().labels(&store::managed_selector());

@@ -43,7 +43,6 @@ use crate::crd::{
 };
 use crate::crypto::secret::{generate_client_id, generate_client_secret};
 use crate::crypto::{PreviousCredential, VerifierRecord};
-use crate::store::keyring_cache::KeyringCache;
 use crate::store::{self, OAUTH_CLIENT_MANAGER};
 use crate::{Error, Result};
 
@@ -57,11 +56,21 @@ pub fn controller(
     api: Api<OAuthClient>,
     secrets: Api<PartialObjectMeta<Secret>>,
     keys: Api<EncryptionKey>,
-    index: Arc<SecretIndex>,
-    keyrings: Arc<KeyringCache>,
-    settled: Arc<Settled>,
+    context: Arc<Context>,
 ) -> Controller<OAuthClient> {
-    let controller = lean_controller(api);
+    let (index, keyrings, settled) = (
+        context.secret_index.clone(),
+        context.keyrings.clone(),
+        context.settled.clone(),
+    );
+    let controller = lean_controller(api, move |client: &OAuthClient| {
+        let namespace = client.namespace().unwrap_or_default();
+        context
+            .secret_index
+            .register(&namespace, &client.name_any(), Vec::new());
+        context.settled.forget(client);
+        context.forget(client);
+    });
     let (store, key_users) = (controller.store(), controller.store());
     let secret_events = watcher(secrets, watcher_config())
         .map_ok(recording(settled.clone(), Kind::Secret))

@@ -130,6 +130,11 @@ impl Settled {
         }
     }
 
+    /// Forgets the answer for `client`, deleted.
+    pub fn forget(&self, client: &OAuthClient) {
+        lock(&self.answers).remove(&self.client(client));
+    }
+
     /// Forgets every answer and version: at the start of a leadership term, when
     /// nothing was watched for a while.
     pub fn clear(&self) {
@@ -241,6 +246,15 @@ mod tests {
         settled.seen(Kind::EncryptionKey, "apps", "billing-verifier", Some("9"));
         settled.seen(Kind::Secret, "other", "billing-verifier", Some("9"));
         assert!(settled.answer(&client("10")).is_some());
+    }
+
+    #[test]
+    fn a_deleted_clients_answer_is_forgotten() {
+        let settled = settled_with_verifier_seen("7");
+        settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
+        settled.forget(&client("10"));
+        assert!(settled.answer(&client("10")).is_none());
+        assert!(lock(&settled.answers).is_empty());
     }
 
     #[test]
