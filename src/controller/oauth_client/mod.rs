@@ -30,7 +30,7 @@ use kube::{Resource, ResourceExt};
 use self::decide::{
     DELIVERY_SUFFIX, IssueCause, Observed, SecretNames, Step, VERIFIER_SUFFIX, Verifier,
 };
-use self::secrets::{Existing, JustWritten};
+use self::secrets::{Existing, Known};
 use self::settled::{Kind, Settled};
 use super::index::{SecretIndex, named_for, owners_of};
 use super::{
@@ -72,11 +72,12 @@ pub fn controller(
         context.forget(client);
     });
     let (store, key_users) = (controller.store(), controller.store());
+    let scope = secrets.namespace().map(str::to_owned);
     let secret_events = watcher(secrets, watcher_config())
-        .map_ok(recording(settled.clone(), Kind::Secret))
+        .map_ok(recording(settled.clone(), Kind::Secret, scope))
         .touched_objects();
     let key_events = watcher(keys, watcher_config())
-        .map_ok(recording(settled, Kind::EncryptionKey))
+        .map_ok(recording(settled, Kind::EncryptionKey, None))
         .touched_objects();
     controller
         .watches_stream(secret_events, move |secret| {
@@ -89,10 +90,11 @@ pub fn controller(
 }
 
 /// Records in `settled` the version of each object of `kind` a watch event shows, or
-/// its deletion.
+/// its deletion; and for Secrets, whether the watch of `scope` has listed them all.
 fn recording<K: Resource>(
     settled: Arc<Settled>,
     kind: Kind,
+    scope: Option<String>,
 ) -> impl FnMut(watcher::Event<K>) -> watcher::Event<K> {
     move |event| {
         match &event {
@@ -113,6 +115,12 @@ fn recording<K: Resource>(
                     meta.name.as_deref().unwrap_or_default(),
                     None,
                 );
+            }
+            watcher::Event::Init if matches!(kind, Kind::Secret) => {
+                settled.listed(scope.as_deref(), false);
+            }
+            watcher::Event::InitDone if matches!(kind, Kind::Secret) => {
+                settled.listed(scope.as_deref(), true);
             }
             watcher::Event::Init | watcher::Event::InitDone => {}
         }
@@ -209,14 +217,14 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
         // Brought back by an echo of our own writes: nothing it depends on changed.
         return Ok(action);
     }
-    let just_written = JustWritten::default();
+    let known = Known::new(&namespace, &context.settled);
     for _ in 0..STEPS_PER_RECONCILE {
         let (observed, existing) = secrets::load(
             &context.client,
             &context.keyrings,
             &client,
             names.clone(),
-            &just_written,
+            &known,
         )
         .await?;
         let now = Timestamp::now();
@@ -250,7 +258,7 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
                     api: &secrets,
                     names: &names,
                     existing: &existing,
-                    just_written: &just_written,
+                    known: &known,
                 };
                 take(step, &context, &client, &writer, observed, now).await?;
                 // The next step (or the status) follows from what was just written and
@@ -317,7 +325,7 @@ struct SecretWriter<'a> {
     api: &'a Api<Secret>,
     names: &'a SecretNames,
     existing: &'a Existing,
-    just_written: &'a JustWritten,
+    known: &'a Known<'a>,
 }
 
 impl SecretWriter<'_> {
@@ -331,15 +339,7 @@ impl SecretWriter<'_> {
     ) -> Result<()> {
         let (api, names, existing) = (self.api, self.names, self.existing);
         secrets::write_delivery(
-            api,
-            client,
-            names,
-            existing,
-            client_id,
-            secret,
-            version,
-            now,
-            self.just_written,
+            api, client, names, existing, client_id, secret, version, now, self.known,
         )
         .await
     }
@@ -358,7 +358,7 @@ impl SecretWriter<'_> {
             existing,
             record,
             bookkeeping,
-            self.just_written,
+            self.known,
         )
         .await
     }

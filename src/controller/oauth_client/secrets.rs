@@ -14,7 +14,7 @@ use super::decide::{
     Delivered, ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, SecretNames,
     Verifier, annotations, parse_annotation,
 };
-use super::settled::Kind;
+use super::settled::{Kind, Settled};
 use crate::crd::OAuthClient;
 use crate::crd::oauth_client::SecretType;
 use crate::crypto::hash::keys;
@@ -53,29 +53,66 @@ pub struct Existing {
     pub inputs: Option<Vec<(Kind, String, Option<String>)>>,
 }
 
-/// The Secrets a reconcile wrote, as the API server returned them: the next step of the
-/// same reconcile starts from these rather than reading them again. A write that a
-/// concurrent change follows is no loss: that change's watch event brings the client
-/// back, and a write from a stale read fails its `resourceVersion` precondition.
-#[derive(Default)]
-pub struct JustWritten(std::sync::Mutex<BTreeMap<String, store::Read>>);
+/// What a reconcile knows of its Secrets without reading them: the Secrets it wrote, as
+/// the API server returned them, and the Secrets the watch of their namespace knows to
+/// be absent.
+///
+/// A step starts from what the step before it wrote. A write that a concurrent change
+/// follows is no loss: that change's watch event brings the client back, and a write
+/// from a stale read fails its `resourceVersion` precondition. A Secret taken as absent
+/// is only ever created, which fails if it exists after all; it is then marked present,
+/// so the retry reads it.
+pub struct Known<'a> {
+    namespace: &'a str,
+    settled: &'a Settled,
+    written: std::sync::Mutex<BTreeMap<String, store::Read>>,
+}
 
-impl JustWritten {
-    fn keep(&self, secret: store::Read) {
-        self.lock().insert(secret.name_any(), secret);
+impl<'a> Known<'a> {
+    pub fn new(namespace: &'a str, settled: &'a Settled) -> Self {
+        Self {
+            namespace,
+            settled,
+            written: std::sync::Mutex::default(),
+        }
     }
 
-    /// Secret `name` as written, once; else read from the cluster.
+    /// Keeps what a write of Secret `name` returned. A create (`existing` is `None`) that
+    /// found the Secret there marks it present, so the retry reads it.
+    fn record(
+        &self,
+        name: &str,
+        existing: Option<&ObjectMeta>,
+        written: Result<store::Read>,
+    ) -> Result<()> {
+        match written {
+            Ok(secret) => {
+                self.lock().insert(name.to_owned(), secret);
+                Ok(())
+            }
+            Err(Error::Kube(kube::Error::Api(status)))
+                if existing.is_none() && status.code == 409 =>
+            {
+                self.settled.present(self.namespace, name);
+                Err(Error::Kube(kube::Error::Api(status)))
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Secret `name` as written, once; else absent if the watch knows so; else read
+    /// from the cluster.
     async fn take_or_get(&self, secrets: &Api<Secret>, name: &str) -> Result<Option<store::Read>> {
         let written = self.lock().remove(name);
         match written {
             Some(secret) => Ok(Some(secret)),
+            None if self.settled.known_absent(self.namespace, name) => Ok(None),
             None => store::get(secrets, name).await,
         }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, store::Read>> {
-        self.0
+        self.written
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -89,7 +126,7 @@ pub async fn load(
     keyrings: &KeyringCache,
     resource: &OAuthClient,
     names: SecretNames,
-    just_written: &JustWritten,
+    known: &Known<'_>,
 ) -> Result<(Observed, Existing)> {
     let namespace = resource.namespace().unwrap_or_default();
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
@@ -116,9 +153,9 @@ pub async fn load(
     let mut existing = Existing::default();
     let mut foreign_secret = None;
     let mut invalid_annotation = None;
-    let verifier_secret = just_written.take_or_get(&secrets, &names.verifier).await?;
+    let verifier_secret = known.take_or_get(&secrets, &names.verifier).await?;
     let delivery_secret = match spec.import_from {
-        None => just_written.take_or_get(&secrets, &names.delivery).await?,
+        None => known.take_or_get(&secrets, &names.delivery).await?,
         Some(_) => None,
     };
     inputs.push((
@@ -364,7 +401,7 @@ pub async fn write_delivery(
     secret: &SecretBytes,
     version: i64,
     now: Timestamp,
-    just_written: &JustWritten,
+    known: &Known<'_>,
 ) -> Result<()> {
     let data = BTreeMap::from([
         (
@@ -380,7 +417,7 @@ pub async fn write_delivery(
         (annotations::SECRET_VERSION.to_owned(), version.to_string()),
         (annotations::WRITTEN_AT.to_owned(), now.to_string()),
     ]);
-    write(
+    let written = write(
         secrets,
         client,
         &names.delivery,
@@ -390,8 +427,8 @@ pub async fn write_delivery(
         annotations,
         data,
     )
-    .await
-    .map(|written| just_written.keep(written))
+    .await;
+    known.record(&names.delivery, existing.delivery.as_ref(), written)
 }
 
 /// Writes the verifier record and its bookkeeping.
@@ -402,7 +439,7 @@ pub async fn write_verifier(
     existing: &Existing,
     record: &VerifierRecord,
     bookkeeping: &Bookkeeping,
-    just_written: &JustWritten,
+    known: &Known<'_>,
 ) -> Result<()> {
     let mut annotations = BTreeMap::from([
         (
@@ -429,7 +466,7 @@ pub async fn write_verifier(
     let key_label = record
         .encryption_key()
         .map(|key| (KEY_LABEL, key.to_owned()));
-    write(
+    let written = write(
         secrets,
         client,
         &names.verifier,
@@ -439,8 +476,8 @@ pub async fn write_verifier(
         annotations,
         record.to_data(),
     )
-    .await
-    .map(|written| just_written.keep(written))
+    .await;
+    known.record(&names.verifier, existing.verifier.as_ref(), written)
 }
 
 #[allow(clippy::too_many_arguments)]

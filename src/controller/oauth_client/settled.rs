@@ -13,6 +13,11 @@
 //! never answered from memory: its watch event both records the new version and brings
 //! the client back.
 //!
+//! The same versions say which Secrets are absent: once the Secret watch of a namespace
+//! has listed it, a Secret it has not seen there (or saw deleted) is taken as absent
+//! without a read. Only a create follows from that, and a create fails rather than
+//! overwrite; the Secret is then marked present, and the retry reads it.
+//!
 //! The keyring behind an EncryptionKey is not an input of its own: any change to it that
 //! matters changes the key's status, and so the key's resourceVersion.
 //!
@@ -20,7 +25,7 @@
 //! few bytes per object at tens of thousands of Secrets, and no name an attacker
 //! chooses can be made to collide with another on purpose.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -53,7 +58,13 @@ pub struct Settled {
     answers: Mutex<HashMap<u64, Answer>>,
     /// Latest resourceVersion seen by a watch, per object; deleted objects are absent.
     seen: Mutex<HashMap<u64, u64>>,
+    /// The scopes (a namespace, or `None` for all) whose Secret watch has listed every
+    /// Secret since it last (re)started: a Secret it has not seen there is absent.
+    listed: Mutex<HashSet<Option<String>>>,
 }
+
+/// The version recorded for an object known to exist at a version not yet seen.
+const UNSEEN: u64 = 0;
 
 struct Answer {
     client_versions: [Option<u64>; 2],
@@ -72,6 +83,34 @@ impl Settled {
             Some(version) => seen.insert(object, self.digest(version)),
             None => seen.remove(&object),
         };
+    }
+
+    /// Records that the Secret watch of `scope` (a namespace, or `None` for all) has
+    /// listed everything (`true`), or is listing again (`false`).
+    pub fn listed(&self, scope: Option<&str>, done: bool) {
+        let mut listed = lock(&self.listed);
+        if done {
+            listed.insert(scope.map(str::to_owned));
+        } else {
+            listed.remove(&scope.map(str::to_owned));
+        }
+    }
+
+    /// Whether Secret `namespace/name` is absent as far as a watch that has listed its
+    /// namespace knows.
+    pub fn known_absent(&self, namespace: &str, name: &str) -> bool {
+        let listed = {
+            let listed = lock(&self.listed);
+            listed.contains(&None) || listed.contains(&Some(namespace.to_owned()))
+        };
+        listed && !lock(&self.seen).contains_key(&self.object(Kind::Secret, namespace, name))
+    }
+
+    /// Records that Secret `namespace/name` exists though no watch event has shown it yet
+    /// (a create found it): it is not taken as absent, and no remembered answer holds.
+    pub fn present(&self, namespace: &str, name: &str) {
+        let object = self.object(Kind::Secret, namespace, name);
+        lock(&self.seen).entry(object).or_insert(UNSEEN);
     }
 
     /// Remembers the answer of a reconcile of `client` that decided from `inputs`, with
@@ -140,6 +179,7 @@ impl Settled {
     pub fn clear(&self) {
         lock(&self.answers).clear();
         lock(&self.seen).clear();
+        lock(&self.listed).clear();
     }
 
     fn client(&self, client: &OAuthClient) -> u64 {
@@ -160,7 +200,8 @@ impl Settled {
     }
 
     fn digest(&self, version: &str) -> u64 {
-        self.hasher.hash_one(version)
+        // Never UNSEEN, which stands for a version no watch has shown.
+        self.hasher.hash_one(version).max(1)
     }
 }
 
@@ -245,6 +286,42 @@ mod tests {
         settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
         settled.seen(Kind::EncryptionKey, "apps", "billing-verifier", Some("9"));
         settled.seen(Kind::Secret, "other", "billing-verifier", Some("9"));
+        assert!(settled.answer(&client("10")).is_some());
+    }
+
+    #[test]
+    fn a_secret_is_known_absent_only_once_its_namespace_is_listed_and_while_unseen() {
+        let settled = Settled::default();
+        assert!(!settled.known_absent("apps", "billing-verifier"));
+        settled.listed(Some("apps"), true);
+        assert!(settled.known_absent("apps", "billing-verifier"));
+        assert!(!settled.known_absent("other", "billing-verifier"));
+        settled.seen(Kind::Secret, "apps", "billing-verifier", Some("7"));
+        assert!(!settled.known_absent("apps", "billing-verifier"));
+        settled.seen(Kind::Secret, "apps", "billing-verifier", None);
+        assert!(settled.known_absent("apps", "billing-verifier"));
+        settled.listed(Some("apps"), false);
+        assert!(!settled.known_absent("apps", "billing-verifier"));
+        settled.listed(None, true);
+        assert!(settled.known_absent("other", "billing-verifier"));
+        settled.clear();
+        assert!(!settled.known_absent("other", "billing-verifier"));
+    }
+
+    #[test]
+    fn a_secret_found_by_a_create_is_present_and_voids_answers_until_seen() {
+        let settled = Settled::default();
+        settled.listed(None, true);
+        settled.remember(&client("10"), None, &[verifier(None)], None);
+        settled.present("apps", "billing-verifier");
+        assert!(!settled.known_absent("apps", "billing-verifier"));
+        assert!(settled.answer(&client("10")).is_none());
+        settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
+        assert!(settled.answer(&client("10")).is_none());
+        settled.seen(Kind::Secret, "apps", "billing-verifier", Some("7"));
+        assert!(settled.answer(&client("10")).is_some());
+        // A version already seen is kept.
+        settled.present("apps", "billing-verifier");
         assert!(settled.answer(&client("10")).is_some());
     }
 
