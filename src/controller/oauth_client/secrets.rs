@@ -77,7 +77,8 @@ impl<'a> Known<'a> {
         }
     }
 
-    /// Keeps what a write of Secret `name` returned. A create (`existing` is `None`) that
+    /// Keeps what a write of Secret `name` returned, and records its version as seen. A
+    /// create (`existing` is `None`) that
     /// found the Secret there marks it present, so the retry reads it.
     fn record(
         &self,
@@ -87,6 +88,11 @@ impl<'a> Known<'a> {
     ) -> Result<()> {
         match written {
             Ok(secret) => {
+                // Seen now, not only when the watch shows it: until then, a reconcile
+                // would take our own new Secret as absent.
+                let version = secret.resource_version();
+                self.settled
+                    .seen(Kind::Secret, self.namespace, name, version.as_deref());
                 self.lock().insert(name.to_owned(), secret);
                 Ok(())
             }
