@@ -275,9 +275,9 @@ pub struct Reencryption {
     #[serde(default = "default_batch_size")]
     #[schemars(range(min = 1, max = 1000))]
     pub batch_size: i32,
-    /// Upper bound on writes per second to the API server. The default, 500, is above
-    /// what one client writing a Secret at a time reaches and well below what an API
-    /// server serves; lower it on a small or busy control plane.
+    /// Upper bound on writes per second to the API server. The default, 1000, is above
+    /// what one client writing a Secret at a time reaches; lower it to leave room on a
+    /// small or busy control plane.
     #[serde(default = "default_writes_per_second")]
     #[schemars(range(min = 1, max = 10000))]
     pub writes_per_second: i32,
