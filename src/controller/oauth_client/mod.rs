@@ -97,25 +97,16 @@ fn recording<K: Resource>(
     scope: Option<String>,
 ) -> impl FnMut(watcher::Event<K>) -> watcher::Event<K> {
     move |event| {
+        let seen = |object: &K, present: bool| {
+            let meta = object.meta();
+            let version = meta.resource_version.as_deref().filter(|_| present);
+            let namespace = meta.namespace.as_deref().unwrap_or_default();
+            let name = meta.name.as_deref().unwrap_or_default();
+            settled.seen(kind, namespace, name, version);
+        };
         match &event {
-            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
-                let meta = object.meta();
-                settled.seen(
-                    kind,
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default(),
-                    meta.resource_version.as_deref(),
-                );
-            }
-            watcher::Event::Delete(object) => {
-                let meta = object.meta();
-                settled.seen(
-                    kind,
-                    meta.namespace.as_deref().unwrap_or_default(),
-                    meta.name.as_deref().unwrap_or_default(),
-                    None,
-                );
-            }
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => seen(object, true),
+            watcher::Event::Delete(object) => seen(object, false),
             watcher::Event::Init if matches!(kind, Kind::Secret) => {
                 settled.listed(scope.as_deref(), false);
             }
