@@ -72,14 +72,22 @@ pub fn controller(
         context.forget(client);
     });
     let (store, key_users) = (controller.store(), controller.store());
+    let (vanished, everything_again) = futures::channel::mpsc::unbounded();
     let scope = secrets.namespace().map(str::to_owned);
     let secret_events = watcher(secrets, watcher_config())
-        .map_ok(recording(settled.clone(), Kind::Secret, scope))
+        .map_ok(recording(
+            settled.clone(),
+            Kind::Secret,
+            scope,
+            vanished.clone(),
+        ))
         .touched_objects();
+    let scope = keys.namespace().map(str::to_owned);
     let key_events = watcher(keys, watcher_config())
-        .map_ok(recording(settled, Kind::EncryptionKey, None))
+        .map_ok(recording(settled, Kind::EncryptionKey, scope, vanished))
         .touched_objects();
     controller
+        .reconcile_all_on(everything_again)
         .watches_stream(secret_events, move |secret| {
             if let Some(namespace) = secret.namespace() {
                 keyrings.changed(&namespace, &secret.name_any());
@@ -89,12 +97,14 @@ pub fn controller(
         .watches_stream(key_events, move |key| encrypting_under(&key_users, &key))
 }
 
-/// Records in `settled` the version of each object of `kind` a watch event shows, or
-/// its deletion; and for Secrets, whether the watch of `scope` has listed them all.
+/// Records in `settled` what the watch of `kind` over `scope` shows: each object's
+/// version or deletion, and its listings. A relisting that finds objects gone (deleted
+/// while the watch was not connected, so no event tells of them) sends on `vanished`.
 fn recording<K: Resource>(
     settled: Arc<Settled>,
     kind: Kind,
     scope: Option<String>,
+    vanished: futures::channel::mpsc::UnboundedSender<()>,
 ) -> impl FnMut(watcher::Event<K>) -> watcher::Event<K> {
     move |event| {
         let seen = |object: &K, present: bool| {
@@ -102,18 +112,18 @@ fn recording<K: Resource>(
             let version = meta.resource_version.as_deref().filter(|_| present);
             let namespace = meta.namespace.as_deref().unwrap_or_default();
             let name = meta.name.as_deref().unwrap_or_default();
-            settled.seen(kind, namespace, name, version);
+            settled.watched(kind, scope.as_deref(), namespace, name, version);
         };
         match &event {
             watcher::Event::Apply(object) | watcher::Event::InitApply(object) => seen(object, true),
             watcher::Event::Delete(object) => seen(object, false),
-            watcher::Event::Init if matches!(kind, Kind::Secret) => {
-                settled.listed(scope.as_deref(), false);
+            watcher::Event::Init => settled.listing_started(kind, scope.as_deref()),
+            watcher::Event::InitDone => {
+                if settled.listing_done(kind, scope.as_deref()) {
+                    // Closed only when the controller is gone.
+                    let _ = vanished.unbounded_send(());
+                }
             }
-            watcher::Event::InitDone if matches!(kind, Kind::Secret) => {
-                settled.listed(scope.as_deref(), true);
-            }
-            watcher::Event::Init | watcher::Event::InitDone => {}
         }
         event
     }

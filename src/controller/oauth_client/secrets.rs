@@ -91,8 +91,7 @@ impl<'a> Known<'a> {
                 // Seen now, not only when the watch shows it: until then, a reconcile
                 // would take our own new Secret as absent.
                 let version = secret.resource_version();
-                self.settled
-                    .seen(Kind::Secret, self.namespace, name, version.as_deref());
+                self.settled.wrote(self.namespace, name, version.as_deref());
                 self.lock().insert(name.to_owned(), secret);
                 Ok(())
             }

@@ -18,6 +18,11 @@
 //! without a read. Only a create follows from that, and a create fails rather than
 //! overwrite; the Secret is then marked present, and the retry reads it.
 //!
+//! A watch that lists again after losing its connection reports no deletion for what
+//! vanished meanwhile. So each listing stamps what it shows, and the end of a relisting
+//! drops what it did not show again; if anything was dropped, every client is brought
+//! back (most answer from memory, the ones whose inputs vanished read afresh).
+//!
 //! The keyring behind an EncryptionKey is not an input of its own: any change to it that
 //! matters changes the key's status, and so the key's resourceVersion.
 //!
@@ -25,7 +30,7 @@
 //! few bytes per object at tens of thousands of Secrets, and no name an attacker
 //! chooses can be made to collide with another on purpose.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -37,7 +42,7 @@ use tokio::time::Instant;
 use crate::crd::OAuthClient;
 
 /// The kinds of object an answer depends on besides the client.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
     Secret,
     EncryptionKey,
@@ -56,15 +61,38 @@ pub struct Input<'a> {
 pub struct Settled {
     hasher: RandomState,
     answers: Mutex<HashMap<u64, Answer>>,
-    /// Latest resourceVersion seen by a watch, per object; deleted objects are absent.
-    seen: Mutex<HashMap<u64, u64>>,
-    /// The scopes (a namespace, or `None` for all) whose Secret watch has listed every
-    /// Secret since it last (re)started: a Secret it has not seen there is absent.
-    listed: Mutex<HashSet<Option<String>>>,
+    /// The latest version seen of each object; deleted objects are absent.
+    seen: Mutex<HashMap<u64, Seen>>,
+    /// Each watch's current listing, by kind and scope (a namespace, or `None` for all).
+    listings: Mutex<Listings>,
 }
+
+/// What was last seen of one object.
+struct Seen {
+    version: u64,
+    kind: Kind,
+    namespace: u64,
+    /// The listing of the watch that last showed it, or [`NOT_LISTED`].
+    listing: u64,
+}
+
+/// The listing stamp of what a write of ours or a failed create showed: no watch has
+/// confirmed it yet, and no relisting drops it.
+const NOT_LISTED: u64 = 0;
 
 /// The version recorded for an object known to exist at a version not yet seen.
 const UNSEEN: u64 = 0;
+
+#[derive(Default)]
+struct Listings {
+    last_stamp: u64,
+    by_watch: HashMap<(Kind, Option<String>), Listing>,
+}
+
+struct Listing {
+    stamp: u64,
+    done: bool,
+}
 
 struct Answer {
     client_versions: [Option<u64>; 2],
@@ -74,34 +102,91 @@ struct Answer {
 }
 
 impl Settled {
-    /// Records what a watch saw of an object: its resourceVersion, or `None` once it is
-    /// deleted.
-    pub fn seen(&self, kind: Kind, namespace: &str, name: &str, version: Option<&str>) {
+    /// Records what the watch of `kind` over `scope` saw of an object: its
+    /// resourceVersion, or `None` once it is deleted.
+    pub fn watched(
+        &self,
+        kind: Kind,
+        scope: Option<&str>,
+        namespace: &str,
+        name: &str,
+        version: Option<&str>,
+    ) {
+        let listing = lock(&self.listings)
+            .by_watch
+            .get(&(kind, scope.map(str::to_owned)))
+            .map_or(NOT_LISTED, |listing| listing.stamp);
+        self.record(kind, namespace, name, version, listing);
+    }
+
+    /// Records the version of Secret `namespace/name` as a write of ours left it, before
+    /// its watch shows it.
+    pub fn wrote(&self, namespace: &str, name: &str, version: Option<&str>) {
+        self.record(Kind::Secret, namespace, name, version, NOT_LISTED);
+    }
+
+    fn record(&self, kind: Kind, namespace: &str, name: &str, version: Option<&str>, listing: u64) {
         let object = self.object(kind, namespace, name);
         let mut seen = lock(&self.seen);
         match version {
-            Some(version) => seen.insert(object, self.digest(version)),
+            Some(version) => seen.insert(
+                object,
+                Seen {
+                    version: self.digest(version),
+                    kind,
+                    namespace: self.hasher.hash_one(namespace),
+                    listing,
+                },
+            ),
             None => seen.remove(&object),
         };
     }
 
-    /// Records that the Secret watch of `scope` (a namespace, or `None` for all) has
-    /// listed everything (`true`), or is listing again (`false`).
-    pub fn listed(&self, scope: Option<&str>, done: bool) {
-        let mut listed = lock(&self.listed);
-        if done {
-            listed.insert(scope.map(str::to_owned));
-        } else {
-            listed.remove(&scope.map(str::to_owned));
-        }
+    /// Records that the watch of `kind` over `scope` (a namespace, or `None` for all)
+    /// starts listing everything, at its start or after it lost its place.
+    pub fn listing_started(&self, kind: Kind, scope: Option<&str>) {
+        let mut listings = lock(&self.listings);
+        listings.last_stamp += 1;
+        let stamp = listings.last_stamp;
+        let listing = Listing { stamp, done: false };
+        listings
+            .by_watch
+            .insert((kind, scope.map(str::to_owned)), listing);
+    }
+
+    /// Records that the watch of `kind` over `scope` has listed everything, and drops
+    /// what it had shown before and did not show again: deleted while it was not
+    /// watching. Returns whether anything was dropped.
+    pub fn listing_done(&self, kind: Kind, scope: Option<&str>) -> bool {
+        let stamp = {
+            let mut listings = lock(&self.listings);
+            let Some(listing) = listings.by_watch.get_mut(&(kind, scope.map(str::to_owned))) else {
+                return false;
+            };
+            listing.done = true;
+            listing.stamp
+        };
+        let in_scope = scope.map(|namespace| self.hasher.hash_one(namespace));
+        let mut seen = lock(&self.seen);
+        let before = seen.len();
+        seen.retain(|_, object| {
+            let covered = object.kind == kind && in_scope.is_none_or(|ns| ns == object.namespace);
+            !covered || object.listing == stamp || object.listing == NOT_LISTED
+        });
+        seen.len() != before
     }
 
     /// Whether Secret `namespace/name` is absent as far as a watch that has listed its
     /// namespace knows.
     pub fn known_absent(&self, namespace: &str, name: &str) -> bool {
         let listed = {
-            let listed = lock(&self.listed);
-            listed.contains(&None) || listed.contains(&Some(namespace.to_owned()))
+            let listings = lock(&self.listings);
+            [None, Some(namespace.to_owned())].into_iter().any(|scope| {
+                listings
+                    .by_watch
+                    .get(&(Kind::Secret, scope))
+                    .is_some_and(|listing| listing.done)
+            })
         };
         listed && !lock(&self.seen).contains_key(&self.object(Kind::Secret, namespace, name))
     }
@@ -110,7 +195,13 @@ impl Settled {
     /// (a create found it): it is not taken as absent, and no remembered answer holds.
     pub fn present(&self, namespace: &str, name: &str) {
         let object = self.object(Kind::Secret, namespace, name);
-        lock(&self.seen).entry(object).or_insert(UNSEEN);
+        let seen = Seen {
+            version: UNSEEN,
+            kind: Kind::Secret,
+            namespace: self.hasher.hash_one(namespace),
+            listing: NOT_LISTED,
+        };
+        lock(&self.seen).entry(object).or_insert(seen);
     }
 
     /// Remembers the answer of a reconcile of `client` that decided from `inputs`, with
@@ -156,7 +247,7 @@ impl Settled {
         let unchanged = answer
             .inputs
             .iter()
-            .all(|(object, version)| seen.get(object) == version.as_ref());
+            .all(|(object, version)| seen.get(object).map(|seen| seen.version) == *version);
         if !unchanged {
             return None;
         }
@@ -179,7 +270,7 @@ impl Settled {
     pub fn clear(&self) {
         lock(&self.answers).clear();
         lock(&self.seen).clear();
-        lock(&self.listed).clear();
+        *lock(&self.listings) = Listings::default();
     }
 
     fn client(&self, client: &OAuthClient) -> u64 {
@@ -235,9 +326,62 @@ mod tests {
         }
     }
 
+    fn list(settled: &Settled, scope: Option<&str>) -> bool {
+        settled.listing_started(Kind::Secret, scope);
+        settled.listing_done(Kind::Secret, scope)
+    }
+
+    #[test]
+    fn a_relisting_drops_what_it_no_longer_shows_and_says_so() {
+        let settled = Settled::default();
+        let watched = |namespace, name| {
+            settled.watched(Kind::Secret, None, namespace, name, Some("1"));
+        };
+        assert!(!list(&settled, None));
+        watched("apps", "billing-verifier");
+        watched("apps", "billing-delivery");
+        settled.wrote("apps", "orders-verifier", Some("2"));
+        settled.watched(Kind::EncryptionKey, None, "apps", "apim", Some("3"));
+        // Listing again shows only the verifier: the delivery Secret went meanwhile.
+        settled.listing_started(Kind::Secret, None);
+        watched("apps", "billing-verifier");
+        assert!(settled.listing_done(Kind::Secret, None));
+        assert!(settled.known_absent("apps", "billing-delivery"));
+        assert!(!settled.known_absent("apps", "billing-verifier"));
+        // Our own write, and another kind's object, are not the Secret watch's to drop.
+        assert!(!settled.known_absent("apps", "orders-verifier"));
+        assert!(lock(&settled.seen).contains_key(&settled.object(
+            Kind::EncryptionKey,
+            "apps",
+            "apim"
+        )));
+        // Nothing more gone: nothing to say.
+        settled.listing_started(Kind::Secret, None);
+        watched("apps", "billing-verifier");
+        assert!(!settled.listing_done(Kind::Secret, None));
+    }
+
+    #[test]
+    fn a_namespaces_relisting_drops_nothing_of_another_namespace() {
+        let settled = Settled::default();
+        list(&settled, Some("apps"));
+        list(&settled, Some("other"));
+        settled.watched(Kind::Secret, Some("apps"), "apps", "a", Some("1"));
+        settled.watched(Kind::Secret, Some("other"), "other", "b", Some("1"));
+        assert!(list(&settled, Some("apps")));
+        assert!(settled.known_absent("apps", "a"));
+        assert!(!settled.known_absent("other", "b"));
+    }
+
     fn settled_with_verifier_seen(version: &str) -> Settled {
         let settled = Settled::default();
-        settled.seen(Kind::Secret, "apps", "billing-verifier", Some(version));
+        settled.watched(
+            Kind::Secret,
+            None,
+            "apps",
+            "billing-verifier",
+            Some(version),
+        );
         settled
     }
 
@@ -254,11 +398,11 @@ mod tests {
     fn any_input_seen_at_another_version_or_deleted_voids_the_answer() {
         let settled = settled_with_verifier_seen("7");
         settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
-        settled.seen(Kind::Secret, "apps", "billing-verifier", Some("8"));
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", Some("8"));
         assert!(settled.answer(&client("10")).is_none());
-        settled.seen(Kind::Secret, "apps", "billing-verifier", Some("7"));
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", Some("7"));
         assert!(settled.answer(&client("10")).is_some());
-        settled.seen(Kind::Secret, "apps", "billing-verifier", None);
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", None);
         assert!(settled.answer(&client("10")).is_none());
     }
 
@@ -267,7 +411,7 @@ mod tests {
         let settled = Settled::default();
         settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
         assert!(settled.answer(&client("10")).is_none());
-        settled.seen(Kind::Secret, "apps", "billing-verifier", Some("7"));
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", Some("7"));
         assert!(settled.answer(&client("10")).is_some());
     }
 
@@ -276,7 +420,7 @@ mod tests {
         let settled = Settled::default();
         settled.remember(&client("10"), None, &[verifier(None)], None);
         assert!(settled.answer(&client("10")).is_some());
-        settled.seen(Kind::Secret, "apps", "billing-verifier", Some("1"));
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", Some("1"));
         assert!(settled.answer(&client("10")).is_none());
     }
 
@@ -284,8 +428,14 @@ mod tests {
     fn a_same_named_object_of_another_kind_or_namespace_is_another_input() {
         let settled = settled_with_verifier_seen("7");
         settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
-        settled.seen(Kind::EncryptionKey, "apps", "billing-verifier", Some("9"));
-        settled.seen(Kind::Secret, "other", "billing-verifier", Some("9"));
+        settled.watched(
+            Kind::EncryptionKey,
+            None,
+            "apps",
+            "billing-verifier",
+            Some("9"),
+        );
+        settled.watched(Kind::Secret, None, "other", "billing-verifier", Some("9"));
         assert!(settled.answer(&client("10")).is_some());
     }
 
@@ -293,16 +443,16 @@ mod tests {
     fn a_secret_is_known_absent_only_once_its_namespace_is_listed_and_while_unseen() {
         let settled = Settled::default();
         assert!(!settled.known_absent("apps", "billing-verifier"));
-        settled.listed(Some("apps"), true);
+        list(&settled, Some("apps"));
         assert!(settled.known_absent("apps", "billing-verifier"));
         assert!(!settled.known_absent("other", "billing-verifier"));
-        settled.seen(Kind::Secret, "apps", "billing-verifier", Some("7"));
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", Some("7"));
         assert!(!settled.known_absent("apps", "billing-verifier"));
-        settled.seen(Kind::Secret, "apps", "billing-verifier", None);
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", None);
         assert!(settled.known_absent("apps", "billing-verifier"));
-        settled.listed(Some("apps"), false);
+        settled.listing_started(Kind::Secret, Some("apps"));
         assert!(!settled.known_absent("apps", "billing-verifier"));
-        settled.listed(None, true);
+        list(&settled, None);
         assert!(settled.known_absent("other", "billing-verifier"));
         settled.clear();
         assert!(!settled.known_absent("other", "billing-verifier"));
@@ -311,14 +461,14 @@ mod tests {
     #[test]
     fn a_secret_found_by_a_create_is_present_and_voids_answers_until_seen() {
         let settled = Settled::default();
-        settled.listed(None, true);
+        list(&settled, None);
         settled.remember(&client("10"), None, &[verifier(None)], None);
         settled.present("apps", "billing-verifier");
         assert!(!settled.known_absent("apps", "billing-verifier"));
         assert!(settled.answer(&client("10")).is_none());
         settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
         assert!(settled.answer(&client("10")).is_none());
-        settled.seen(Kind::Secret, "apps", "billing-verifier", Some("7"));
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", Some("7"));
         assert!(settled.answer(&client("10")).is_some());
         // A version already seen is kept.
         settled.present("apps", "billing-verifier");
