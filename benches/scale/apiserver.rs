@@ -131,7 +131,10 @@ pub fn is_client_work(kind: &Kind) -> bool {
 
 /// `kind count, …` for a breakdown cell, largest first.
 pub fn breakdown(counts: &Counts, per: f64) -> String {
-    let mut kinds: Vec<(&Kind, &u64)> = counts.iter().collect();
+    let mut kinds: Vec<(&Kind, &u64)> = counts.iter().filter(|(_, count)| **count > 0).collect();
+    if kinds.is_empty() {
+        return "none".to_owned();
+    }
     kinds.sort_by(|a, b| b.1.cmp(a.1));
     kinds
         .iter()
