@@ -305,7 +305,7 @@ async fn main() {
             &assets.join("kubectl"),
             &identity.kubeconfig,
             &namespace,
-            &rotation::selector(key),
+            &keyward::reencrypt::default_selector(key),
             plan.kubectl_timeout(n),
         );
         if let Err(why) = &kubectl {

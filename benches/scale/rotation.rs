@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use keyward::crd::EncryptionKey;
@@ -15,20 +15,15 @@ use keyward::crd::encryption_key::RotationPhase;
 use keyward::crypto::Keyring;
 use keyward::crypto::envelope::{Context, Envelope};
 use kube::Client;
-use kube::api::{Api, ObjectMeta, PostParams};
+use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
-use crate::support;
+use crate::support::{self, ciphertext};
 
 /// The data key of the benchmark's ciphertext.
 const FIELD: &str = "value";
-
-/// The label the operator's default re-encryption selector matches.
-pub fn selector(key: &str) -> String {
-    format!("keyward.io/encryption-key={key}")
-}
 
 /// Applies EncryptionKey `key` (no targets: the rotation's rollouts have no pods to
 /// wait for, so what is timed is the re-encryption) at rotation `generation`, with
@@ -83,32 +78,14 @@ pub async fn write_ciphertexts(admin: &Client, namespace: &str, key: &str, count
             };
             let plaintext = format!("value-{index}-{}", "x".repeat(32));
             let envelope = Envelope::seal(&keyring, &context, plaintext.as_bytes()).expect("seals");
-            Secret {
-                metadata: ObjectMeta {
-                    name: Some(name.clone()),
-                    labels: Some(BTreeMap::from([(
-                        "keyward.io/encryption-key".to_owned(),
-                        key.to_owned(),
-                    )])),
-                    ..ObjectMeta::default()
-                },
-                data: Some(BTreeMap::from([(
-                    FIELD.to_owned(),
-                    ByteString(envelope.to_string().into_bytes()),
-                )])),
-                ..Secret::default()
-            }
+            let data = BTreeMap::from([(
+                FIELD.to_owned(),
+                ByteString(envelope.to_string().into_bytes()),
+            )]);
+            ciphertext::labelled_secret(key, &name, data)
         })
         .collect();
-    futures::stream::iter(documents)
-        .map(|secret| {
-            let secrets = secrets.clone();
-            async move { secrets.create(&PostParams::default(), &secret).await }
-        })
-        .buffer_unordered(32)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("ciphertext Secrets created");
+    ciphertext::create_all(&secrets, documents, 32).await;
 }
 
 /// One rotation, as the benchmark saw it.

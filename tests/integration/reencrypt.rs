@@ -21,7 +21,7 @@ use kube::runtime::wait::await_condition;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::support::{self, Operator, TestCluster, manifest, wait};
+use crate::support::{self, Operator, TestCluster, ciphertext, manifest, wait};
 
 const KEY: &str = "apim";
 const PROGRESS: &str = "apim-reencrypt";
@@ -166,18 +166,7 @@ async fn seal_with_cli(cluster: &TestCluster, written: &Written) -> Vec<u8> {
 }
 
 fn labelled_secret(name: &str, data: BTreeMap<String, ByteString>) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            labels: Some(BTreeMap::from([(
-                "keyward.io/encryption-key".into(),
-                KEY.into(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        data: Some(data),
-        ..Secret::default()
-    }
+    ciphertext::labelled_secret(KEY, name, data)
 }
 
 /// Writes `count` labelled Secrets `<prefix>-000`…, each with one envelope under the

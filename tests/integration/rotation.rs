@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use futures::{StreamExt, TryStreamExt};
+use futures::TryStreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
@@ -15,12 +15,12 @@ use keyward::crd::encryption_key::RotationPhase;
 use keyward::crypto::Keyring;
 use keyward::crypto::envelope::{Context, Envelope};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, ObjectMeta, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
 use crate::encryption_key::deploy;
 use crate::oauth_client::{delivered_secret, keyward_verify};
-use crate::support::{self, Operator, TestCluster, jobs, manifest, wait};
+use crate::support::{self, Operator, TestCluster, ciphertext, jobs, manifest, wait};
 
 /// How long a whole rotation may take: two rollouts on simulated nodes, a Job the Job
 /// controller schedules and the runner starts, a scan and a third rollout.
@@ -84,21 +84,11 @@ fn context<'a>(namespace: &'a str, name: &'a str) -> Context<'a> {
 }
 
 fn ciphertext_secret(key: &str, name: &str, envelope: &Envelope) -> Secret {
-    Secret {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            labels: Some(BTreeMap::from([(
-                "keyward.io/encryption-key".to_owned(),
-                key.to_owned(),
-            )])),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            FIELD.to_owned(),
-            ByteString(envelope.to_string().into_bytes()),
-        )])),
-        ..Secret::default()
-    }
+    let data = BTreeMap::from([(
+        FIELD.to_owned(),
+        ByteString(envelope.to_string().into_bytes()),
+    )]);
+    ciphertext::labelled_secret(key, name, data)
 }
 
 /// Writes `count` Secrets, each holding one value encrypted with `keyward encrypt` under
@@ -146,16 +136,7 @@ pub async fn write_ciphertexts(
         documents.push(ciphertext_secret(key, name, &envelope));
     }
     let _ = std::fs::remove_file(&keyring_file);
-    let api = secrets(cluster);
-    futures::stream::iter(documents)
-        .map(|secret| {
-            let api = api.clone();
-            async move { api.create(&PostParams::default(), &secret).await }
-        })
-        .buffer_unordered(16)
-        .try_collect::<Vec<_>>()
-        .await
-        .expect("ciphertext Secrets created");
+    ciphertext::create_all(&secrets(cluster), documents, 16).await;
     plaintexts
 }
 

@@ -7,6 +7,7 @@
 //! component and removes its directory.
 
 pub mod chart;
+pub mod ciphertext;
 pub mod http;
 pub mod jobs;
 pub mod manifest;
