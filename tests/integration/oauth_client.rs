@@ -646,3 +646,104 @@ async fn the_delivery_secret_expires_after_its_ttl_and_deletion_removes_everythi
     .await;
     assert_never_logged(&cluster, &operator, &[plaintext]).await;
 }
+
+/// As a namespace editor would try it, against an operator that answers the echoes of
+/// its own writes from memory: a ready client's verifier deleted, a Secret of someone
+/// else's squatting a new client's delivery name the moment before the client is
+/// applied, and a client deleted and at once re-created under the same name while its
+/// old Secrets still stand. Each is seen; nothing of anyone else's is overwritten.
+#[tokio::test]
+async fn deleted_squatted_and_re_created_secrets_are_each_seen_and_never_overwritten() {
+    let cluster = support::cluster("oauth-hostile").await;
+    let _operator = operator(&cluster, &[]);
+    apply_client(&cluster, "portal", json!({})).await;
+    until_ready(&cluster, "portal", "Issued", Some(1)).await;
+
+    // The verifier deleted: a new secret is issued under the next version, and verifies.
+    secrets(&cluster)
+        .delete("portal-verifier", &DeleteParams::default())
+        .await
+        .expect("verifier deleted");
+    until_ready(&cluster, "portal", "Issued", Some(2)).await;
+    let plaintext = delivered_secret(&cluster, "portal-credentials").await;
+    assert_eq!(
+        keyward_verify(&cluster, "portal-verifier", &plaintext),
+        0,
+        "the re-issued secret verifies"
+    );
+
+    // A Secret of someone else's in the delivery name, created just before the client.
+    let squatter = Secret {
+        metadata: ObjectMeta {
+            name: Some("squat-credentials".into()),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(
+            "clientSecret".to_owned(),
+            k8s_openapi::ByteString(b"someone else's".to_vec()),
+        )])),
+        ..Secret::default()
+    };
+    let squatter = secrets(&cluster)
+        .create(&PostParams::default(), &squatter)
+        .await
+        .expect("squatting Secret created");
+    apply_client(&cluster, "squat", json!({})).await;
+    wait::until(
+        &clients(&cluster),
+        "squat",
+        "squat is Ready=False (SecretConflict)",
+        |client| wait::ready(client) == Some(("False".into(), "SecretConflict".into())),
+    )
+    .await;
+    let after = secrets(&cluster)
+        .get("squat-credentials")
+        .await
+        .expect("squatting Secret still there");
+    assert_eq!(
+        after.resource_version(),
+        squatter.resource_version(),
+        "the squatting Secret was never written"
+    );
+    assert!(
+        secrets(&cluster)
+            .get_opt("squat-verifier")
+            .await
+            .expect("get")
+            .is_none(),
+        "nothing was issued beside someone else's Secret"
+    );
+
+    // Deleted and re-created at once: the old Secrets belong to the old client until
+    // garbage collection removes them; then the new client is issued its own.
+    let old_uid = clients(&cluster)
+        .get("portal")
+        .await
+        .expect("portal")
+        .uid()
+        .expect("uid");
+    clients(&cluster)
+        .delete("portal", &DeleteParams::default())
+        .await
+        .expect("client deleted");
+    wait::until_gone(&clients(&cluster), "portal", "portal is gone").await;
+    apply_client(&cluster, "portal", json!({})).await;
+    let client = until_ready(&cluster, "portal", "Issued", Some(1)).await;
+    let new_uid = client.uid().expect("uid");
+    assert_ne!(new_uid, old_uid);
+    for name in ["portal-verifier", "portal-credentials"] {
+        let secret = secrets(&cluster).get(name).await.expect("Secret");
+        let owners: Vec<String> = secret
+            .owner_references()
+            .iter()
+            .map(|owner| owner.uid.clone())
+            .collect();
+        assert_eq!(
+            owners,
+            vec![new_uid.clone()],
+            "{name} belongs to the new client"
+        );
+    }
+    let plaintext = delivered_secret(&cluster, "portal-credentials").await;
+    assert_eq!(keyward_verify(&cluster, "portal-verifier", &plaintext), 0);
+}
