@@ -728,7 +728,18 @@ async fn deleted_squatted_and_re_created_secrets_are_each_seen_and_never_overwri
         .expect("client deleted");
     wait::until_gone(&clients(&cluster), "portal", "portal is gone").await;
     apply_client(&cluster, "portal", json!({})).await;
-    let client = until_ready(&cluster, "portal", "Issued", Some(1)).await;
+    // Garbage collection takes its time on a busy control plane: bounded generously.
+    let client = wait::until_within(
+        &clients(&cluster),
+        "portal",
+        "the re-created portal is issued its own secret",
+        std::time::Duration::from_secs(180),
+        |client| {
+            wait::ready(client) == Some(("True".into(), "Issued".into()))
+                && client.status.as_ref().and_then(|s| s.secret_version) == Some(1)
+        },
+    )
+    .await;
     let new_uid = client.uid().expect("uid");
     assert_ne!(new_uid, old_uid);
     for name in ["portal-verifier", "portal-credentials"] {
