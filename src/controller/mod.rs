@@ -362,8 +362,7 @@ where
 /// `current`: re-reconciles of an unchanged object do not touch it at all, so GitOps
 /// tools and watchers see no churn. They are compared as written: times go to the API
 /// server in whole seconds, so a time computed now equals the one stored from it.
-/// Returns the object's resourceVersion after the write, `None` when nothing was
-/// written.
+/// Returns what the write left of the object, `None` when nothing was written.
 async fn apply_status<K, S>(
     context: &Context,
     api: &Api<K>,
@@ -371,7 +370,7 @@ async fn apply_status<K, S>(
     object: &K,
     current: Option<&S>,
     status: &S,
-) -> Result<Option<String>>
+) -> Result<Option<StatusWritten>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize,
@@ -390,7 +389,19 @@ where
         .patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     context.status_written(object, context::digest(status)?);
-    Ok(written.resource_version())
+    Ok(Some(StatusWritten {
+        resource_version: written.resource_version(),
+        generation: written.meta().generation,
+    }))
+}
+
+/// What a status write left of an object. The write has no precondition, so the object
+/// it returns may carry a newer spec than the status was computed from.
+pub struct StatusWritten {
+    /// The object's resourceVersion after the write.
+    pub resource_version: Option<String>,
+    /// The generation of the spec the object holds after the write.
+    pub generation: Option<i64>,
 }
 
 /// The objects in `store` that sit in `object`'s namespace and are `wanted`: what a watch
