@@ -250,7 +250,8 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
                 let problem = (EventType::Warning, reason, message);
                 let written =
                     report(&context, &client, &observed, &names, Some(problem), now).await?;
-                (None, written)
+                // A time refused as lying ahead is accepted once the clock passes it.
+                (decide::clock_recheck(&observed, now), written)
             }
             Step::Wait { reason, message } => {
                 let problem = (EventType::Normal, reason, message);
