@@ -7,6 +7,9 @@
 #       "ready DIR/kubeconfig", and stop everything (removing DIR) on SIGTERM/SIGINT,
 #       when a component dies, or — with --until-stdin-closes — when standard input
 #       closes, so a test process that dies for any reason takes its cluster with it.
+#       SIGUSR1 stops kube-apiserver and SIGUSR2 starts it again (ready once
+#       DIR/apiserver-started holds one more line), while the rest runs on: how a test
+#       takes the API server away from watchers for real. DIR/etcd-url is etcd's URL.
 #   control-plane.sh up DIR      Start in the background; returns once ready.
 #   control-plane.sh down DIR    Stop what `up` started.
 #
@@ -82,6 +85,15 @@ check_alive() {
   done
 }
 
+# The index of component NAME in pids/names.
+index_of() {
+  local i
+  for i in "${!names[@]}"; do
+    [ "${names[$i]}" = "$1" ] && { echo "$i"; return; }
+  done
+  die "no component $1"
+}
+
 kubectl_() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
 
 run() {
@@ -111,7 +123,8 @@ run() {
     --initial-cluster "default=http://127.0.0.1:$peer_port" \
     --unsafe-no-fsync --log-level warn
 
-  start kube-apiserver "$bin/kube-apiserver" \
+  echo "http://127.0.0.1:$etcd_port" >"$dir/etcd-url"
+  apiserver=("$bin/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
     --cert-dir "$dir/pki" \
@@ -121,7 +134,8 @@ run() {
     --service-account-issuer https://kubernetes.default.svc \
     --service-account-key-file "$dir/pki/sa.pub" \
     --service-account-signing-key-file "$dir/pki/sa.key" \
-    --allow-privileged=true
+    --allow-privileged=true)
+  start kube-apiserver "${apiserver[@]}"
 
   local server="https://127.0.0.1:$api_port"
   wait_for kube-apiserver "$server/readyz" 120
@@ -195,8 +209,40 @@ NODE
     (read -r _ <&3 || true) &
     watcher=($!)
   fi
-  # Until a signal, a component dying, or standard input closing.
-  wait -n "${pids[@]}" "${watcher[@]}" || true
+  # Until a signal, a component dying, or standard input closing; SIGUSR1 and SIGUSR2
+  # stop and start the API server (looked at every second, so a signal that comes just
+  # before a wait is not left waiting).
+  local stop_apiserver=0 start_apiserver=0 i tick
+  trap 'stop_apiserver=1' USR1
+  trap 'start_apiserver=1' USR2
+  while :; do
+    if [ "$stop_apiserver" = 1 ]; then
+      stop_apiserver=0
+      i=$(index_of kube-apiserver)
+      # Killed, as a crash would: no graceful shutdown that keeps serving meanwhile.
+      kill -KILL "${pids[$i]}" 2>/dev/null || true
+      while kill -0 "${pids[$i]}" 2>/dev/null; do wait "${pids[$i]}" 2>/dev/null || true; done
+      unset 'pids[i]' 'names[i]'
+      log "kube-apiserver stopped"
+      continue
+    fi
+    if [ "$start_apiserver" = 1 ]; then
+      start_apiserver=0
+      start kube-apiserver "${apiserver[@]}"
+      wait_for kube-apiserver "$server/readyz" 120
+      echo started >>"$dir/apiserver-started"
+      log "kube-apiserver started again"
+      continue
+    fi
+    sleep 1 &
+    tick=$!
+    wait -n "${pids[@]}" "${watcher[@]}" "$tick" || true
+    kill -0 "$tick" 2>/dev/null || continue
+    kill "$tick" 2>/dev/null || true
+    wait "$tick" 2>/dev/null || true
+    # Woken by a signal to handle, else by a component or standard input ending.
+    [ "$stop_apiserver" = 1 ] || [ "$start_apiserver" = 1 ] || break
+  done
   check_alive
   [ ${#watcher[@]} -eq 0 ] || kill "${watcher[@]}" 2>/dev/null || true
 }

@@ -246,7 +246,7 @@ struct RunArgs {
     instance: Option<String>,
     /// Container image of the re-encryption Jobs a key rotation runs: keyward itself.
     /// Default: the operator's own image, read from its Pod ($POD_NAMESPACE and
-    /// $POD_NAME, set through the downward API), else keyward:<version>.
+    /// $POD_NAME, set through the downward API), else ghcr.io/keyward/keyward:<version>.
     #[arg(long, env = "KEYWARD_JOB_IMAGE")]
     job_image: Option<String>,
     /// Node selector of the re-encryption Jobs' pods, as KEY=VALUE; repeatable.

@@ -105,14 +105,7 @@ async fn run_controllers(
     context: Arc<Context>,
     metrics: &Arc<Metrics>,
 ) {
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces
-            .iter()
-            .map(|namespace| Some(namespace.as_str()))
-            .collect()
-    };
+    let scopes = scopes(namespaces);
     // Events were not seen while standing by.
     context.keyrings.clear();
     context.settled.clear();
@@ -183,6 +176,16 @@ async fn run_controllers(
     futures::future::join_all(running).await;
 }
 
+/// The scopes the controllers run over: every namespace once (a namespace named twice
+/// would get two controller sets acting on the same objects), or the whole cluster.
+fn scopes(namespaces: &[String]) -> Vec<Option<&str>> {
+    if namespaces.is_empty() {
+        return vec![None];
+    }
+    let unique: std::collections::BTreeSet<&str> = namespaces.iter().map(String::as_str).collect();
+    unique.into_iter().map(Some).collect()
+}
+
 /// Marks a term of the controllers in the metrics, from start to drop.
 struct Term(Arc<Metrics>);
 
@@ -219,10 +222,15 @@ async fn measured(
     result
 }
 
+/// The image re-encryption Jobs run when the operator cannot read its own Pod: the
+/// released image of this version, fully qualified, so no registry a node is configured
+/// to search first can stand in for it.
+pub const FALLBACK_IMAGE: &str = concat!("ghcr.io/keyward/keyward:", env!("CARGO_PKG_VERSION"));
+
 /// The image the operator itself runs, read from its Pod ($POD_NAMESPACE/$POD_NAME): the
-/// re-encryption Job runs the same binary. Outside a Pod, `keyward:<version>`.
+/// re-encryption Job runs the same binary. Outside a Pod, [`FALLBACK_IMAGE`].
 async fn own_image(client: &Client) -> String {
-    let fallback = concat!("keyward:", env!("CARGO_PKG_VERSION")).to_owned();
+    let fallback = FALLBACK_IMAGE.to_owned();
     let (Ok(namespace), Ok(name)) = (std::env::var("POD_NAMESPACE"), std::env::var("POD_NAME"))
     else {
         return fallback;
@@ -362,8 +370,7 @@ where
 /// `current`: re-reconciles of an unchanged object do not touch it at all, so GitOps
 /// tools and watchers see no churn. They are compared as written: times go to the API
 /// server in whole seconds, so a time computed now equals the one stored from it.
-/// Returns the object's resourceVersion after the write, `None` when nothing was
-/// written.
+/// Returns what the write left of the object, `None` when nothing was written.
 async fn apply_status<K, S>(
     context: &Context,
     api: &Api<K>,
@@ -371,7 +378,7 @@ async fn apply_status<K, S>(
     object: &K,
     current: Option<&S>,
     status: &S,
-) -> Result<Option<String>>
+) -> Result<Option<StatusWritten>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug,
     S: Serialize,
@@ -390,7 +397,19 @@ where
         .patch_status(&object.name_any(), &params, &Patch::Apply(&patch))
         .await?;
     context.status_written(object, context::digest(status)?);
-    Ok(written.resource_version())
+    Ok(Some(StatusWritten {
+        resource_version: written.resource_version(),
+        generation: written.meta().generation,
+    }))
+}
+
+/// What a status write left of an object. The write has no precondition, so the object
+/// it returns may carry a newer spec than the status was computed from.
+pub struct StatusWritten {
+    /// The object's resourceVersion after the write.
+    pub resource_version: Option<String>,
+    /// The generation of the spec the object holds after the write.
+    pub generation: Option<i64>,
 }
 
 /// The objects in `store` that sit in `object`'s namespace and are `wanted`: what a watch
@@ -428,6 +447,27 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_namespace_named_twice_is_watched_once() {
+        let named = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        assert_eq!(scopes(&named(&[])), vec![None]);
+        assert_eq!(
+            scopes(&named(&["apps", "billing", "apps"])),
+            vec![Some("apps"), Some("billing")]
+        );
+    }
+
+    #[test]
+    fn the_fallback_image_names_its_registry_and_version() {
+        let (repository, tag) = FALLBACK_IMAGE.rsplit_once(':').expect("a tag");
+        let registry = repository.split('/').next().unwrap_or_default();
+        assert!(
+            registry.contains('.'),
+            "{FALLBACK_IMAGE} names a registry host"
+        );
+        assert_eq!(tag, env!("CARGO_PKG_VERSION"));
+    }
 
     #[test]
     fn backoff_doubles_then_caps() {

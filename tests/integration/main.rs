@@ -13,4 +13,6 @@ mod oauth_client;
 mod operator_process;
 mod reencrypt;
 mod rotation;
+mod status_races;
 mod support;
+mod watch_gaps;

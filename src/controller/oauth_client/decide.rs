@@ -425,6 +425,44 @@ fn untrusted(observed: &Observed, now: Timestamp) -> Option<Step> {
     None
 }
 
+/// The longest a refusal that the clock may lift waits before it is looked at again: a
+/// time years ahead is rechecked now and then, never scheduled years ahead.
+const CLOCK_RECHECK_CAP: Duration = Duration::from_secs(3600);
+
+/// When the clock next changes what [`untrusted`] says of the times `observed` holds: a
+/// time refused as lying in the future (or a previous secret valid longer than any grace
+/// period) becomes acceptable once now catches up with it. `None` when no time waits on
+/// the clock.
+pub fn clock_recheck(observed: &Observed, now: Timestamp) -> Option<Duration> {
+    let mut ahead: Vec<Timestamp> = Vec::new();
+    if let Verifier::Present(issued) = &observed.verifier {
+        ahead.push(issued.issued_at);
+        ahead.extend(issued.delivery_deleted_at);
+        if let Some(previous) = &issued.record.previous {
+            // Acceptable once it lies within the longest grace period of now.
+            let within = previous.expires_at.checked_sub(MAX_GRACE).ok();
+            ahead.extend(within);
+        }
+    }
+    ahead.extend(
+        observed
+            .delivery
+            .as_ref()
+            .map(|delivered| delivered.written_at),
+    );
+    let latest = now.checked_add(CLOCK_SKEW).unwrap_or(now);
+    ahead
+        .into_iter()
+        .filter(|at| *at > latest)
+        .map(|at| {
+            let wait = latest.duration_until(at);
+            Duration::try_from(wait)
+                .unwrap_or(CLOCK_RECHECK_CAP)
+                .min(CLOCK_RECHECK_CAP)
+        })
+        .min()
+}
+
 /// `at + by`, or `None` past the end of time.
 fn later(at: Timestamp, by: Duration) -> Option<Timestamp> {
     at.checked_add(SignedDuration::try_from(by).ok()?).ok()
@@ -1065,6 +1103,60 @@ mod tests {
                 );
             }
             other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_time_refused_as_ahead_is_rechecked_when_the_clock_reaches_it() {
+        let now = at(1_000_000);
+        // Issued ten minutes ahead: acceptable once now is within the five minutes of
+        // skew allowed, five minutes from now.
+        let ahead = observed(Verifier::Present(Box::new(issued(1, 0, 1_000_600))));
+        assert!(matches!(
+            next_step(&spec(serde_json::json!({})), &ahead, Policy::default(), now),
+            Step::Refuse {
+                reason: "AnnotationInvalid",
+                ..
+            }
+        ));
+        assert_eq!(clock_recheck(&ahead, now), Some(Duration::from_secs(300)));
+        let later = at(1_000_300);
+        assert!(!matches!(
+            next_step(
+                &spec(serde_json::json!({})),
+                &ahead,
+                Policy::default(),
+                later
+            ),
+            Step::Refuse { .. }
+        ));
+        assert_eq!(clock_recheck(&ahead, later), None);
+        // Years ahead: looked at again within the hour, never scheduled years out.
+        let far = observed(Verifier::Present(Box::new(issued(1, 0, 253_402_300_000))));
+        assert_eq!(clock_recheck(&far, now), Some(CLOCK_RECHECK_CAP));
+        // Nothing ahead: nothing waits on the clock.
+        let current = observed(Verifier::Present(Box::new(issued(1, 0, 999_000))));
+        assert_eq!(clock_recheck(&current, now), None);
+    }
+
+    proptest::proptest! {
+        /// A refusal that some time of the Secrets' bookkeeping lies ahead always comes
+        /// with a recheck, within the cap, and never panics.
+        #[test]
+        fn every_refused_time_ahead_has_a_recheck_within_the_cap(
+            issued_at in Timestamp::MIN.as_second()..=Timestamp::MAX.as_second(),
+            now in 0i64..=4_102_444_800,
+        ) {
+            let observed = observed(Verifier::Present(Box::new(issued(1, 0, 0))));
+            let mut observed = observed;
+            if let Verifier::Present(record) = &mut observed.verifier {
+                record.issued_at = Timestamp::from_second(issued_at).expect("in range");
+            }
+            let now = at(now);
+            let recheck = clock_recheck(&observed, now);
+            let skew = now.checked_add(CLOCK_SKEW).expect("now is early enough");
+            proptest::prop_assert_eq!(recheck.is_some(), issued_at > skew.as_second());
+            proptest::prop_assert!(recheck.is_none_or(|wait| wait <= CLOCK_RECHECK_CAP));
         }
     }
 

@@ -74,17 +74,27 @@ pub fn controller(
     let (store, key_users) = (controller.store(), controller.store());
     let (vanished, everything_again) = futures::channel::mpsc::unbounded();
     let scope = secrets.namespace().map(str::to_owned);
+    // A keyring Secret deleted while the watch was away has no event: the cached
+    // keyrings go at every listing.
+    let listed_keyrings = keyrings.clone();
     let secret_events = watcher(secrets, watcher_config())
         .map_ok(recording(
             settled.clone(),
             Kind::Secret,
             scope,
             vanished.clone(),
+            move || listed_keyrings.clear(),
         ))
         .touched_objects();
     let scope = keys.namespace().map(str::to_owned);
     let key_events = watcher(keys, watcher_config())
-        .map_ok(recording(settled, Kind::EncryptionKey, scope, vanished))
+        .map_ok(recording(
+            settled,
+            Kind::EncryptionKey,
+            scope,
+            vanished,
+            || {},
+        ))
         .touched_objects();
     controller
         .reconcile_all_on(everything_again)
@@ -99,12 +109,14 @@ pub fn controller(
 
 /// Records in `settled` what the watch of `kind` over `scope` shows: each object's
 /// version or deletion, and its listings. A relisting that finds objects gone (deleted
-/// while the watch was not connected, so no event tells of them) sends on `vanished`.
+/// while the watch was not connected, so no event tells of them) sends on `vanished`;
+/// `listed` runs at the end of every listing.
 fn recording<K: Resource>(
     settled: Arc<Settled>,
     kind: Kind,
     scope: Option<String>,
     vanished: futures::channel::mpsc::UnboundedSender<()>,
+    listed: impl Fn(),
 ) -> impl FnMut(watcher::Event<K>) -> watcher::Event<K> {
     move |event| {
         let seen = |object: &K, present: bool| {
@@ -119,6 +131,7 @@ fn recording<K: Resource>(
             watcher::Event::Delete(object) => seen(object, false),
             watcher::Event::Init => settled.listing_started(kind, scope.as_deref()),
             watcher::Event::InitDone => {
+                listed();
                 if settled.listing_done(kind, scope.as_deref()) {
                     // Closed only when the controller is gone.
                     let _ = vanished.unbounded_send(());
@@ -237,7 +250,8 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
                 let problem = (EventType::Warning, reason, message);
                 let written =
                     report(&context, &client, &observed, &names, Some(problem), now).await?;
-                (None, written)
+                // A time refused as lying ahead is accepted once the clock passes it.
+                (decide::clock_recheck(&observed, now), written)
             }
             Step::Wait { reason, message } => {
                 let problem = (EventType::Normal, reason, message);
@@ -594,7 +608,8 @@ enum Written {
     Unchanged,
     /// Its status was written; the client is now at this resourceVersion.
     At(String),
-    /// The client had to be read again and its spec had changed since the decision.
+    /// The spec had changed since the decision: the client had to be read again, or the
+    /// status write's response carried a newer one.
     FromNewerSpec,
 }
 
@@ -625,7 +640,7 @@ async fn report(
         None => (None, None),
     };
     let status = status(client, observed, names, problem, now);
-    let version = apply_status(
+    let written = apply_status(
         context,
         &api,
         OAUTH_CLIENT_MANAGER,
@@ -641,10 +656,18 @@ async fn report(
             .publish(client, type_, reason, "Reconcile", message)
             .await;
     }
-    if client.meta().generation != decided_from.meta().generation {
+    let decided = decided_from.meta().generation;
+    let newer_spec = client.meta().generation != decided
+        || written
+            .as_ref()
+            .is_some_and(|written| written.generation != decided);
+    if newer_spec {
         return Ok(Written::FromNewerSpec);
     }
-    Ok(version.map_or(Written::Unchanged, Written::At))
+    Ok(match written.and_then(|written| written.resource_version) {
+        Some(version) => Written::At(version),
+        None => Written::Unchanged,
+    })
 }
 
 /// The status of `client` given what the cluster holds.

@@ -14,7 +14,7 @@ use super::decide::{
     Delivered, ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, SecretNames,
     Verifier, annotations, parse_annotation,
 };
-use super::settled::{Kind, Settled};
+use super::settled::{Kind, Settled, WriteTicket};
 use crate::crd::OAuthClient;
 use crate::crd::oauth_client::SecretType;
 use crate::crypto::hash::keys;
@@ -82,6 +82,7 @@ impl<'a> Known<'a> {
     /// found the Secret there marks it present, so the retry reads it.
     fn record(
         &self,
+        ticket: WriteTicket,
         name: &str,
         existing: Option<&ObjectMeta>,
         written: Result<store::Read>,
@@ -91,7 +92,8 @@ impl<'a> Known<'a> {
                 // Seen now, not only when the watch shows it: until then, a reconcile
                 // would take our own new Secret as absent.
                 let version = secret.resource_version();
-                self.settled.wrote(self.namespace, name, version.as_deref());
+                self.settled
+                    .wrote(ticket, self.namespace, name, version.as_deref());
                 self.lock().insert(name.to_owned(), secret);
                 Ok(())
             }
@@ -422,6 +424,7 @@ pub async fn write_delivery(
         (annotations::SECRET_VERSION.to_owned(), version.to_string()),
         (annotations::WRITTEN_AT.to_owned(), now.to_string()),
     ]);
+    let ticket = known.settled.begin_write();
     let written = write(
         secrets,
         client,
@@ -433,7 +436,7 @@ pub async fn write_delivery(
         data,
     )
     .await;
-    known.record(&names.delivery, existing.delivery.as_ref(), written)
+    known.record(ticket, &names.delivery, existing.delivery.as_ref(), written)
 }
 
 /// Writes the verifier record and its bookkeeping.
@@ -471,6 +474,7 @@ pub async fn write_verifier(
     let key_label = record
         .encryption_key()
         .map(|key| (KEY_LABEL, key.to_owned()));
+    let ticket = known.settled.begin_write();
     let written = write(
         secrets,
         client,
@@ -482,7 +486,7 @@ pub async fn write_verifier(
         record.to_data(),
     )
     .await;
-    known.record(&names.verifier, existing.verifier.as_ref(), written)
+    known.record(ticket, &names.verifier, existing.verifier.as_ref(), written)
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -32,12 +32,15 @@ pub use operator::Operator;
 /// How long a test waits for anything the cluster or the operator should do.
 pub const WAIT: Duration = Duration::from_secs(60);
 
-/// The control plane this test binary shares.
+/// A control plane: the one this test binary shares, or one a test has to itself.
 pub struct ControlPlane {
     /// Path of the admin kubeconfig.
     pub kubeconfig: PathBuf,
-    /// The script that runs the control plane; kept so its standard input stays open.
-    _script: Mutex<Child>,
+    /// The directory the control plane runs in.
+    dir: PathBuf,
+    /// The script that runs the control plane; kept so its standard input stays open
+    /// (dropping it closes that, and the script stops everything).
+    script: Mutex<Child>,
 }
 
 static CONTROL_PLANE: OnceLock<ControlPlane> = OnceLock::new();
@@ -49,8 +52,18 @@ pub fn control_plane() -> &'static ControlPlane {
 
 impl ControlPlane {
     fn start() -> Self {
+        Self::start_in(&format!("keyward-test-{}", std::process::id()))
+    }
+
+    /// A control plane of the calling test's own, for tests that take the API server
+    /// away and would disturb every other test on the shared one. It stops when dropped.
+    pub fn start_private(test: &str) -> Self {
+        Self::start_in(&format!("keyward-test-{}-{test}", std::process::id()))
+    }
+
+    fn start_in(directory: &str) -> Self {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let dir = std::env::temp_dir().join(format!("keyward-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(directory);
         let mut script = Command::new("bash")
             .arg(root.join("hack/control-plane.sh"))
             .arg("run")
@@ -69,8 +82,54 @@ impl ControlPlane {
             .expect("the control plane came up (its log is above)");
         Self {
             kubeconfig,
-            _script: Mutex::new(script),
+            dir,
+            script: Mutex::new(script),
         }
+    }
+
+    /// etcd's client URL.
+    pub fn etcd_url(&self) -> String {
+        let url = std::fs::read_to_string(self.dir.join("etcd-url")).expect("etcd-url written");
+        url.trim().to_owned()
+    }
+
+    /// Stops kube-apiserver; everything else runs on.
+    pub fn stop_apiserver(&self) {
+        self.signal("USR1");
+    }
+
+    /// Starts kube-apiserver again and waits until it is ready.
+    pub async fn start_apiserver(&self) {
+        let marker = self.dir.join("apiserver-started");
+        let starts = || {
+            std::fs::read_to_string(&marker)
+                .map(|text| text.lines().count())
+                .unwrap_or(0)
+        };
+        let before = starts();
+        self.signal("USR2");
+        wait::until_true(
+            "kube-apiserver is ready again",
+            Duration::from_secs(120),
+            || starts() > before,
+        )
+        .await;
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self
+            .script
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .id();
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(
+            status.success(),
+            "the control plane script takes SIG{signal}"
+        );
     }
 
     /// A client with cluster-admin rights.
@@ -86,9 +145,18 @@ impl ControlPlane {
 /// Runs the `keyward` binary with `args` against the test cluster, `stdin` piped in;
 /// returns its exit status and output.
 pub fn keyward(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    keyward_on(control_plane(), args, stdin)
+}
+
+/// As [`keyward`], against `control_plane`.
+pub fn keyward_on(
+    control_plane: &ControlPlane,
+    args: &[&str],
+    stdin: &[u8],
+) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
         .args(args)
-        .env("KUBECONFIG", &control_plane().kubeconfig)
+        .env("KUBECONFIG", &control_plane.kubeconfig)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -112,7 +180,11 @@ pub struct TestCluster {
 /// Starts (or reuses) the control plane, installs the CRDs and creates a fresh
 /// namespace named after `test`.
 pub async fn cluster(test: &str) -> TestCluster {
-    let control_plane = control_plane();
+    cluster_on(control_plane(), test).await
+}
+
+/// As [`cluster`], on `control_plane` (one a test has to itself).
+pub async fn cluster_on(control_plane: &ControlPlane, test: &str) -> TestCluster {
     let client = control_plane.client().await;
     report_server_version(&client).await;
     install_crds(&client).await;

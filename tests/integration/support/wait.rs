@@ -71,6 +71,20 @@ where
         .unwrap_or_else(|error| panic!("watch of {name} failed: {error}"));
 }
 
+/// Polls `test` (something outside the API, such as a file a process writes) until it
+/// holds; panics with `what` after `timeout`.
+pub async fn until_true(what: &str, timeout: Duration, test: impl Fn() -> bool) {
+    let polled = async {
+        let mut every = tokio::time::interval(Duration::from_millis(100));
+        while !test() {
+            every.tick().await;
+        }
+    };
+    tokio::time::timeout(timeout, polled)
+        .await
+        .unwrap_or_else(|_| panic!("timed out after {timeout:?} waiting until {what}"));
+}
+
 /// A keyward resource, whose status conditions tests read.
 pub trait Conditioned: Resource {
     fn conditions(&self) -> Option<&[Condition]>;
