@@ -130,6 +130,12 @@ pub enum Place {
     Volume(String),
     /// A volume mount at this path, in a container.
     MountPath(String),
+    /// A mount at `inner`, inside the key's `mount_path`: the key's volume is read-only,
+    /// so the container could not be started with both.
+    Beneath { mount_path: String, inner: String },
+    /// A read-only mount at `outer` that the key's `mount_path` lies inside: the key's
+    /// mount point could not be made in it.
+    ReadOnlyAbove { mount_path: String, outer: String },
     /// An environment variable of this name, in a container.
     EnvName(String),
 }
@@ -189,6 +195,16 @@ impl std::fmt::Display for Blocked {
                     Place::MountPath(path) => {
                         (format!("mountPath {path:?}"), "spec.distribution.mountPath")
                     }
+                    Place::Beneath { mount_path, inner } => (
+                        format!("{inner:?}, inside mountPath {mount_path:?} (a read-only volume),"),
+                        "spec.distribution.mountPath",
+                    ),
+                    Place::ReadOnlyAbove { mount_path, outer } => (
+                        format!(
+                            "mountPath {mount_path:?} lies inside the read-only mount at {outer:?}, which"
+                        ),
+                        "spec.distribution.mountPath",
+                    ),
                     Place::EnvName(name) => {
                         (format!("env var {name:?}"), "spec.distribution.envName")
                     }
@@ -235,6 +251,32 @@ fn normalised_path(path: &str) -> String {
         .filter(|segment| !segment.is_empty() && *segment != ".")
         .collect();
     format!("/{}", segments.join("/"))
+}
+
+/// Whether normalised `path` lies strictly inside normalised `directory`.
+fn is_inside(path: &str, directory: &str) -> bool {
+    path != directory
+        && (directory == "/"
+            || path
+                .strip_prefix(directory)
+                .is_some_and(|rest| rest.starts_with('/')))
+}
+
+/// Whether `mount` is read-only in the container: asked to be, or of a volume kind the
+/// kubelet always mounts read-only.
+fn is_read_only(spec: &PodSpec, mount: &k8s_openapi::api::core::v1::VolumeMount) -> bool {
+    mount.read_only == Some(true)
+        || spec
+            .volumes
+            .iter()
+            .flatten()
+            .find(|volume| volume.name == mount.name)
+            .is_some_and(|volume| {
+                volume.secret.is_some()
+                    || volume.config_map.is_some()
+                    || volume.downward_api.is_some()
+                    || volume.projected.is_some()
+            })
 }
 
 /// Whether `volume` is this key's: it projects the key's distribution Secret.
@@ -347,12 +389,26 @@ pub fn obstacles(
             let wanted = normalised_path(&distribution.mount_path);
             for container in containers {
                 let mounts = container.volume_mounts.iter().flatten();
-                for mount in mounts.filter(|mount| {
-                    normalised_path(&mount.mount_path) == wanted && mount.name != volume
-                }) {
+                for mount in mounts.filter(|mount| mount.name != volume) {
+                    let path = normalised_path(&mount.mount_path);
+                    let place = if path == wanted {
+                        Place::MountPath(mount.mount_path.clone())
+                    } else if is_inside(&path, &wanted) {
+                        Place::Beneath {
+                            mount_path: distribution.mount_path.clone(),
+                            inner: mount.mount_path.clone(),
+                        }
+                    } else if is_inside(&wanted, &path) && is_read_only(spec, mount) {
+                        Place::ReadOnlyAbove {
+                            mount_path: distribution.mount_path.clone(),
+                            outer: mount.mount_path.clone(),
+                        }
+                    } else {
+                        continue;
+                    };
                     found.push(conflict(
                         Some(&container.name),
-                        Place::MountPath(mount.mount_path.clone()),
+                        place,
                         describe_volume(spec, &mount.name),
                     ));
                 }
@@ -912,6 +968,43 @@ mod tests {
             let found = obstacles("Deployment apim", &spec, &projection(&distribution));
             assert_eq!(found.len(), 1, "{path}: {found:?}");
             assert!(found[0].to_string().contains("ConfigMap \"apim-config\""));
+        }
+    }
+
+    #[test]
+    fn a_mount_inside_the_keys_read_only_volume_or_around_it_read_only_is_a_conflict() {
+        let distribution = distribution(json!({"mountPath": "/home/wso2carbon/keyward"}));
+        let projection = projection(&distribution);
+        let with_mount = |path: &str, volume: Value| {
+            pod_spec(
+                json!([{"name": "apim", "image": "x", "volumeMounts": [{"name": "other", "mountPath": path}]}]),
+                json!([volume]),
+            )
+        };
+        let writable = json!({"name": "other", "emptyDir": {}});
+        let config = json!({"name": "other", "configMap": {"name": "apim-config"}});
+        let inner = with_mount("/home/wso2carbon/keyward/tls", writable.clone());
+        let found = obstacles("Deployment apim", &inner, &projection);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .to_string()
+                .contains("\"/home/wso2carbon/keyward/tls\"")
+        );
+        let read_only_parent = with_mount("/home/wso2carbon", config);
+        let found = obstacles("Deployment apim", &read_only_parent, &projection);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0]
+                .to_string()
+                .contains("read-only mount at \"/home/wso2carbon\"")
+        );
+        for free in [
+            with_mount("/home/wso2carbon", writable.clone()),
+            with_mount("/home/wso2carbon/keyward-logs", writable.clone()),
+            with_mount("/home/wso2carbon/key", writable),
+        ] {
+            assert!(obstacles("Deployment apim", &free, &projection).is_empty());
         }
     }
 
