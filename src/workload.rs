@@ -1132,4 +1132,163 @@ mod tests {
             &projection
         ));
     }
+
+    /// `spec` after server-side apply merges `patch` into it: volumes by name, each
+    /// container's mounts by path and variables by name.
+    fn merged(spec: &PodSpec, patch: &Value) -> PodSpec {
+        let mut merged = serde_json::to_value(spec).expect("spec serializes");
+        let patch = &patch["spec"]["template"]["spec"];
+        let merge = |list: &mut Value, entries: &Value, key: &str| {
+            if list.is_null() {
+                *list = json!([]);
+            }
+            let list = list.as_array_mut().expect("a list");
+            for entry in entries.as_array().into_iter().flatten() {
+                list.retain(|existing| existing[key] != entry[key]);
+                list.push(entry.clone());
+            }
+        };
+        merge(&mut merged["volumes"], &patch["volumes"], "name");
+        for container in patch["containers"].as_array().into_iter().flatten() {
+            let containers = merged["containers"].as_array_mut().expect("containers");
+            let target = containers
+                .iter_mut()
+                .find(|c| c["name"] == container["name"])
+                .expect("the patch names existing containers");
+            merge(
+                &mut target["volumeMounts"],
+                &container["volumeMounts"],
+                "mountPath",
+            );
+            merge(&mut target["env"], &container["env"], "name");
+        }
+        serde_json::from_value(merged).expect("merged spec parses")
+    }
+
+    fn arbitrary_template() -> impl proptest::strategy::Strategy<Value = PodSpec> {
+        use proptest::prelude::*;
+        let paths = prop::sample::select(vec![
+            "/etc/keyward",
+            "/etc/keyward/",
+            "/etc//keyward",
+            "/etc/keyward/tls",
+            "/etc",
+            "/etc/keyward-audit",
+            "/opt/keys",
+            "/var/data",
+        ]);
+        let names = prop::sample::select(vec!["keyward-apim", "keyward-first", "config", "data"]);
+        let env_names = prop::sample::select(vec!["KEYWARD_ENCRYPTION_KEY", "GATEWAY_KEY", "HOME"]);
+        let sources =
+            prop::sample::select(vec!["apim-distribution", "first-distribution", "literal"]);
+        let mount = (paths, names.clone(), any::<bool>()).prop_map(|(path, name, read_only)| {
+            json!({"name": name, "mountPath": path, "readOnly": read_only})
+        });
+        let env = (env_names, sources).prop_map(|(name, source)| match source {
+            "literal" => json!({"name": name, "value": "x"}),
+            secret => json!({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": "deployment.toml"}}}),
+        });
+        let container = (
+            prop::sample::select(vec!["apim", "sidecar"]),
+            prop::collection::vec(mount, 0..4),
+            prop::collection::vec(env, 0..3),
+        )
+            .prop_map(|(name, mounts, env)| {
+                let mut unique_mounts: Vec<Value> = Vec::new();
+                for mount in mounts {
+                    if !unique_mounts.iter().any(|m| m["mountPath"] == mount["mountPath"]) {
+                        unique_mounts.push(mount);
+                    }
+                }
+                let mut unique_env: Vec<Value> = Vec::new();
+                for variable in env {
+                    if !unique_env.iter().any(|e| e["name"] == variable["name"]) {
+                        unique_env.push(variable);
+                    }
+                }
+                json!({"name": name, "image": "x", "volumeMounts": unique_mounts, "env": unique_env})
+            });
+        let volume = (
+            names,
+            prop::sample::select(vec!["own", "first", "empty", "config"]),
+        )
+            .prop_map(|(name, kind)| match kind {
+                "own" => json!({"name": name, "secret": {"secretName": "apim-distribution"}}),
+                "first" => json!({"name": name, "secret": {"secretName": "first-distribution"}}),
+                "empty" => json!({"name": name, "emptyDir": {}}),
+                _ => json!({"name": name, "configMap": {"name": "apim-config"}}),
+            });
+        (
+            prop::collection::vec(container, 1..3),
+            prop::collection::vec(volume, 0..3),
+        )
+            .prop_map(|(containers, volumes)| {
+                let mut seen = Vec::new();
+                let containers: Vec<Value> = containers
+                    .into_iter()
+                    .filter(|c| {
+                        let fresh = !seen.contains(&c["name"]);
+                        seen.push(c["name"].clone());
+                        fresh
+                    })
+                    .collect();
+                let mut names = Vec::new();
+                let volumes: Vec<Value> = volumes
+                    .into_iter()
+                    .filter(|v| {
+                        let fresh = !names.contains(&v["name"]);
+                        names.push(v["name"].clone());
+                        fresh
+                    })
+                    .collect();
+                pod_spec(json!(containers), json!(volumes))
+            })
+    }
+
+    proptest::proptest! {
+        /// Wherever the check lets the key in, its patch takes nothing over: every entry
+        /// of the template that was not the key's is still there, the key is carried,
+        /// and its own projection is never in its own way afterwards.
+        #[test]
+        fn a_projection_the_check_admits_takes_nothing_over_and_is_never_its_own_conflict(
+            spec in arbitrary_template(),
+            env in proptest::bool::ANY,
+            listed in proptest::option::of(proptest::sample::select(vec!["apim", "sidecar"])),
+        ) {
+            let mut shape = if env {
+                json!({"format": "Hex", "projection": "Env"})
+            } else {
+                json!({})
+            };
+            if let Some(container) = listed {
+                shape["containers"] = json!([container]);
+            }
+            let distribution = distribution(shape);
+            let projection = projection(&distribution);
+            proptest::prop_assume!(obstacles("Deployment apim", &spec, &projection).is_empty());
+            let names: Vec<String> = spec.containers.iter().map(|c| c.name.clone()).collect();
+            let patch = template_patch(WorkloadKind::Deployment, "apim", &names, &projection);
+            let after = merged(&spec, &patch);
+            let targeted: Vec<String> = targeted(&after, &distribution)
+                .into_iter()
+                .map(|c| c.name.clone())
+                .collect();
+            proptest::prop_assert!(carries(&after, &targeted, &projection));
+            proptest::prop_assert!(obstacles("Deployment apim", &after, &projection).is_empty());
+            for (before, now) in spec.containers.iter().zip(&after.containers) {
+                for mount in before.volume_mounts.iter().flatten() {
+                    let kept = now.volume_mounts.iter().flatten().any(|m| m == mount);
+                    proptest::prop_assert!(kept || mount.name == volume_name("apim"), "{mount:?} taken over");
+                }
+                for variable in before.env.iter().flatten() {
+                    let kept = now.env.iter().flatten().any(|e| e == variable);
+                    proptest::prop_assert!(kept || is_own_env(variable, &projection), "{variable:?} taken over");
+                }
+            }
+            for volume in spec.volumes.iter().flatten() {
+                let kept = after.volumes.iter().flatten().any(|v| v == volume);
+                proptest::prop_assert!(kept || is_own_volume(volume, &projection), "{volume:?} taken over");
+            }
+        }
+    }
 }
