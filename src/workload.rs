@@ -626,7 +626,12 @@ async fn roll_out_once(
             );
             workload.apply(client, namespace, &manager, patch).await?;
         }
-        rollout.blocked.extend(blocked);
+        // A container no workload has is already reported, for all of them: said once.
+        for found in blocked {
+            if !rollout.blocked.contains(&found) {
+                rollout.blocked.push(found);
+            }
+        }
         let selected = pods
             .list(&ListParams::default().labels_from(&workload.selector))
             .await?;

@@ -442,6 +442,8 @@ async fn a_containers_entry_naming_no_container_is_an_error_until_it_is_correcte
     .await;
     let key = until_ready(&keys(&cluster), "apim", "False", "ContainerNotFound").await;
     assert_refused(&key, "ContainerNotFound", &["\"apmi\"", "Deployment apim"]);
+    let (_, _, message) = condition(&key, "Degraded");
+    assert!(!message.contains("more"), "said once: {message}");
     until_warning(&cluster, "apim", "ContainerNotFound").await;
     let after = deployments(&cluster).get("apim").await.expect("Deployment");
     assert_eq!(
