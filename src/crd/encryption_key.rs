@@ -156,18 +156,23 @@ pub struct Distribution {
     /// A file in a mounted volume (`Volume`) or an environment variable (`Env`).
     #[serde(default)]
     pub projection: Projection,
-    /// Directory the volume is mounted at.
+    /// Directory the volume is mounted at. A path a targeted container already mounts
+    /// something else at (another key's volume, the workload's own) is refused with
+    /// reason `DistributionConflict`; keyward never takes a mount over.
     #[serde(default = "default_mount_path")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^:]*$"))]
     pub mount_path: String,
-    /// Name of the environment variable, for `Env`.
+    /// Name of the environment variable, for `Env`. A name a targeted container already
+    /// sets otherwise is refused with reason `DistributionConflict`.
     #[serde(default = "default_env_name")]
     #[schemars(
         length(min = 1, max = 253),
         regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
     )]
     pub env_name: String,
-    /// Containers that receive the key; empty means every container.
+    /// Containers that receive the key; empty means every container. An entry that
+    /// names no container of any target workload, or a workload that has none of them,
+    /// is reported with reason `ContainerNotFound`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub containers: Vec<String>,

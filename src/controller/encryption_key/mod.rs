@@ -353,7 +353,9 @@ async fn distribute(
         pods_in_sync: rollout.pods_in_sync,
         pods_total: rollout.pods_total,
     };
-    let in_sync = rollout.missing.is_empty() && rollout.pods_in_sync == rollout.pods_total;
+    let in_sync = rollout.missing.is_empty()
+        && rollout.blocked.is_empty()
+        && rollout.pods_in_sync == rollout.pods_total;
     let pods = rollout.pods_total > 0;
     let turn = rotate(context, key, keyring, in_sync, pods, reporter.now).await?;
     let outcome = outcome(&rollout, turn.problem.clone());
@@ -771,11 +773,34 @@ struct Outcome {
     notice: Option<Problem>,
 }
 
-/// Distributed only when every named target exists and every pod it asks for is ready
-/// with the current keyring.
+/// Distributed only when every named target exists, nothing keeps the key out of any
+/// targeted container, and every pod it asks for is ready with the current keyring.
 fn outcome(rollout: &Rollout, notice: Option<Problem>) -> Outcome {
     let (in_sync, total) = (rollout.pods_in_sync, rollout.pods_total);
     let counted = format!("{in_sync}/{total} ready pods of the targets hold the current keyring");
+    // A conflict or a missing container does not pass by waiting: it is the problem
+    // reported, before a rotation's.
+    if let Some(first) = rollout.blocked.first() {
+        let reason = first.reason();
+        let mut message = first.to_string();
+        if rollout.blocked.len() > 1 {
+            message.push_str(&format!(
+                " (and {} more such problem(s))",
+                rollout.blocked.len() - 1
+            ));
+        }
+        return Outcome {
+            distributed: false,
+            distributed_condition: (ConditionStatus::False, reason),
+            ready_condition: (ConditionStatus::False, reason),
+            summary: format!("{message}; {counted}"),
+            notice: Some(Problem {
+                reason,
+                message,
+                degraded: true,
+            }),
+        };
+    }
     if !rollout.missing.is_empty() {
         return Outcome {
             distributed: false,
@@ -1133,6 +1158,7 @@ mod tests {
             pods_in_sync,
             pods_total,
             missing: missing.iter().map(|m| (*m).to_owned()).collect(),
+            blocked: Vec::new(),
         }
     }
 
@@ -1146,5 +1172,37 @@ mod tests {
         assert!(!missing.distributed);
         assert_eq!(missing.distributed_condition.1, "TargetNotFound");
         assert!(missing.summary.contains("Deployment apim"));
+    }
+
+    #[test]
+    fn a_conflict_is_degraded_and_never_distributed_even_with_every_pod_in_sync() {
+        let mut blocked = rollout(2, 2, &[]);
+        blocked.blocked.push(workload::Blocked::Conflict {
+            workload: "Deployment apim".to_owned(),
+            container: Some("apim".to_owned()),
+            place: workload::Place::MountPath("/etc/keyward".to_owned()),
+            holder: "volume \"keyward-first\"".to_owned(),
+        });
+        let outcome = outcome(&blocked, None);
+        assert!(!outcome.distributed);
+        assert_eq!(
+            outcome.distributed_condition,
+            (ConditionStatus::False, "DistributionConflict")
+        );
+        let notice = outcome.notice.expect("a problem to report");
+        assert!(notice.degraded);
+        assert_eq!(notice.reason, "DistributionConflict");
+        for named in [
+            "Deployment apim",
+            "\"apim\"",
+            "/etc/keyward",
+            "keyward-first",
+        ] {
+            assert!(
+                notice.message.contains(named),
+                "{named} in {}",
+                notice.message
+            );
+        }
     }
 }
