@@ -89,9 +89,12 @@ pub struct EncryptionKeySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_encryption_key_ref: Option<SecretKeyRef>,
 
-    /// The workloads whose pods must all hold the key.
-    #[serde(default)]
-    #[schemars(length(max = 32))]
+    /// The workloads whose pods must all hold the key. Leave it out for a key that
+    /// serves only Encrypted OAuthClients and the cipher tool; an empty list is refused,
+    /// since it distributes to nothing while reading as if it distributed somewhere
+    /// (typically a template that rendered no workload).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 32))]
     pub targets: Vec<DistributionTarget>,
 
     /// How the pods receive the key.
