@@ -180,7 +180,7 @@ async fn annotate_secret(cluster: &TestCluster, name: &str, annotation: &str, va
 }
 
 /// Waits until an event about `object` with `reason` (and `type_`, when given) exists.
-async fn until_event(
+pub async fn until_event(
     cluster: &TestCluster,
     object: &str,
     type_: Option<&str>,
