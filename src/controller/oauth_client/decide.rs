@@ -42,6 +42,9 @@ const MAX_GRACE: SignedDuration = SignedDuration::from_hours(720);
 /// The longest a reconcile waits before looking again at a far deadline.
 const MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
 
+/// The entropy a generated secret may have, in bytes (as `spec.secretLength` allows).
+pub const SECRET_LENGTHS: std::ops::RangeInclusive<i32> = 16..=128;
+
 /// The suffix of a client's verifier Secret's default name.
 pub const VERIFIER_SUFFIX: &str = "-verifier";
 /// The suffix of a client's delivery Secret's default name.
@@ -470,6 +473,18 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
             ),
         });
     }
+    // The schema bounds it too; an object stored before it did must not make the
+    // operator allocate whatever it says.
+    if !SECRET_LENGTHS.contains(&spec.secret_length) {
+        return Some(Step::Refuse {
+            reason: "SecretLengthInvalid",
+            message: format!(
+                "spec.secretLength must be from {} to {} bytes",
+                SECRET_LENGTHS.start(),
+                SECRET_LENGTHS.end()
+            ),
+        });
+    }
     match spec.secret_type {
         SecretType::Plaintext if !policy.allow_plaintext_secrets => Some(Step::Refuse {
             reason: "PlaintextNotAllowed",
@@ -729,6 +744,35 @@ mod tests {
             )),
             (5, IssueCause::VerifierLost)
         );
+    }
+
+    #[test]
+    fn a_secret_length_the_schema_would_refuse_is_refused_not_allocated() {
+        for length in [i32::MIN, -1, 0, 15, 129, i32::MAX] {
+            let step = next_step(
+                &spec(serde_json::json!({"secretLength": length})),
+                &observed(Verifier::Absent),
+                Policy::default(),
+                at(0),
+            );
+            assert!(
+                matches!(
+                    step,
+                    Step::Refuse {
+                        reason: "SecretLengthInvalid",
+                        ..
+                    }
+                ),
+                "{length}: {step:?}"
+            );
+        }
+        let step = next_step(
+            &spec(serde_json::json!({"secretLength": 128})),
+            &observed(Verifier::Absent),
+            Policy::default(),
+            at(0),
+        );
+        assert_eq!(issue_of(step), (1, IssueCause::Initial));
     }
 
     #[test]

@@ -418,8 +418,9 @@ async fn take(
             } else {
                 client_id
             };
-            let secret = generate_client_secret(spec.secret_length.unsigned_abs() as usize)
-                .map_err(Error::Random)?;
+            // Within SECRET_LENGTHS: the decision refuses any other length.
+            let length = usize::try_from(spec.secret_length).unwrap_or_default();
+            let secret = generate_client_secret(length).map_err(Error::Random)?;
             writer
                 .delivery(client, &client_id, &secret, version, now)
                 .await?;
