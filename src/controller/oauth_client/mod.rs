@@ -670,6 +670,12 @@ fn status(
         let record = &issued.record;
         status.client_id = Some(record.client_id.clone());
         status.secret_version = Some(record.secret_version);
+        let spec_generation = client
+            .spec
+            .rotation
+            .as_ref()
+            .map_or(0, |rotation| rotation.generation);
+        status.rotation_generation = decide::known_generation(spec_generation, issued, observed);
         status.hash_algorithm = record
             .current
             .algorithm()
