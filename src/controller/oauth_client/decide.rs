@@ -205,19 +205,33 @@ pub struct RecordedGeneration {
 }
 
 /// The `spec.rotation.generation` that `issued` is known to answer: as status recorded it
-/// for this very secret version, else as the verifier's annotation says when that is no
-/// later than the spec (keyward writes the spec's counter, and the counter only grows, so
-/// a later one is not keyward's). `None` when neither can be trusted.
+/// for this very secret version, else as the verifier's annotation says when that can be
+/// keyward's (see [`generation_trusted`]). `None` when neither can be trusted.
 pub fn known_generation(
     spec_generation: i64,
     issued: &IssuedRecord,
     observed: &Observed,
 ) -> Option<i64> {
+    recorded_generation(issued, observed)
+        .or(generation_trusted(spec_generation, issued, observed)
+            .then_some(issued.rotation_generation))
+}
+
+/// What status recorded as answered by `issued`'s secret version, if it did.
+fn recorded_generation(issued: &IssuedRecord, observed: &Observed) -> Option<i64> {
     observed
         .status_rotation_generation
         .filter(|recorded| recorded.secret_version == issued.record.secret_version)
         .map(|recorded| recorded.rotation_generation)
-        .or((issued.rotation_generation <= spec_generation).then_some(issued.rotation_generation))
+}
+
+/// Whether the verifier's rotation-generation annotation can be keyward's: keyward writes
+/// the spec's counter, which only grows, so it is no later than the spec, or (when the
+/// user dropped the counter from the manifest, which the schema cannot refuse) it is what
+/// status recorded for this secret.
+fn generation_trusted(spec_generation: i64, issued: &IssuedRecord, observed: &Observed) -> bool {
+    issued.rotation_generation <= spec_generation
+        || recorded_generation(issued, observed) == Some(issued.rotation_generation)
 }
 
 /// Whether the user asked for a rotation that `issued` does not answer yet: the spec's
@@ -442,7 +456,7 @@ fn untrusted(spec: &OAuthClientSpec, observed: &Observed, now: Timestamp) -> Opt
             .map_or(0, |rotation| rotation.generation);
         // A generation from the future would make every bump up to it a no-op. A bump
         // above what status recorded is still acted on (the new secret rewrites it).
-        if issued.rotation_generation > spec_generation
+        if !generation_trusted(spec_generation, issued, observed)
             && !rotation_requested(spec_generation, issued, observed)
         {
             return Some(invalid(&InvalidAnnotation {
@@ -864,6 +878,25 @@ mod tests {
             &tampered(older),
             Policy::default(),
             at(200),
+        ));
+        // A claim status recorded for this secret is keyward's own, even above a spec
+        // whose counter was dropped from the manifest (the schema cannot refuse that).
+        let lowered = {
+            let mut observed = observed(Verifier::Present(Box::new(issued(1, 3, 100))));
+            observed.status_rotation_generation = Some(RecordedGeneration {
+                secret_version: 1,
+                rotation_generation: 3,
+            });
+            observed
+        };
+        assert!(matches!(
+            next_step(
+                &spec(serde_json::json!({})),
+                &lowered,
+                Policy::default(),
+                at(200)
+            ),
+            Step::UpToDate { .. }
         ));
         // A claim no later than the spec is keyward's own (written at issue).
         let issued_for_three = observed(Verifier::Present(Box::new(issued(1, 3, 100))));
