@@ -55,6 +55,10 @@ pub enum Error {
     #[error("leader election failed: {0}")]
     LeaderElection(String),
 
+    /// A reconcile panicked (a bug): caught, so that it fails this object only.
+    #[error("the reconcile of {kind} {name} panicked")]
+    ReconcilePanicked { kind: String, name: String },
+
     /// Status could not be serialized.
     #[error("cannot serialize status: {0}")]
     SerializeStatus(#[from] serde_json::Error),
@@ -77,6 +81,7 @@ impl Error {
             Self::Scan(_) => "scan",
             Self::LeaderElection(_) => "leader_election",
             Self::SerializeStatus(_) => "serialize_status",
+            Self::ReconcilePanicked { .. } => "reconcile_panicked",
         }
     }
 }

@@ -128,6 +128,7 @@ async fn run_controllers(
                         measured(
                             "OAuthClient",
                             &context.clone(),
+                            object.clone(),
                             oauth_client::reconcile(object, context),
                         )
                         .await
@@ -156,6 +157,7 @@ async fn run_controllers(
                         measured(
                             "EncryptionKey",
                             &context.clone(),
+                            object.clone(),
                             encryption_key::reconcile(object, context),
                         )
                         .await
@@ -206,14 +208,26 @@ impl Drop for Term {
     }
 }
 
-/// Runs one reconcile, counting it and its duration (and its error) in the metrics.
-async fn measured(
+/// Runs one reconcile of `object`, counting it and its duration (and its error) in the
+/// metrics. A panic inside it is caught and becomes a failed reconcile of that object
+/// only (see [`panicked`]): whatever one object holds, the process keeps serving every
+/// other, and the object is retried with backoff like any failure.
+async fn measured<K: Resource<DynamicType = ()>>(
     controller: &'static str,
     context: &Context,
+    object: Arc<K>,
     reconcile: impl std::future::Future<Output = Result<Action>>,
 ) -> Result<Action> {
     let started = std::time::Instant::now();
-    let result = reconcile.await;
+    // Nothing the reconcile shares outlives a panic in a broken state: the shared maps
+    // behind mutexes are read through poisoning, and the caches are the watches'.
+    let result = match std::panic::AssertUnwindSafe(reconcile).catch_unwind().await {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = crate::telemetry::panic_message(payload.as_ref());
+            Err(panicked(context, object.as_ref(), &message).await)
+        }
+    };
     context.metrics.reconciled(
         controller,
         started.elapsed(),
@@ -226,6 +240,37 @@ async fn measured(
 /// released image of this version, fully qualified, so no registry a node is configured
 /// to search first can stand in for it.
 pub const FALLBACK_IMAGE: &str = concat!("ghcr.io/keyward/keyward:", env!("CARGO_PKG_VERSION"));
+
+/// Reports a reconcile of `object` that panicked: a log line naming the object and a
+/// Warning Event on it. The panic's message comes from keyward's own code, never from a
+/// value it read, so it may be logged (cut short, see
+/// [`crate::telemetry::panic_message`]); it stays out of the Event, which any reader of
+/// the namespace sees.
+async fn panicked<K: Resource<DynamicType = ()>>(
+    context: &Context,
+    object: &K,
+    message: &str,
+) -> Error {
+    let kind = K::kind(&()).into_owned();
+    let name = format!(
+        "{}/{}",
+        object.meta().namespace.as_deref().unwrap_or_default(),
+        object.meta().name.as_deref().unwrap_or_default()
+    );
+    tracing::error!(kind, object = %name, panic = %message, "reconcile panicked; the object is retried, the operator keeps running");
+    context
+        .publish(
+            object,
+            kube::runtime::events::EventType::Warning,
+            "ReconcilePanicked",
+            "Reconcile",
+            format!(
+                "keyward hit an internal error reconciling {kind} {name}; it retries with backoff. The operator log names the error: please report it"
+            ),
+        )
+        .await;
+    Error::ReconcilePanicked { kind, name }
+}
 
 /// The image the operator itself runs, read from its Pod ($POD_NAMESPACE/$POD_NAME): the
 /// re-encryption Job runs the same binary. Outside a Pod, [`FALLBACK_IMAGE`].
@@ -477,5 +522,97 @@ mod tests {
         assert_eq!(backoff(9), Duration::from_secs(256));
         assert_eq!(backoff(10), Duration::from_secs(300));
         assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+    }
+
+    /// A context whose API server refuses every connection: the Event of a panic is
+    /// attempted and its failure only logged.
+    fn offline_context() -> Arc<Context> {
+        let config = kube::Config::new("http://127.0.0.1:1".parse().expect("URL"));
+        let client = Client::try_from(config).expect("client");
+        Arc::new(Context::new(
+            client,
+            oauth_client::decide::Policy::default(),
+            encryption_key::jobs::JobOptions::default(),
+            None,
+            Arc::new(Metrics::new()),
+        ))
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_that_panics_fails_its_object_is_counted_and_backs_off() {
+        let context = offline_context();
+        let mut client: crate::crd::OAuthClient = serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1",
+            "kind": "OAuthClient",
+            "metadata": {"namespace": "apps", "name": "portal"},
+            "spec": {},
+        }))
+        .expect("an OAuthClient");
+        client.metadata.uid = Some("0a4c".to_owned());
+        let client = Arc::new(client);
+        let reconcile = async {
+            let (failed, contended) = (std::hint::black_box(-1_i64), 0);
+            let _ = contended.clamp(0, failed);
+            Ok(Action::await_change())
+        };
+        let result = measured("OAuthClient", &context, client.clone(), reconcile).await;
+        let error = result.expect_err("the panic is a failed reconcile");
+        assert!(
+            matches!(&error, Error::ReconcilePanicked { kind, name } if kind == "OAuthClient" && name == "apps/portal"),
+            "{error:?}"
+        );
+        assert_eq!(error.metric_label(), "reconcile_panicked");
+        let metrics = context.metrics.encode();
+        assert!(
+            metrics
+                .lines()
+                .any(|line| line.contains("reconcile_panicked")
+                    && line.contains("OAuthClient")
+                    && line.ends_with(" 1")),
+            "{metrics}"
+        );
+        // It backs off like any failure, and the next reconcile of it runs as usual.
+        let first = error_policy(client.clone(), &error, context.clone());
+        let second = error_policy(client.clone(), &error, context.clone());
+        assert_eq!(first, Action::requeue(Duration::from_secs(1)));
+        assert_eq!(second, Action::requeue(Duration::from_secs(2)));
+        let again = measured("OAuthClient", &context, client, async {
+            Ok(Action::await_change())
+        })
+        .await;
+        assert!(again.is_ok());
+    }
+
+    #[test]
+    fn the_release_profile_unwinds_so_a_panic_fails_one_reconcile_only() {
+        let manifest: toml::Table =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+                .expect("Cargo.toml")
+                .parse()
+                .expect("Cargo.toml parses");
+        let profiles = manifest
+            .get("profile")
+            .and_then(|profiles| profiles.as_table());
+        for (name, profile) in profiles.into_iter().flatten() {
+            assert_ne!(
+                profile.get("panic").and_then(|panic| panic.as_str()),
+                Some("abort"),
+                "profile {name} aborts on panic: a panic in one reconcile would stop the operator"
+            );
+        }
+        // Nor may the release build or the image ask for it behind the manifest's back.
+        for file in [
+            "hack/release-build.sh",
+            "Containerfile",
+            ".cargo/config.toml",
+        ] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            assert!(
+                !text.replace(' ', "").contains("panic=abort")
+                    && !text.replace(' ', "").contains("panic=\"abort\""),
+                "{file} builds with panic=abort"
+            );
+        }
     }
 }

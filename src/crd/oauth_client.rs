@@ -276,6 +276,11 @@ pub struct OAuthClientStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_version: Option<i64>,
 
+    /// The `spec.rotation.generation` the current secret (`secretVersion`) answers: a
+    /// bump above it issues a new secret, whatever the verifier's annotations say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_generation: Option<i64>,
+
     /// Algorithm of the current verifier record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hash_algorithm: Option<String>,

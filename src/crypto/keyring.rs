@@ -184,6 +184,11 @@ struct KeyVersionFile {
 
 const FORMAT: &str = "keyward.io/keyring/v1";
 
+/// The highest version a keyring read from a Secret may hold: far more rotations than
+/// any key will see, and far enough from the end of `i64` that staging always numbers
+/// a new version.
+pub const MAX_VERSION: i64 = 2_147_483_647;
+
 impl Keyring {
     /// A keyring whose only version, 1, is primary.
     pub fn new(name: &str, material: KeyMaterial, now: Timestamp) -> Self {
@@ -398,6 +403,14 @@ impl Keyring {
             {
                 return Err(KeyError::Keyring(format!(
                     "version {} is repeated or not positive",
+                    entry.version
+                )));
+            }
+            // Versions count rotations from 1; one near the end of i64 was not written
+            // by keyward, and the next rotation could not number its version.
+            if entry.version > MAX_VERSION {
+                return Err(KeyError::Keyring(format!(
+                    "version {} is above {MAX_VERSION}",
                     entry.version
                 )));
             }
@@ -712,5 +725,63 @@ mod tests {
             "unknown field"
         );
         assert!(Keyring::from_json(b"{", None).is_err());
+    }
+
+    /// A keyring file as someone who may edit the keyring Secret could write it: a
+    /// real one (two versions, fingerprints intact) with versions, states and times
+    /// rewritten to anything, extremes most often; or any bytes at all.
+    fn keyring_json() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let version = prop_oneof![
+            Just(i64::MAX),
+            Just(i64::MAX - 1),
+            Just(i64::MIN),
+            Just(0_i64),
+            Just(-1_i64),
+            any::<i64>()
+        ];
+        let state = proptest::sample::select(vec!["Primary", "DecryptOnly", "Retired", "primary"]);
+        let time = proptest::sample::select(vec![
+            "1970-01-01T00:00:00Z",
+            "9999-12-31T23:59:59Z",
+            "1969-12-31T23:59:59Z",
+            "-009999-01-01T00:00:00Z",
+        ]);
+        let entry = (version, state, time);
+        let structured = (entry.clone(), entry).prop_map(|rewrites| {
+            let mut keyring = Keyring::new("apim", key(1), Timestamp::UNIX_EPOCH);
+            keyring.stage(key(2), Timestamp::UNIX_EPOCH);
+            let mut file: serde_json::Value =
+                serde_json::from_str(&keyring.to_json().expect("JSON")).expect("JSON");
+            for (index, (version, state, time)) in [rewrites.0, rewrites.1].into_iter().enumerate()
+            {
+                let entry = &mut file["versions"][index];
+                entry["version"] = version.into();
+                entry["state"] = state.into();
+                entry["createdAt"] = time.into();
+            }
+            serde_json::to_vec(&file).expect("JSON")
+        });
+        prop_oneof![structured, proptest::collection::vec(any::<u8>(), 0..200)]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(1000))]
+
+        /// The keyring Secret is as writable as any Secret of the namespace: whatever
+        /// it holds is read without a panic, and a keyring that is accepted can always
+        /// stage a new version of its own number, promote it, retire the rest and be
+        /// written again.
+        #[test]
+        fn any_keyring_file_is_read_without_a_panic(json in keyring_json()) {
+            if let Ok(mut keyring) = Keyring::from_json(&json, None) {
+                let before: Vec<i64> = keyring.versions.iter().map(|v| v.version).collect();
+                let staged = keyring.stage(key(3), Timestamp::UNIX_EPOCH);
+                proptest::prop_assert!(!before.contains(&staged), "staged {staged} again");
+                keyring.promote(staged).expect("a staged version promotes");
+                keyring.retire_all_but_primary(1).expect("retires");
+                keyring.to_json().expect("serializes");
+            }
+        }
     }
 }

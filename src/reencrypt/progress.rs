@@ -231,4 +231,27 @@ mod tests {
         assert_eq!(data["writes"], "0");
         assert_eq!(config_map_data(&report, false)["finished"], "false");
     }
+
+    #[test]
+    fn what_a_run_reports_the_operator_reads_back_whole_and_trusted() {
+        let mut tally = Tally::default();
+        tally.settle("a", 7, vec![failure("x", Cause::Contended)]);
+        tally.settle("b", 2, vec![failure("y", Cause::Undecryptable)]);
+        let report = tally.report("apps", 2, Duration::from_secs(1));
+        let read =
+            crate::controller::encryption_key::progress::parse(&config_map_data(&report, true))
+                .expect("progress");
+        assert!(read.untrusted.is_empty(), "{:?}", read.untrusted);
+        let progress = read.progress;
+        assert_eq!(
+            (
+                progress.total,
+                progress.done,
+                progress.failed,
+                progress.contended
+            ),
+            (11, 9, 2, 1)
+        );
+        assert_eq!(progress.failures, ["apps/a/x", "apps/b/y"]);
+    }
 }

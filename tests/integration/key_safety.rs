@@ -180,7 +180,7 @@ async fn annotate_secret(cluster: &TestCluster, name: &str, annotation: &str, va
 }
 
 /// Waits until an event about `object` with `reason` (and `type_`, when given) exists.
-async fn until_event(
+pub async fn until_event(
     cluster: &TestCluster,
     object: &str,
     type_: Option<&str>,
@@ -692,6 +692,104 @@ async fn a_far_future_timestamp_annotation_is_reported_and_never_stops_the_opera
         client_until(&cluster, name, "False", "AnnotationInvalid").await;
     }
     assert!(restarted.is_running(), "the restarted operator is running");
+}
+
+/// Waits until `name` is Ready with a secret of `version` for its current generation.
+async fn client_issued(cluster: &TestCluster, name: &str, version: i64) -> OAuthClient {
+    wait::until(
+        &clients(cluster),
+        name,
+        &format!("{name} is Ready with secret version {version}"),
+        |client| {
+            let status = client.status.as_ref();
+            wait::ready(client) == Some(("True".into(), "Issued".into()))
+                && status.and_then(|status| status.secret_version) == Some(version)
+                && status.and_then(|status| status.observed_generation)
+                    == client.metadata.generation
+        },
+    )
+    .await
+}
+
+/// The rotation generation a client's verifier is annotated with.
+async fn verifier_generation(cluster: &TestCluster, verifier: &str) -> Option<String> {
+    secrets(cluster)
+        .get(verifier)
+        .await
+        .expect("verifier Secret")
+        .annotations()
+        .get("keyward.io/rotation-generation")
+        .cloned()
+}
+
+/// A verifier annotated with a rotation generation above the spec's counter would make
+/// every bump up to it a no-op: it is reported (never Ready), and the rotation a user
+/// requests after a leak still happens, whether the bump stops short of the claimed
+/// generation or lands on it exactly.
+#[tokio::test]
+async fn a_rotation_generation_from_the_future_is_reported_and_never_cancels_a_requested_rotation()
+{
+    const ANNOTATION: &str = "keyward.io/rotation-generation";
+    let cluster = support::cluster("oauth-future-generation").await;
+    let mut operator = operator(&cluster);
+    let spec = |generation: i64| json!({"rotation": {"generation": generation}});
+    apply_client(&cluster, "portal", spec(0)).await;
+    client_issued(&cluster, "portal", 1).await;
+    let first = delivered_secret(&cluster, "portal-credentials").await;
+
+    // Claimed from the future: reported on the client and in an Event, never Ready.
+    annotate_secret(&cluster, "portal-verifier", ANNOTATION, "5").await;
+    let reported = client_until(&cluster, "portal", "False", "AnnotationInvalid").await;
+    let text = message(&reported, "Ready");
+    assert!(
+        text.contains(ANNOTATION) && text.contains("portal-verifier"),
+        "the reason names the annotation and the Secret: {text}"
+    );
+    until_event(&cluster, "portal", Some("Warning"), "AnnotationInvalid").await;
+    // Put back as keyward wrote it, the client is Ready again with the same secret.
+    annotate_secret(&cluster, "portal-verifier", ANNOTATION, "0").await;
+    client_issued(&cluster, "portal", 1).await;
+    assert_eq!(keyward_verify(&cluster, "portal-verifier", &first), 0);
+
+    // The secret leaks; the claim is back. A bump short of the claimed generation
+    // rotates all the same: the old secret stops verifying, the new one verifies.
+    annotate_secret(&cluster, "portal-verifier", ANNOTATION, "5").await;
+    client_until(&cluster, "portal", "False", "AnnotationInvalid").await;
+    apply_client(&cluster, "portal", spec(3)).await;
+    client_issued(&cluster, "portal", 2).await;
+    let second = delivered_secret(&cluster, "portal-credentials").await;
+    assert_ne!(second, first);
+    assert_eq!(keyward_verify(&cluster, "portal-verifier", &second), 0);
+    assert_ne!(keyward_verify(&cluster, "portal-verifier", &first), 0);
+    assert_eq!(
+        verifier_generation(&cluster, "portal-verifier")
+            .await
+            .as_deref(),
+        Some("3")
+    );
+
+    // A bump that lands exactly on the claimed generation rotates too.
+    annotate_secret(&cluster, "portal-verifier", ANNOTATION, "9").await;
+    client_until(&cluster, "portal", "False", "AnnotationInvalid").await;
+    apply_client(&cluster, "portal", spec(9)).await;
+    client_issued(&cluster, "portal", 3).await;
+    let third = delivered_secret(&cluster, "portal-credentials").await;
+    assert_eq!(keyward_verify(&cluster, "portal-verifier", &third), 0);
+    assert_ne!(keyward_verify(&cluster, "portal-verifier", &second), 0);
+
+    // A restarted operator, with nothing in memory, agrees: one secret per bump.
+    let (status, log) = operator.terminate(Duration::from_secs(30));
+    assert!(status.success(), "operator exits cleanly: {status}\n{log}");
+    operator = self::operator(&cluster);
+    let settled = client_issued(&cluster, "portal", 3).await;
+    assert_eq!(
+        settled
+            .status
+            .as_ref()
+            .and_then(|status| status.rotation_generation),
+        Some(9)
+    );
+    assert!(operator.is_running());
 }
 
 #[tokio::test]

@@ -845,3 +845,164 @@ async fn a_job_squatting_a_rotations_name_is_reported_and_never_taken_for_keywar
     let found = envelopes(&cluster, "apim").await;
     assert!(found.values().all(|envelope| envelope.key_version == 2));
 }
+
+/// The progress ConfigMap's data replaced whole by `data`, as a namespace editor (or a
+/// pod running as the key's `-reencrypt` ServiceAccount) can.
+async fn overwrite_progress(cluster: &TestCluster, key: &str, data: &[(&str, &str)]) {
+    let config_maps: Api<ConfigMap> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let name = format!("{key}-reencryption");
+    let mut config_map = config_maps.get(&name).await.expect("progress ConfigMap");
+    config_map.data = Some(
+        data.iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect(),
+    );
+    config_maps
+        .replace(&name, &PostParams::default(), &config_map)
+        .await
+        .expect("progress ConfigMap overwritten");
+}
+
+/// Writing counts no Job could have written into a rotation's progress ConfigMap (a
+/// negative `failed` made the operator panic on every replica) is reported on the key
+/// and never stops the operator; the rotation still finishes once its Job can run.
+#[tokio::test]
+async fn hostile_counts_in_the_progress_config_map_are_reported_and_never_stop_the_operator() {
+    use keyward::crd::encryption_key::ReencryptionProgress;
+
+    let cluster = support::cluster("rotation-hostile-progress").await;
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    // Jobs are placed on no node at all, so the rotation waits in Reencrypting, reading
+    // the progress ConfigMap every few seconds, for as long as the test needs.
+    let mut stalled = Operator::start(
+        &support::control_plane().kubeconfig,
+        &cluster.namespace,
+        &["--job-node-selector", "keyward.io/nowhere=true"],
+    );
+    let spec = json!({"distribution": {"format": "Keyring"}});
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    wait::until(&keys(&cluster), "apim", "the key is ready", |key| {
+        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
+    })
+    .await;
+    let plaintexts = write_ciphertexts(&cluster, "apim", 3).await;
+    bump(&cluster, "apim", &spec, 1).await;
+    let reencrypting = wait::until(
+        &keys(&cluster),
+        "apim",
+        "the rotation waits for its Job",
+        |key| {
+            key.status
+                .as_ref()
+                .and_then(|status| status.rotation.as_ref())
+                .is_some_and(|rotation| rotation.phase == RotationPhase::Reencrypting)
+        },
+    )
+    .await;
+    let job_name = reencrypting
+        .status
+        .and_then(|status| status.rotation?.job_name)
+        .expect("job name");
+    wait::until(
+        &Api::<ConfigMap>::namespaced(cluster.client.clone(), &cluster.namespace),
+        "apim-reencryption",
+        "the progress ConfigMap exists",
+        |_| true,
+    )
+    .await;
+
+    let located = format!("{}/forged/value", cluster.namespace);
+    let failures = format!("../../etc/passwd\n{located}");
+    let cases: [(&[(&str, &str)], ReencryptionProgress); 3] = [
+        // What made clamp(0, -1) panic.
+        (
+            &[("targetVersion", "2"), ("done", "0"), ("failed", "-1")],
+            ReencryptionProgress::default(),
+        ),
+        (
+            &[
+                ("total", "1"),
+                ("done", "99999999999999999999"),
+                ("failed", "3"),
+                ("contended", "7"),
+                ("failures", &failures),
+            ],
+            ReencryptionProgress {
+                total: 3,
+                done: 0,
+                failed: 3,
+                contended: 3,
+                failures: vec![located.clone()],
+            },
+        ),
+        (
+            &[
+                ("total", "-5"),
+                ("done", "NaN"),
+                ("failed", "-9223372036854775808"),
+                ("contended", "-1"),
+            ],
+            ReencryptionProgress::default(),
+        ),
+    ];
+    for (data, expected) in cases {
+        overwrite_progress(&cluster, "apim", data).await;
+        let reported = wait::until(
+            &keys(&cluster),
+            "apim",
+            &format!("the key reports {data:?} as {expected:?}"),
+            |key| {
+                wait::ready(key) == Some(("False".into(), "ProgressInvalid".into()))
+                    && key
+                        .status
+                        .as_ref()
+                        .and_then(|status| status.rotation.as_ref())
+                        .and_then(|rotation| rotation.progress.as_ref())
+                        == Some(&expected)
+            },
+        )
+        .await;
+        let degraded = wait::condition(&reported, "Degraded");
+        assert_eq!(degraded.map(|(status, _)| status), Some("True".to_owned()));
+        assert!(stalled.is_running(), "the operator stopped on {data:?}");
+    }
+    crate::key_safety::until_event(&cluster, "apim", Some("Warning"), "ProgressInvalid").await;
+
+    // The operator goes on serving the rest of the namespace.
+    manifest::apply_keyward(&cluster, "OAuthClient", "bystander", json!({})).await;
+    wait::until(
+        &Api::<keyward::crd::OAuthClient>::namespaced(cluster.client.clone(), &cluster.namespace),
+        "bystander",
+        "the bystander client is ready",
+        |client| wait::ready(client) == Some(("True".into(), "Issued".into())),
+    )
+    .await;
+    assert!(stalled.is_running(), "the operator is still running");
+
+    // Once its Job can run (an operator that places it on the job runner's node, the
+    // stalled Job removed), the rotation finishes and every value decrypts.
+    let (status, log) = stalled.terminate(Duration::from_secs(30));
+    assert!(status.success(), "operator exits cleanly: {status}\n{log}");
+    Api::<Job>::namespaced(cluster.client.clone(), &cluster.namespace)
+        .delete(
+            &job_name,
+            &kube::api::DeleteParams {
+                propagation_policy: Some(kube::api::PropagationPolicy::Background),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("the stalled Job is removed");
+    let _operator = operator(&cluster);
+    until_rotated(&cluster, "apim", 2).await;
+    let keyring = stored_keyring(&cluster, "apim").await;
+    let found = envelopes(&cluster, "apim").await;
+    for (name, plaintext) in &plaintexts {
+        let envelope = &found[name];
+        assert_eq!(envelope.key_version, 2, "{name}");
+        let opened = envelope
+            .open(&keyring, &context(&cluster.namespace, name))
+            .expect("decrypts");
+        assert_eq!(opened.expose(), plaintext.as_bytes());
+    }
+}

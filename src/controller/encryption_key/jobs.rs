@@ -21,7 +21,6 @@ use serde::de::DeserializeOwned;
 
 use super::rotation::JobState;
 use crate::crd::EncryptionKey;
-use crate::crd::encryption_key::ReencryptionProgress;
 use crate::store::{self, ENCRYPTION_KEY_MANAGER, KEY_LABEL};
 use crate::{Error, Result};
 
@@ -394,57 +393,18 @@ pub async fn remove_others(client: &Client, key: &EncryptionKey, keep: &[&str]) 
     Ok(())
 }
 
-/// The progress the Jobs of `key_name` reported, if any. Only numbers and
-/// namespace/name/field entries are read, and malformed ones are skipped.
+/// The progress the Jobs of `key_name` reported, if any, parsed as untrusted input (see
+/// [`super::progress`]).
 pub async fn progress(
     client: &Client,
     namespace: &str,
     key_name: &str,
-) -> Result<Option<ReencryptionProgress>> {
+) -> Result<Option<super::progress::Reported>> {
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
     let Some(config_map) = config_maps.get_opt(&progress_name(key_name)).await? else {
         return Ok(None);
     };
-    let data = config_map.data.unwrap_or_default();
-    let number = |key: &str| {
-        data.get(key)
-            .and_then(|value| value.trim().parse::<i64>().ok())
-            .unwrap_or(0)
-    };
-    if !data.contains_key("done") {
-        return Ok(None);
-    }
-    let failures = data
-        .get("failures")
-        .map(|text| {
-            text.lines()
-                .filter(|line| valid_location(line))
-                .take(20)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok(Some(ReencryptionProgress {
-        total: number("total"),
-        done: number("done"),
-        failed: number("failed"),
-        contended: number("contended").clamp(0, number("failed")),
-        failures,
-    }))
-}
-
-/// Whether `text` is a namespace/name/field location (object names and a data key),
-/// never anything else the ConfigMap might have been made to hold.
-fn valid_location(text: &str) -> bool {
-    let parts: Vec<&str> = text.split('/').collect();
-    parts.len() == 3
-        && text.len() <= 600
-        && parts.iter().all(|part| {
-            !part.is_empty()
-                && part
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-        })
+    Ok(super::progress::parse(&config_map.data.unwrap_or_default()))
 }
 
 /// Name of the Secret that hands the external Job of a rotation to `target` its keys.

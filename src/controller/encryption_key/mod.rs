@@ -10,6 +10,7 @@
 
 pub mod decide;
 pub mod jobs;
+pub mod progress;
 pub mod render;
 pub mod rotation;
 
@@ -502,7 +503,6 @@ async fn rotate(
     now: Timestamp,
 ) -> Result<Turn> {
     let name = key.name_any();
-    let namespace = key.namespace().unwrap_or_default();
     let status = key.status.as_ref();
     let recorded = status.and_then(|status| status.rotation.as_ref());
     let answered = status
@@ -575,7 +575,7 @@ async fn rotate(
             // The Job's final count, as re-encryption ends; the ConfigMap holds nothing of
             // this rotation before that.
             if next.phase == RotationPhase::Verifying
-                && let Some(progress) = jobs::progress(&context.client, &namespace, &name).await?
+                && let Some(progress) = reported_progress(context, key, &mut turn).await?
             {
                 turn.counted = Counted::Reencrypted(progress.done);
                 next.progress = Some(progress);
@@ -695,7 +695,7 @@ async fn rotate(
         }
         rotation::Step::AwaitJob => {
             if let Some(rotation) = recorded {
-                let progress = jobs::progress(&context.client, &namespace, &name).await?;
+                let progress = reported_progress(context, key, &mut turn).await?;
                 if progress.is_some() && progress != rotation.progress {
                     let mut next = rotation.clone();
                     next.progress = progress;
@@ -708,11 +708,11 @@ async fn rotate(
             mut rotation,
             reason,
         } => {
-            let progress = jobs::progress(&context.client, &namespace, &name).await?;
+            let progress = reported_progress(context, key, &mut turn).await?;
             // Values that kept conflicting are retried, not undecryptable.
-            let failed = progress
-                .as_ref()
-                .map_or(0, |progress| progress.failed - progress.contended);
+            let failed = progress.as_ref().map_or(0, |progress| {
+                progress.failed.saturating_sub(progress.contended).max(0)
+            });
             if progress.is_some() {
                 rotation.progress = progress;
             }
@@ -761,6 +761,43 @@ async fn rotate(
         }
     }
     Ok(turn)
+}
+
+/// The progress the re-encryption Job reported. Counts that the Job cannot have written
+/// (garbage, negative, inconsistent) are corrected by the parse and reported here: in the
+/// log, and as the turn's problem unless it has a weightier one.
+async fn reported_progress(
+    context: &Context,
+    key: &EncryptionKey,
+    turn: &mut Turn,
+) -> Result<Option<crate::crd::encryption_key::ReencryptionProgress>> {
+    let namespace = key.namespace().unwrap_or_default();
+    let name = key.name_any();
+    let Some(reported) = jobs::progress(&context.client, &namespace, &name).await? else {
+        return Ok(None);
+    };
+    if !reported.untrusted.is_empty() {
+        let config_map = jobs::progress_name(&name);
+        let fields = reported.untrusted.join(", ");
+        tracing::warn!(
+            namespace,
+            name,
+            config_map,
+            fields,
+            "the re-encryption progress ConfigMap holds counts no Job wrote; they are corrected, not trusted"
+        );
+        let message = format!(
+            "ConfigMap {config_map:?} holds re-encryption counts no Job wrote ({fields}: not a non-negative integer, or inconsistent with the others); they are read as corrected, and the verification scan decides whether the rotation finishes"
+        );
+        // Reported like any problem: Degraded with the reason, and a Warning Event when
+        // it first appears.
+        turn.problem.get_or_insert(Problem {
+            reason: "ProgressInvalid",
+            message,
+            degraded: true,
+        });
+    }
+    Ok(Some(reported.progress))
 }
 
 /// What distribution progress means for the `Distributed` and `Ready` conditions.
@@ -1118,7 +1155,7 @@ fn rotating(status: &EncryptionKeyStatus) -> (ConditionStatus, &'static str, Str
             format!(
                 "Job {} re-encrypts ciphertext under older versions to version {target} (attempt {}): {progress}",
                 rotation.job_name.as_deref().unwrap_or_default(),
-                rotation.attempts + 1
+                rotation.attempts.saturating_add(1)
             )
         }
         RotationPhase::Verifying => {

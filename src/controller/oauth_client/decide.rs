@@ -42,6 +42,9 @@ const MAX_GRACE: SignedDuration = SignedDuration::from_hours(720);
 /// The longest a reconcile waits before looking again at a far deadline.
 const MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
 
+/// The entropy a generated secret may have, in bytes (as `spec.secretLength` allows).
+pub const SECRET_LENGTHS: std::ops::RangeInclusive<i32> = 16..=128;
+
 /// The suffix of a client's verifier Secret's default name.
 pub const VERIFIER_SUFFIX: &str = "-verifier";
 /// The suffix of a client's delivery Secret's default name.
@@ -182,6 +185,9 @@ pub struct Observed {
     /// Last `status.secretVersion`, so a re-issue after the verifier was deleted never
     /// reuses a version number.
     pub status_secret_version: Option<i64>,
+    /// Last `status.rotationGeneration`, with the `status.secretVersion` it was recorded
+    /// for: what keyward itself knew the current secret answers.
+    pub status_rotation_generation: Option<RecordedGeneration>,
     /// A Secret keyward would write exists but belongs to someone else.
     pub foreign_secret: Option<String>,
     /// An annotation of the verifier or delivery Secret that keyward did not write.
@@ -189,6 +195,51 @@ pub struct Observed {
     /// For `Encrypted` secrets: the referenced EncryptionKey and its keyring, or why it
     /// is not usable yet.
     pub key: Option<Result<KeyInUse, String>>,
+}
+
+/// The `spec.rotation.generation` status recorded as answered by one secret version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordedGeneration {
+    pub secret_version: i64,
+    pub rotation_generation: i64,
+}
+
+/// The `spec.rotation.generation` that `issued` is known to answer: as status recorded it
+/// for this very secret version, else as the verifier's annotation says when that can be
+/// keyward's (see [`generation_trusted`]). `None` when neither can be trusted.
+pub fn known_generation(
+    spec_generation: i64,
+    issued: &IssuedRecord,
+    observed: &Observed,
+) -> Option<i64> {
+    recorded_generation(issued, observed)
+        .or(generation_trusted(spec_generation, issued, observed)
+            .then_some(issued.rotation_generation))
+}
+
+/// What status recorded as answered by `issued`'s secret version, if it did.
+fn recorded_generation(issued: &IssuedRecord, observed: &Observed) -> Option<i64> {
+    observed
+        .status_rotation_generation
+        .filter(|recorded| recorded.secret_version == issued.record.secret_version)
+        .map(|recorded| recorded.rotation_generation)
+}
+
+/// Whether the verifier's rotation-generation annotation can be keyward's: keyward writes
+/// the spec's counter, which only grows, so it is no later than the spec, or (when the
+/// user dropped the counter from the manifest, which the schema cannot refuse) it is what
+/// status recorded for this secret.
+fn generation_trusted(spec_generation: i64, issued: &IssuedRecord, observed: &Observed) -> bool {
+    issued.rotation_generation <= spec_generation
+        || recorded_generation(issued, observed) == Some(issued.rotation_generation)
+}
+
+/// Whether the user asked for a rotation that `issued` does not answer yet: the spec's
+/// counter is above the generation the secret is known to answer. A verifier annotated
+/// from the future never hides such a request, since what status recorded wins.
+fn rotation_requested(spec_generation: i64, issued: &IssuedRecord, observed: &Observed) -> bool {
+    known_generation(spec_generation, issued, observed)
+        .is_some_and(|answered| spec_generation > answered)
 }
 
 impl Observed {
@@ -282,7 +333,7 @@ pub fn next_step(
     if let Some(refusal) = refusal(spec, &observed.names, policy) {
         return refusal;
     }
-    if let Some(refusal) = untrusted(observed, now) {
+    if let Some(refusal) = untrusted(spec, observed, now) {
         return refusal;
     }
     if let Some(Err(message)) = &observed.key {
@@ -331,7 +382,7 @@ pub fn next_step(
         .clone()
         .unwrap_or_else(|| record.client_id.clone());
     let rotation = spec.rotation.clone().unwrap_or_default();
-    if rotation.generation > issued.rotation_generation {
+    if rotation_requested(rotation.generation, issued, observed) {
         return Step::Issue {
             version: next_version,
             client_id,
@@ -376,7 +427,7 @@ fn undecryptable(verifier: &str) -> Step {
 /// Bookkeeping that keyward cannot have written: an annotation that does not parse, or
 /// a time after now (or a previous secret valid longer than any grace period). Acting on
 /// it could rotate too early, never, or crash on overflowing arithmetic.
-fn untrusted(observed: &Observed, now: Timestamp) -> Option<Step> {
+fn untrusted(spec: &OAuthClientSpec, observed: &Observed, now: Timestamp) -> Option<Step> {
     let invalid = |invalid: &InvalidAnnotation| Step::Refuse {
         reason: "AnnotationInvalid",
         message: format!(
@@ -399,6 +450,21 @@ fn untrusted(observed: &Observed, now: Timestamp) -> Option<Step> {
     };
     if let Verifier::Present(issued) = &observed.verifier {
         let verifier = &observed.names.verifier;
+        let spec_generation = spec
+            .rotation
+            .as_ref()
+            .map_or(0, |rotation| rotation.generation);
+        // A generation from the future would make every bump up to it a no-op. A bump
+        // above what status recorded is still acted on (the new secret rewrites it).
+        if !generation_trusted(spec_generation, issued, observed)
+            && !rotation_requested(spec_generation, issued, observed)
+        {
+            return Some(invalid(&InvalidAnnotation {
+                secret: verifier.clone(),
+                annotation: annotations::ROTATION_GENERATION,
+                problem: "is above spec.rotation.generation",
+            }));
+        }
         if implausible(issued.issued_at) {
             return Some(in_future(verifier, annotations::ISSUED_AT));
         }
@@ -505,6 +571,18 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
             message: format!(
                 "spec.hashAlgorithm {} is a legacy algorithm; use SHA-256, SHA-384 or SHA-512, or start the operator with --allow-legacy-algorithms",
                 spec.hash_algorithm.as_str()
+            ),
+        });
+    }
+    // The schema bounds it too; an object stored before it did must not make the
+    // operator allocate whatever it says.
+    if !SECRET_LENGTHS.contains(&spec.secret_length) {
+        return Some(Step::Refuse {
+            reason: "SecretLengthInvalid",
+            message: format!(
+                "spec.secretLength must be from {} to {} bytes",
+                SECRET_LENGTHS.start(),
+                SECRET_LENGTHS.end()
             ),
         });
     }
@@ -734,6 +812,7 @@ mod tests {
             delivery: None,
             import_source: ImportSource::NotConfigured,
             status_secret_version: None,
+            status_rotation_generation: None,
             foreign_secret: None,
             invalid_annotation: None,
             key: None,
@@ -767,6 +846,136 @@ mod tests {
             )),
             (5, IssueCause::VerifierLost)
         );
+    }
+
+    #[test]
+    fn a_rotation_generation_from_the_future_is_refused_and_never_hides_a_bump() {
+        let at_generation =
+            |generation: i64| spec(serde_json::json!({"rotation": {"generation": generation}}));
+        // The verifier of secret version 1 claims generation 5; the spec is at 0.
+        let tampered = |recorded: Option<RecordedGeneration>| {
+            let mut observed = observed(Verifier::Present(Box::new(issued(1, 5, 100))));
+            observed.status_rotation_generation = recorded;
+            observed
+        };
+        let refused = |step: Step| match step {
+            Step::Refuse { reason, message } => {
+                assert_eq!(reason, "AnnotationInvalid");
+                assert!(
+                    message.contains(annotations::ROTATION_GENERATION),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        refused(next_step(
+            &at_generation(0),
+            &tampered(None),
+            Policy::default(),
+            at(200),
+        ));
+        // Status recorded that version 1 answers generation 0: every bump rotates, up to
+        // the claimed generation and past it.
+        let recorded = Some(RecordedGeneration {
+            secret_version: 1,
+            rotation_generation: 0,
+        });
+        refused(next_step(
+            &at_generation(0),
+            &tampered(recorded),
+            Policy::default(),
+            at(200),
+        ));
+        for bumped in [1, 5, 6] {
+            let step = next_step(
+                &at_generation(bumped),
+                &tampered(recorded),
+                Policy::default(),
+                at(200),
+            );
+            assert_eq!(
+                issue_of(step),
+                (2, IssueCause::Requested),
+                "bumped to {bumped}"
+            );
+        }
+        // Without that record a bump still short of the claim is refused, never skipped.
+        refused(next_step(
+            &at_generation(4),
+            &tampered(None),
+            Policy::default(),
+            at(200),
+        ));
+        // A record of another secret version says nothing about this one.
+        let older = Some(RecordedGeneration {
+            secret_version: 0,
+            rotation_generation: 0,
+        });
+        refused(next_step(
+            &at_generation(4),
+            &tampered(older),
+            Policy::default(),
+            at(200),
+        ));
+        // A claim status recorded for this secret is keyward's own, even above a spec
+        // whose counter was dropped from the manifest (the schema cannot refuse that).
+        let lowered = {
+            let mut observed = observed(Verifier::Present(Box::new(issued(1, 3, 100))));
+            observed.status_rotation_generation = Some(RecordedGeneration {
+                secret_version: 1,
+                rotation_generation: 3,
+            });
+            observed
+        };
+        assert!(matches!(
+            next_step(
+                &spec(serde_json::json!({})),
+                &lowered,
+                Policy::default(),
+                at(200)
+            ),
+            Step::UpToDate { .. }
+        ));
+        // A claim no later than the spec is keyward's own (written at issue).
+        let issued_for_three = observed(Verifier::Present(Box::new(issued(1, 3, 100))));
+        assert!(matches!(
+            next_step(
+                &at_generation(3),
+                &issued_for_three,
+                Policy::default(),
+                at(200)
+            ),
+            Step::UpToDate { .. }
+        ));
+    }
+
+    #[test]
+    fn a_secret_length_the_schema_would_refuse_is_refused_not_allocated() {
+        for length in [i32::MIN, -1, 0, 15, 129, i32::MAX] {
+            let step = next_step(
+                &spec(serde_json::json!({"secretLength": length})),
+                &observed(Verifier::Absent),
+                Policy::default(),
+                at(0),
+            );
+            assert!(
+                matches!(
+                    step,
+                    Step::Refuse {
+                        reason: "SecretLengthInvalid",
+                        ..
+                    }
+                ),
+                "{length}: {step:?}"
+            );
+        }
+        let step = next_step(
+            &spec(serde_json::json!({"secretLength": 128})),
+            &observed(Verifier::Absent),
+            Policy::default(),
+            at(0),
+        );
+        assert_eq!(issue_of(step), (1, IssueCause::Initial));
     }
 
     #[test]
@@ -1132,7 +1341,7 @@ mod tests {
         ));
         assert_eq!(clock_recheck(&ahead, later), None);
         // Years ahead: looked at again within the hour, never scheduled years out.
-        let far = observed(Verifier::Present(Box::new(issued(1, 0, 253_402_300_000))));
+        let far = observed(Verifier::Present(Box::new(issued(1, 0, 253_402_000_000))));
         assert_eq!(clock_recheck(&far, now), Some(CLOCK_RECHECK_CAP));
         // Nothing ahead: nothing waits on the clock.
         let current = observed(Verifier::Present(Box::new(issued(1, 0, 999_000))));

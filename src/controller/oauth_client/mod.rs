@@ -432,8 +432,9 @@ async fn take(
             } else {
                 client_id
             };
-            let secret = generate_client_secret(spec.secret_length.unsigned_abs() as usize)
-                .map_err(Error::Random)?;
+            // Within SECRET_LENGTHS: the decision refuses any other length.
+            let length = usize::try_from(spec.secret_length).unwrap_or_default();
+            let secret = generate_client_secret(length).map_err(Error::Random)?;
             writer
                 .delivery(client, &client_id, &secret, version, now)
                 .await?;
@@ -692,6 +693,12 @@ fn status(
         let record = &issued.record;
         status.client_id = Some(record.client_id.clone());
         status.secret_version = Some(record.secret_version);
+        let spec_generation = client
+            .spec
+            .rotation
+            .as_ref()
+            .map_or(0, |rotation| rotation.generation);
+        status.rotation_generation = decide::known_generation(spec_generation, issued, observed);
         status.hash_algorithm = record
             .current
             .algorithm()

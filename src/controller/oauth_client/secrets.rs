@@ -11,8 +11,8 @@ use kube::api::{Api, ObjectMeta};
 use kube::{Client, ResourceExt};
 
 use super::decide::{
-    Delivered, ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, SecretNames,
-    Verifier, annotations, parse_annotation,
+    Delivered, ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, RecordedGeneration,
+    SecretNames, Verifier, annotations, parse_annotation,
 };
 use super::settled::{Kind, Settled, WriteTicket};
 use crate::crd::OAuthClient;
@@ -262,6 +262,12 @@ pub async fn load(
         .status
         .as_ref()
         .and_then(|status| status.secret_version);
+    let status_rotation_generation = resource.status.as_ref().and_then(|status| {
+        Some(RecordedGeneration {
+            secret_version: status.secret_version?,
+            rotation_generation: status.rotation_generation?,
+        })
+    });
     existing.inputs = memorable.then_some(inputs);
     let observed = Observed {
         names,
@@ -269,6 +275,7 @@ pub async fn load(
         delivery,
         import_source,
         status_secret_version,
+        status_rotation_generation,
         foreign_secret,
         invalid_annotation,
         key,
@@ -513,4 +520,130 @@ async fn write(
         .ok_or_else(|| Error::SecretNotOwned {
             name: name.to_owned(),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::oauth_client::decide::{self, Policy, Step};
+    use crate::crypto::{Credential, HashAlgorithm};
+    use proptest::prelude::*;
+
+    /// The annotations keyward reads from its Secrets, each as its own keys name it.
+    const READ: [&str; 5] = [
+        annotations::SECRET_VERSION,
+        annotations::ROTATION_GENERATION,
+        annotations::ISSUED_AT,
+        annotations::WRITTEN_AT,
+        annotations::DELIVERY_DELETED_AT,
+    ];
+
+    /// A value: anything at all, or something close to what keyward writes.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            any::<i64>().prop_map(|number| number.to_string()),
+            any::<i128>().prop_map(|number| number.to_string()),
+            (-377_705_116_800_i64..=253_402_207_200_i64).prop_map(|second| {
+                Timestamp::from_second(second)
+                    .map_or_else(|_| second.to_string(), |at| at.to_string())
+            }),
+            "[-+0-9TZ:. ]{0,40}",
+        ]
+    }
+
+    fn annotated() -> impl Strategy<Value = BTreeMap<String, String>> {
+        let key = prop_oneof![
+            proptest::sample::select(READ.to_vec()).prop_map(str::to_owned),
+            any::<String>(),
+        ];
+        proptest::collection::btree_map(key, value(), 0..8)
+    }
+
+    fn secret(
+        name: &str,
+        annotations: BTreeMap<String, String>,
+        data: BTreeMap<String, ByteString>,
+    ) -> Secret {
+        Secret {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                namespace: Some("apps".to_owned()),
+                annotations: Some(annotations),
+                ..ObjectMeta::default()
+            },
+            data: Some(data),
+            ..Secret::default()
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever a namespace editor writes into the annotations of a client's verifier
+        /// and delivery Secrets, reading them and deciding from them never panics, and a
+        /// rotation generation above the spec's is never taken as answered.
+        #[test]
+        fn any_annotations_are_read_and_decided_on_without_a_panic(
+            verifier_annotations in annotated(),
+            delivery_annotations in annotated(),
+            spec_generation in prop_oneof![0_i64..10, any::<i64>().prop_map(i64::abs)],
+            now in -377_705_116_800_i64..=253_402_207_200_i64,
+            grace in proptest::option::of(0_u64..2_592_000),
+            ttl in proptest::option::of(10_u64..1_000_000),
+            period in proptest::option::of(3600_u64..100_000_000),
+        ) {
+            let spec: crate::crd::oauth_client::OAuthClientSpec = serde_json::from_value(serde_json::json!({
+                "rotation": {
+                    "generation": spec_generation,
+                    "gracePeriod": grace.map(|seconds| format!("{seconds}s")),
+                    "period": period.map(|seconds| format!("{seconds}s")),
+                },
+                "deliverySecret": {"ttl": ttl.map(|seconds| format!("{seconds}s"))},
+            }))
+            .expect("spec");
+            let names = SecretNames::of("portal", &spec);
+            let record = VerifierRecord {
+                client_id: "portal-client".into(),
+                secret_version: 3,
+                current: Credential::hashed(HashAlgorithm::Sha256, b"secret"),
+                previous: None,
+            };
+            let verifier = secret(&names.verifier, verifier_annotations, record.to_data());
+            let (issued, invalid_annotation) =
+                issued_record(&verifier, record, &names, &None, "apps");
+            let delivery = secret(
+                &names.delivery,
+                delivery_annotations,
+                BTreeMap::from([
+                    (keys::CLIENT_ID.to_owned(), ByteString(b"portal-client".to_vec())),
+                    (keys::CLIENT_SECRET.to_owned(), ByteString(b"secret".to_vec())),
+                ]),
+            );
+            let (delivery, invalid_annotation) = match delivered(&delivery) {
+                Ok(delivery) => (delivery, invalid_annotation),
+                Err(invalid) => (None, invalid_annotation.or(Some(invalid))),
+            };
+            let above_spec = issued.rotation_generation > spec_generation;
+            let observed = decide::Observed {
+                names,
+                verifier: decide::Verifier::Present(Box::new(issued)),
+                delivery,
+                import_source: decide::ImportSource::NotConfigured,
+                status_secret_version: Some(3),
+                status_rotation_generation: None,
+                foreign_secret: None,
+                invalid_annotation,
+                key: None,
+            };
+            let now = Timestamp::from_second(now).expect("in range");
+            let step = decide::next_step(&spec, &observed, Policy::default(), now);
+            if above_spec {
+                prop_assert!(
+                    matches!(&step, Step::Refuse { reason: "AnnotationInvalid", .. }),
+                    "{step:?}"
+                );
+            }
+        }
+    }
 }
