@@ -44,15 +44,7 @@ pub struct JobOptions {
 /// help, so the Job fails at once.
 const UNDECRYPTABLE_EXIT_CODE: i32 = 3;
 
-/// Name of the ServiceAccount, Role and RoleBinding the Jobs of `key_name` run as.
-pub fn identity_name(key_name: &str) -> String {
-    format!("{key_name}-reencrypt")
-}
-
-/// Name of the ConfigMap the Jobs of `key_name` report progress in.
-pub fn progress_name(key_name: &str) -> String {
-    format!("{key_name}-reencryption")
-}
+pub use crate::names::{external_job_name, identity_name, progress_name, versions_secret_name};
 
 fn meta(key: &EncryptionKey, name: &str) -> Result<ObjectMeta> {
     let owner = key
@@ -445,16 +437,6 @@ fn valid_location(text: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
         })
-}
-
-/// Name of the Secret that hands the external Job of a rotation to `target` its keys.
-pub fn versions_secret_name(key_name: &str, target: i64) -> String {
-    format!("{key_name}-versions-v{target}")
-}
-
-/// Name of the external Job (from `spec.reencryption.jobTemplate`) of `attempt`.
-pub fn external_job_name(key_name: &str, target: i64, attempt: i32) -> String {
-    format!("{key_name}-external-v{target}-{attempt}")
 }
 
 /// Where the external Job's containers find the key versions.
