@@ -286,8 +286,18 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
     assert_eq!(phase, Some(RotationPhase::Reencrypting));
     assert!(may_update_secrets(&cluster.client, &cluster.namespace, "apim-reencrypt").await);
 
-    // The operator stops mid-re-encryption and the binding goes missing meanwhile: the
-    // restarted operator resumes the rotation with the binding restored.
+    // The operator stops mid-re-encryption, once the built-in Job is done and the
+    // template's still runs, and the binding goes missing meanwhile: the restarted
+    // operator resumes the rotation with the binding restored.
+    let jobs_api: Api<Job> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    wait::until_within(
+        &jobs_api,
+        "apim-reencrypt-v2-0",
+        "the built-in Job has succeeded",
+        ROTATION,
+        |job| job.status.as_ref().and_then(|status| status.succeeded) == Some(1),
+    )
+    .await;
     drop(operator);
     bindings(&cluster)
         .delete("apim-reencrypt", &DeleteParams::default())

@@ -99,23 +99,18 @@ fn meta(key: &EncryptionKey, name: &str) -> Result<ObjectMeta> {
     })
 }
 
-/// Whether [`ensure`] replaces an object of keyward's that exists.
+/// Whether [`bind`] replaces a RoleBinding of keyward's that exists.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Existing {
-    /// Replaced whole with what is desired.
+    /// Replaced whole, as a new attempt starts.
     Replace,
-    /// Left as it is.
+    /// Left as it is while it binds what keyward binds.
     Keep,
 }
 
-/// Creates `desired` unless an object of its name exists; one that exists must be
-/// keyward's for `key` ([`is_keywards`]), else [`Error::ObjectNotOwned`].
-async fn ensure<K>(
-    client: &Client,
-    key: &EncryptionKey,
-    desired: &K,
-    existing: Existing,
-) -> Result<()>
+/// Creates `desired`, or replaces the object of its name whole if it is keyward's for
+/// `key` ([`is_keywards`]); one that is not is [`Error::ObjectNotOwned`], left alone.
+async fn ensure<K>(client: &Client, key: &EncryptionKey, desired: &K) -> Result<()>
 where
     K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
         + Clone
@@ -128,9 +123,6 @@ where
     let name = desired.meta().name.clone().unwrap_or_default();
     match api.get_opt(&name).await? {
         Some(found) if is_keywards(found.meta(), key, REENCRYPTION_ROLE) => {
-            if existing == Existing::Keep {
-                return Ok(());
-            }
             // Replaced whole: a new attempt starts from clean progress.
             let mut desired = desired.clone();
             desired.meta_mut().resource_version = found.meta().resource_version.clone();
@@ -176,7 +168,6 @@ pub async fn start(
             automount_service_account_token: Some(true),
             ..ServiceAccount::default()
         },
-        Existing::Replace,
     )
     .await?;
     let rule = |groups: &str, resources: &str, verbs: &[&str], names: Option<&str>| PolicyRule {
@@ -202,7 +193,6 @@ pub async fn start(
                 rule("keyward.io", "encryptionkeys", &["get"], Some(&key_name)),
             ]),
         },
-        Existing::Replace,
     )
     .await?;
     bind(client, key, Existing::Replace).await?;
@@ -217,7 +207,6 @@ pub async fn start(
             )])),
             ..ConfigMap::default()
         },
-        Existing::Replace,
     )
     .await?;
     let job = job(key, options, job_name, &identity, &progress)?;
@@ -227,26 +216,34 @@ pub async fn start(
 /// Gives the Jobs' ServiceAccount its Role, for as long as a Job of `key` runs.
 async fn bind(client: &Client, key: &EncryptionKey, existing: Existing) -> Result<()> {
     let identity = identity_name(&key.name_any());
-    ensure(
-        client,
-        key,
-        &RoleBinding {
-            metadata: meta(key, &identity)?,
-            role_ref: RoleRef {
-                api_group: "rbac.authorization.k8s.io".to_owned(),
-                kind: "Role".to_owned(),
-                name: identity.clone(),
-            },
-            subjects: Some(vec![Subject {
-                kind: "ServiceAccount".to_owned(),
-                name: identity.clone(),
-                namespace: key.namespace(),
-                ..Subject::default()
-            }]),
+    let binding = RoleBinding {
+        metadata: meta(key, &identity)?,
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".to_owned(),
+            kind: "Role".to_owned(),
+            name: identity.clone(),
         },
-        existing,
-    )
-    .await
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".to_owned(),
+            name: identity.clone(),
+            namespace: key.namespace(),
+            ..Subject::default()
+        }]),
+    };
+    if existing == Existing::Keep {
+        let namespace = key.namespace().unwrap_or_default();
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), &namespace);
+        // Kept only as keyward made it: one bound to other subjects is put right.
+        let found = bindings.get_opt(&identity).await?;
+        if let Some(found) = found
+            && is_keywards(&found.metadata, key, REENCRYPTION_ROLE)
+            && found.subjects == binding.subjects
+            && found.role_ref == binding.role_ref
+        {
+            return Ok(());
+        }
+    }
+    ensure(client, key, &binding).await
 }
 
 /// Makes sure the Jobs' ServiceAccount holds its Role while a Job runs: a rotation
