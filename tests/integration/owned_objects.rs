@@ -13,7 +13,7 @@ use k8s_openapi::api::rbac::v1::RoleBinding;
 use keyward::crd::encryption_key::RotationPhase;
 use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::encryption_key::deploy;
@@ -333,6 +333,38 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
         "no binding stands once the rotation has succeeded"
     );
     assert!(!may_update_secrets(&cluster.client, &cluster.namespace, "apim-reencrypt").await);
+
+    // A binding an older keyward left standing after its last rotation goes too, at the
+    // key's next reconcile.
+    let key = keys(&cluster).get("apim").await.expect("the key");
+    let leftover: RoleBinding = serde_json::from_value(json!({
+        "metadata": {
+            "name": "apim-reencrypt",
+            "labels": {
+                "app.kubernetes.io/managed-by": "keyward",
+                "keyward.io/role": "reencryption",
+                "keyward.io/encryption-key": "apim",
+            },
+            "ownerReferences": [key.controller_owner_ref(&()).expect("owner")],
+        },
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "apim-reencrypt"},
+        "subjects": [{"kind": "ServiceAccount", "name": "apim-reencrypt", "namespace": cluster.namespace}],
+    }))
+    .expect("a RoleBinding");
+    bindings(&cluster)
+        .create(&PostParams::default(), &leftover)
+        .await
+        .expect("the leftover binding");
+    let mut touched = spec.clone();
+    touched["rotation"]["generation"] = json!(1);
+    touched["reencryption"]["batchSize"] = json!(50);
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", touched).await;
+    wait::until_gone(
+        &bindings(&cluster),
+        "apim-reencrypt",
+        "the leftover binding is taken away",
+    )
+    .await;
 }
 
 /// A Job template that names a re-encryption account through the deprecated

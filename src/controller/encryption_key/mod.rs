@@ -561,6 +561,11 @@ async fn rotate(
     }
     match step {
         rotation::Step::Idle => {
+            // No Job runs between rotations, so neither may its rights stand: this also
+            // takes away a binding an older keyward left after its last rotation.
+            if recorded.is_some() {
+                jobs::unbind(&context.client, key).await?;
+            }
             if let Some(at) = rotation::next_scheduled(&key.spec.rotation, keyring) {
                 let wait = Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO);
                 turn.requeue = Some(
