@@ -476,3 +476,25 @@ async fn a_client_with_the_longest_name_the_crd_admits_becomes_ready() {
         0
     );
 }
+
+/// A dot is allowed in a key's name and not in a pod's volume name: a key named with one
+/// still reaches every pod of its target.
+#[tokio::test]
+async fn a_key_whose_name_has_a_dot_reaches_the_pods_of_its_target() {
+    let cluster = support::cluster("owned-dotted-key").await;
+    let _operator = support::Operator::start(
+        &support::control_plane().kubeconfig,
+        &cluster.namespace,
+        &[],
+    );
+    deploy(&cluster, "apim", 1).await;
+    let spec = json!({"targets": [{"kind": "Deployment", "name": "apim"}]});
+    manifest::apply_keyward(&cluster, "EncryptionKey", "api.manager", spec).await;
+    let key = until_key_ready(&cluster, "api.manager").await;
+    let distribution = key
+        .status
+        .as_ref()
+        .and_then(|status| status.distribution.as_ref())
+        .expect("distribution");
+    assert_eq!((distribution.pods_in_sync, distribution.pods_total), (1, 1));
+}
