@@ -43,8 +43,8 @@ pub enum Error {
     #[error("{kind} {name:?} exists and is not keyward's to write")]
     ObjectNotOwned { kind: String, name: String },
 
-    /// `spec.reencryption.jobTemplate` is not a Job template.
-    #[error("spec.reencryption.jobTemplate is not a batch/v1 Job template: {0}")]
+    /// `spec.reencryption.jobTemplate` cannot run: it does not parse, or it asks for what keyward refuses.
+    #[error("spec.reencryption.jobTemplate cannot run: {0}")]
     JobTemplate(String),
 
     /// The verification scan of a rotation failed.

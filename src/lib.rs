@@ -2,6 +2,7 @@
 //!
 //! - [`crd`]: the `OAuthClient` and `EncryptionKey` resources (group `keyward.io`).
 //! - [`controller`]: the reconcilers and the operator process that runs them.
+//! - [`names`]: the names derived for the objects of a key's rotations, within their limits.
 //! - [`store`]: keyward's own Secrets, and the one safe way to write them.
 //! - [`reencrypt`]: the re-encryption Job's run and the verification scan of a key rotation.
 //! - [`telemetry`]: logging setup; [`metrics`]: Prometheus metrics.
@@ -14,6 +15,7 @@ pub mod error;
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod names;
 pub mod reencrypt;
 pub mod store;
 pub mod telemetry;

@@ -413,6 +413,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             node_selector: args.job_node_selector.into_iter().collect(),
             tolerations: args.job_tolerations,
             allow_templates: args.allow_job_templates,
+            own_account: None,
         },
         election,
         concurrency: args.concurrency,

@@ -48,7 +48,7 @@ pub fn projection_annotation(key_name: &str) -> String {
 
 /// The volume name of EncryptionKey `key_name` in pod templates.
 pub fn volume_name(key_name: &str) -> String {
-    format!("keyward-{key_name}")
+    crate::names::volume_name(key_name)
 }
 
 /// What one EncryptionKey puts into pod templates.

@@ -58,6 +58,7 @@ pub async fn run(
         options.jobs.image = own_image(&client).await;
     }
     tracing::info!(image = %options.jobs.image, "re-encryption Jobs run this image");
+    options.jobs.own_account = own_account(&client).await;
     let context = Arc::new(Context::new(
         client.clone(),
         options.policy,
@@ -296,6 +297,26 @@ async fn own_image(client: &Client) -> String {
         Err(error) => {
             tracing::warn!(%error, "cannot read the operator's own Pod; Jobs run {fallback}");
             fallback
+        }
+    }
+}
+
+/// The ServiceAccount the operator itself runs as (namespace, name), read from its Pod
+/// ($POD_NAMESPACE/$POD_NAME), which no Job template may borrow. Outside a Pod, none.
+async fn own_account(client: &Client) -> Option<(String, String)> {
+    let (Ok(namespace), Ok(name)) = (std::env::var("POD_NAMESPACE"), std::env::var("POD_NAME"))
+    else {
+        return None;
+    };
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
+    match pods.get(&name).await {
+        Ok(pod) => {
+            let account = encryption_key::jobs::effective_account(pod.spec.as_ref());
+            Some((namespace, account.to_owned()))
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the operator's own Pod to learn its ServiceAccount");
+            None
         }
     }
 }

@@ -53,6 +53,8 @@ use super::{DNS_SUBDOMAIN, GO_DURATION, SECRET_DATA_KEY};
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
     ),
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message("metadata.name must be at most 63 characters: it is the value of label keyward.io/oauth-client on the client's Secrets"),
     // On the root: the default names derive from metadata.name.
     validation = Rule::new("(has(self.spec.verifierSecret) && has(self.spec.verifierSecret.name) ? self.spec.verifierSecret.name : self.metadata.name + '-verifier') != (has(self.spec.deliverySecret) && has(self.spec.deliverySecret.name) ? self.spec.deliverySecret.name : self.metadata.name + '-credentials')")
         .message("spec.verifierSecret.name and spec.deliverySecret.name must name different Secrets (they default to <name>-verifier and <name>-credentials): the verifier must never hold the plaintext")

@@ -12,6 +12,7 @@ mod key_safety;
 mod metrics;
 mod oauth_client;
 mod operator_process;
+mod owned_objects;
 mod reencrypt;
 mod rotation;
 mod status_races;

@@ -105,13 +105,17 @@ The rules the operator needs wherever it watches: exactly the API calls keyward 
 - apiGroups: [""]
   resources: [configmaps]
   verbs: [get, create, update, patch]
-# The re-encryption Jobs' identity: a ServiceAccount, Role and RoleBinding per key.
+# The re-encryption Jobs' identity: a ServiceAccount, Role and RoleBinding per key; the
+# RoleBinding exists only while a Job runs, so it is deleted when the step ends.
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, create, update]
 - apiGroups: [rbac.authorization.k8s.io]
-  resources: [roles, rolebindings]
+  resources: [roles]
   verbs: [get, create, update]
+- apiGroups: [rbac.authorization.k8s.io]
+  resources: [rolebindings]
+  verbs: [get, create, update, delete]
 # Counting the pods of target workloads that hold a key; reading its own Pod's image.
 - apiGroups: [""]
   resources: [pods]

@@ -563,6 +563,11 @@ async fn rotate(
     }
     match step {
         rotation::Step::Idle => {
+            // No Job runs between rotations, so neither may its rights stand: this also
+            // takes away a binding an older keyward left after its last rotation.
+            if recorded.is_some() {
+                jobs::unbind(&context.client, key).await?;
+            }
             if let Some(at) = rotation::next_scheduled(&key.spec.rotation, keyring) {
                 let wait = Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO);
                 turn.requeue = Some(
@@ -609,9 +614,14 @@ async fn rotate(
                 RotationPhase::Retiring => "RotationRetiring",
                 RotationPhase::Succeeded => "RotationSucceeded",
             };
-            // The external Job's keys live only as long as its step.
+            // The external Job's keys, and the built-in Job's rights, live only as long
+            // as their step: taken away before the step's end is recorded, so a crash in
+            // between takes them away again.
             if phase == RotationPhase::Verifying {
                 jobs::remove_versions_secret(&context.client, key, next.target_version).await?;
+            }
+            if matches!(phase, RotationPhase::Verifying | RotationPhase::Succeeded) {
+                jobs::unbind(&context.client, key).await?;
             }
             turn.event = Some((EventType::Normal, reason, note));
             if phase == RotationPhase::Staging && key.spec.distribution.format != KeyFormat::Keyring
@@ -660,6 +670,21 @@ async fn rotate(
                 jobs::remove_others(&context.client, key, &[&job_name, &external_name]).await?;
                 match jobs::start(&context.client, key, &context.jobs, &job_name, target).await {
                     Err(Error::ObjectNotOwned { kind, name }) => return Ok(conflict(&kind, &name)),
+                    // Said in status, not only retried in silence.
+                    Err(Error::Kube(kube::Error::Api(status)))
+                        if status.code == 400 || status.code == 422 =>
+                    {
+                        turn.problem = Some(Problem {
+                            reason: "ReencryptionJobRefused",
+                            message: format!(
+                                "the API server refused re-encryption Job {job_name:?}: {}",
+                                status.message
+                            ),
+                            degraded: true,
+                        });
+                        turn.requeue = Some(DISTRIBUTION_RECHECK);
+                        return Ok(turn);
+                    }
                     other => other?,
                 }
                 let started = if external && !context.jobs.allow_templates {
@@ -667,10 +692,18 @@ async fn rotate(
                         "the operator does not run Job templates: start it with --allow-job-templates".to_owned(),
                     ))
                 } else {
-                    jobs::start_external(&context.client, key, keyring, target, &external_name)
-                        .await
+                    jobs::start_external(
+                        &context.client,
+                        key,
+                        &context.jobs,
+                        keyring,
+                        target,
+                        &external_name,
+                    )
+                    .await
                 };
                 let refused = match started {
+                    Err(Error::ObjectNotOwned { kind, name }) => return Ok(conflict(&kind, &name)),
                     Err(Error::JobTemplate(message)) => Some(message),
                     // The API server refused the Job built from the template.
                     Err(Error::Kube(kube::Error::Api(status)))
@@ -694,6 +727,10 @@ async fn rotate(
             turn.requeue = Some(JOB_RECHECK);
         }
         rotation::Step::AwaitJob => {
+            match jobs::keep_bound(&context.client, key).await {
+                Err(Error::ObjectNotOwned { kind, name }) => return Ok(conflict(&kind, &name)),
+                other => other?,
+            }
             if let Some(rotation) = recorded {
                 let progress = reported_progress(context, key, &mut turn).await?;
                 if progress.is_some() && progress != rotation.progress {
@@ -734,7 +771,9 @@ async fn rotate(
                     "a re-encryption Job (the built-in one, or the one of spec.reencryption.jobTemplate) failed; retrying with new Jobs".to_owned(),
                 )
             };
-            // The failed Jobs stay until the next attempt, recorded first, starts.
+            // The failed Jobs stay until the next attempt, recorded first, starts; their
+            // rights go now, before the backoff.
+            jobs::unbind(&context.client, key).await?;
             let attempt = u32::try_from(rotation.attempts).unwrap_or(u32::MAX);
             let delay = super::backoff(attempt);
             let retry_at = SignedDuration::try_from(delay)
@@ -771,9 +810,8 @@ async fn reported_progress(
     key: &EncryptionKey,
     turn: &mut Turn,
 ) -> Result<Option<crate::crd::encryption_key::ReencryptionProgress>> {
-    let namespace = key.namespace().unwrap_or_default();
-    let name = key.name_any();
-    let Some(reported) = jobs::progress(&context.client, &namespace, &name).await? else {
+    let (namespace, name) = (key.namespace().unwrap_or_default(), key.name_any());
+    let Some(reported) = jobs::progress(&context.client, key).await? else {
         return Ok(None);
     };
     if !reported.untrusted.is_empty() {

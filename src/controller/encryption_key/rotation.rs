@@ -304,10 +304,7 @@ pub fn next_attempt(
     next
 }
 
-/// The name of the re-encryption Job of `attempt` towards `target`.
-pub fn job_name(key_name: &str, target: i64, attempt: i32) -> String {
-    format!("{key_name}-reencrypt-v{target}-{attempt}")
-}
+pub use crate::names::job_name;
 
 /// Ciphertexts a scan found under versions other than `target`.
 pub fn remaining(counts: &BTreeMap<i64, u64>, target: i64) -> u64 {
