@@ -35,6 +35,8 @@ mod pages;
 mod progress;
 mod rewrite;
 
+pub use rewrite::count_versions;
+
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;

@@ -1006,3 +1006,92 @@ async fn hostile_counts_in_the_progress_config_map_are_reported_and_never_stop_t
         assert_eq!(opened.expose(), plaintext.as_bytes());
     }
 }
+
+/// Removes the key label from Secret `name`, as anyone who may edit Secrets can.
+async fn unlabel(cluster: &TestCluster, name: &str) {
+    let patch = json!({"metadata": {"labels": {"keyward.io/encryption-key": null}}});
+    secrets(cluster)
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("label removed");
+}
+
+#[tokio::test]
+async fn an_encrypted_verifier_that_lost_its_keys_label_is_relabelled_and_rotated_with_the_rest() {
+    let cluster = support::cluster("unlabelled-verifier").await;
+    let _operator = operator(&cluster);
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    // Nothing retired is kept: a record left under version 1 would no longer decrypt.
+    let spec = json!({"rotation": {"keepRetiredVersions": 0}});
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    wait::until(&keys(&cluster), "apim", "the key is distributed", |key| {
+        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
+    })
+    .await;
+    let encrypted = json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"}});
+    manifest::apply_keyward(&cluster, "OAuthClient", "portal", encrypted).await;
+    let clients: Api<keyward::crd::OAuthClient> =
+        Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    wait::until(&clients, "portal", "the client is issued", |client| {
+        wait::ready(client) == Some(("True".into(), "Issued".into()))
+    })
+    .await;
+    let presented = delivered_secret(&cluster, "portal-credentials").await;
+    let labelled = |secret: &Secret| {
+        secret
+            .labels()
+            .get(keyward::store::KEY_LABEL)
+            .map(String::as_str)
+            == Some("apim")
+    };
+
+    unlabel(&cluster, "portal-verifier").await;
+    wait::until(
+        &secrets(&cluster),
+        "portal-verifier",
+        "the verifier is labelled for its key again",
+        labelled,
+    )
+    .await;
+
+    // Unlabelled again as the rotation starts: it is re-encrypted with the rest all the
+    // same, and version 1 goes only once nothing is under it.
+    unlabel(&cluster, "portal-verifier").await;
+    bump(&cluster, "apim", &spec, 1).await;
+    wait::until_within(
+        &keys(&cluster),
+        "apim",
+        "the rotation succeeds",
+        ROTATION,
+        |key| {
+            key.status
+                .as_ref()
+                .and_then(|status| status.rotation.as_ref())
+                .is_some_and(|rotation| rotation.phase == RotationPhase::Succeeded)
+        },
+    )
+    .await;
+    let verifier = secrets(&cluster)
+        .get("portal-verifier")
+        .await
+        .expect("verifier");
+    assert!(labelled(&verifier), "the verifier keeps its key's label");
+    let sealed = verifier
+        .data
+        .as_ref()
+        .and_then(|data| data.get("encryptedClientSecret"))
+        .expect("an encrypted record");
+    assert!(
+        sealed.0.starts_with(b"keyward:v1:apim:2:"),
+        "the record is under version 2"
+    );
+    assert_eq!(
+        keyward_verify(&cluster, "portal-verifier", &presented),
+        0,
+        "the client's secret still verifies"
+    );
+}

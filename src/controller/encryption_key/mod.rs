@@ -1109,7 +1109,9 @@ impl<'a> Reporter<'a> {
 
 /// Ciphertexts per version in the Secrets the rotation covers: those of
 /// `spec.reencryption.selector` and, always, those labelled for the key (Encrypted
-/// OAuthClients' verifiers), so a narrow selector can never hide what pods still need.
+/// OAuthClients' verifiers) and the verifiers of the key's Encrypted OAuthClients that
+/// lost that label, so neither a narrow selector nor a removed label can hide what pods
+/// still need.
 async fn scan(
     context: &Context,
     key: &EncryptionKey,
@@ -1131,7 +1133,52 @@ async fn scan(
             *counts.entry(version).or_default() += count;
         }
     }
+    unlabelled_verifiers(context, key, &mut counts).await?;
     Ok(counts)
+}
+
+/// Counts the ciphertext of `key` in the verifiers of its Encrypted OAuthClients that do
+/// not carry the key's label (anyone who may edit Secrets can remove it), found through
+/// the clients that own them; the OAuthClient controller puts the label back, so the
+/// next re-encryption attempt covers them.
+async fn unlabelled_verifiers(
+    context: &Context,
+    key: &EncryptionKey,
+    counts: &mut std::collections::BTreeMap<i64, u64>,
+) -> Result<()> {
+    use crate::controller::oauth_client::decide::SecretNames;
+    use crate::crd::OAuthClient;
+    let name = key.name_any();
+    let namespace = key.namespace().unwrap_or_default();
+    let clients: Api<OAuthClient> = Api::namespaced(context.client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    let mut params = kube::api::ListParams::default().limit(500);
+    loop {
+        let page = clients.list(&params).await?;
+        for client in &page.items {
+            let encrypted_under_key = client
+                .spec
+                .encryption_key_ref
+                .as_ref()
+                .is_some_and(|reference| reference.name == name);
+            if !encrypted_under_key {
+                continue;
+            }
+            let verifier = SecretNames::of(&client.name_any(), &client.spec).verifier;
+            let Some(secret) = store::get(&secrets, &verifier).await? else {
+                continue;
+            };
+            let labelled = secret.labels().get(store::KEY_LABEL) == Some(&name);
+            if labelled || !store::is_owned_by(secret.meta(), client) {
+                continue;
+            }
+            crate::reencrypt::count_versions(secret.data.as_ref(), &name, counts);
+        }
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(()),
+        }
+    }
 }
 
 /// A turn that stops on an object of a rotation's name that is not the key's: reported,

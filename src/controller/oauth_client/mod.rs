@@ -263,6 +263,14 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
                 recheck_in,
                 not_ready,
             } => {
+                if let Some(key) =
+                    secrets::missing_key_label(&observed.verifier, existing.verifier.as_ref())
+                {
+                    // Rotations find the record by that label; the next step starts from
+                    // the relabelled Secret.
+                    secrets::relabel_verifier(&secrets, &names, &existing, &key, &known).await?;
+                    continue;
+                }
                 let problem =
                     not_ready.map(|(reason, message)| (EventType::Normal, reason, message));
                 let written = report(&context, &client, &observed, &names, problem, now).await?;

@@ -496,6 +496,53 @@ pub async fn write_verifier(
     known.record(ticket, &names.verifier, existing.verifier.as_ref(), written)
 }
 
+/// The EncryptionKey an encrypted verifier record is sealed under, when its Secret no
+/// longer carries that key's label: rotations find the ciphertext they must re-encrypt
+/// and count by that label, so a verifier that lost it (anyone who may edit Secrets can
+/// remove a label) would be left under a version about to be retired.
+pub fn missing_key_label(verifier: &Verifier, meta: Option<&ObjectMeta>) -> Option<String> {
+    let Verifier::Present(issued) = verifier else {
+        return None;
+    };
+    let key = issued.record.encryption_key()?;
+    let labelled = meta
+        .and_then(|meta| meta.labels.as_ref())
+        .and_then(|labels| labels.get(KEY_LABEL))
+        .is_some_and(|label| label == key);
+    (!labelled).then(|| key.to_owned())
+}
+
+/// Puts the label of `key` back on the verifier, at the resourceVersion it was read at
+/// (a change since fails the write, and the retry reads again).
+pub async fn relabel_verifier(
+    secrets: &Api<Secret>,
+    names: &SecretNames,
+    existing: &Existing,
+    key: &str,
+    known: &Known<'_>,
+) -> Result<()> {
+    let Some(meta) = existing.verifier.as_ref() else {
+        return Ok(());
+    };
+    let patch = serde_json::json!({
+        "metadata": {
+            "labels": { KEY_LABEL: key },
+            "resourceVersion": meta.resource_version,
+        }
+    });
+    let params = kube::api::PatchParams {
+        field_manager: Some(OAUTH_CLIENT_MANAGER.to_owned()),
+        ..kube::api::PatchParams::default()
+    };
+    let ticket = known.settled.begin_write();
+    let written = secrets
+        .patch(&names.verifier, &params, &kube::api::Patch::Merge(&patch))
+        .await
+        .map(store::Read)
+        .map_err(Error::from);
+    known.record(ticket, &names.verifier, Some(meta), written)
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn write(
     secrets: &Api<Secret>,
@@ -524,6 +571,53 @@ async fn write(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_encrypted_verifier_without_its_keys_label_is_found_and_no_other() {
+        use crate::controller::oauth_client::decide::{IssuedRecord, Opened};
+        use crate::crypto::{Credential, HashAlgorithm};
+        let record = |current: Credential| {
+            Verifier::Present(Box::new(IssuedRecord {
+                record: VerifierRecord {
+                    client_id: "portal-client".into(),
+                    secret_version: 1,
+                    current,
+                    previous: None,
+                },
+                opened: Opened::NotEncrypted,
+                rotation_generation: 0,
+                issued_at: Timestamp::UNIX_EPOCH,
+                delivery_deleted_at: None,
+            }))
+        };
+        let envelope = crate::crypto::envelope::Envelope::parse(
+            "keyward:v1:apim:1:AAAAAAAAAAAAAAAA:AAAAAAAAAAAAAAAAAAAAAA",
+        );
+        let Ok(envelope) = envelope else {
+            panic!("a test envelope parses: {envelope:?}");
+        };
+        let encrypted = record(Credential::Encrypted(envelope));
+        let labelled = |value: &str| ObjectMeta {
+            labels: Some(BTreeMap::from([(KEY_LABEL.to_owned(), value.to_owned())])),
+            ..ObjectMeta::default()
+        };
+        assert_eq!(
+            missing_key_label(&encrypted, Some(&ObjectMeta::default())),
+            Some("apim".to_owned())
+        );
+        assert_eq!(
+            missing_key_label(&encrypted, Some(&labelled("other"))),
+            Some("apim".to_owned())
+        );
+        assert_eq!(missing_key_label(&encrypted, Some(&labelled("apim"))), None);
+        let hashed = record(Credential::hashed(HashAlgorithm::Sha256, b"secret"));
+        assert_eq!(
+            missing_key_label(&hashed, Some(&ObjectMeta::default())),
+            None
+        );
+        assert_eq!(missing_key_label(&Verifier::Absent, None), None);
+    }
+
     use super::*;
     use crate::controller::oauth_client::decide::{self, Policy, Step};
     use crate::crypto::{Credential, HashAlgorithm};
