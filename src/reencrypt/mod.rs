@@ -13,6 +13,15 @@
 //! paced to the rate limit whatever the concurrency; progress goes to a ConfigMap after
 //! every page.
 //!
+//! Memory is bounded by bytes, not only by counts: pages are parsed one Secret at a time
+//! as they stream in (see `pages.rs`); a scan keeps only its counts, and a run keeps whole
+//! only the Secrets that hold envelopes of this key under older versions, the name of
+//! every other. Secrets matching the selector that hold no such ciphertext (a Helm
+//! release, anything anyone labelled) cost one Secret's worth of memory while parsed,
+//! whatever their number and size. No value is skipped for its size: `keyward encrypt`
+//! seals values of any length, so a large value may be an envelope, and one missed by
+//! the scan would be a version retired under live ciphertext.
+//!
 //! A restarted run needs no memory of the one before: it lists everything again, and
 //! values already under the primary are skipped by the same rule that skips every
 //! other value not to be rewritten. Each run's counts describe that run only.
@@ -74,8 +83,10 @@ pub const WRITERS: usize = 16;
 /// Write attempts per Secret before a Secret that keeps changing is left for a later
 /// run.
 const WRITE_ATTEMPTS: u32 = 5;
-/// Secrets a scan lists per page.
-const SCAN_PAGE_SIZE: u32 = 500;
+/// Secrets a scan lists per page. A page is parsed one Secret at a time, so this bounds
+/// the API server's response, not the scan's memory: at the 1 MiB a Secret may hold,
+/// about 130 MiB of JSON for the API server to build.
+const SCAN_PAGE_SIZE: u32 = 100;
 
 /// The label selector of the Secrets holding ciphertext under EncryptionKey `key_name`
 /// when none is given: `keyward.io/encryption-key=<name>`, which encrypted OAuthClients'
@@ -268,19 +279,18 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         "re-encrypting"
     );
 
-    let mut pager = Pager::new(secrets, &selector, options.batch_size);
+    let mut pager = Pager::new(client.clone(), namespace, &selector, options.batch_size);
     let list_failed = |source| Error::ListSecrets {
         namespace: namespace.to_owned(),
         selector: selector.clone(),
         source,
     };
-    let mut listed = pager.next().await.map_err(list_failed)?;
+    let sorting = || sorter(key_name, run.target.version());
+    let mut listed = pager.next(sorting()).await.map_err(list_failed)?;
     while let Some(page) = listed {
-        // Wrapped first, so a page abandoned by an error is wiped as well.
-        let page: Vec<store::Read> = page.items.into_iter().map(store::Read).collect();
-        let settled = futures::stream::iter(page.into_iter().map(Ok))
-            .try_for_each_concurrent(WRITERS, |secret| run.settle(secret));
-        let (settled, next) = tokio::join!(settled, pager.next());
+        let settled = futures::stream::iter(page.items.into_iter().map(Ok))
+            .try_for_each_concurrent(WRITERS, |listed| run.take(listed));
+        let (settled, next) = tokio::join!(settled, pager.next(sorting()));
         settled?;
         listed = next.map_err(list_failed)?;
         let so_far = report(&run);
@@ -305,6 +315,36 @@ async fn publish(
     match progress {
         Some(progress) => progress.publish(report, finished).await,
         None => Ok(()),
+    }
+}
+
+/// A Secret of a listed page, as the run keeps it.
+enum Listed {
+    /// Nothing in it to rewrite: only its name is kept, so that a namespace of large
+    /// Secrets that hold no ciphertext of this key costs a page nothing.
+    Unchanged(String),
+    /// It holds envelopes of this key under older versions (as far as can be told
+    /// without decrypting): kept whole, to be settled.
+    Candidate(Box<store::Read>),
+}
+
+/// What a run keeps of each Secret as its page is parsed, for EncryptionKey `key_name`
+/// re-encrypting to `target_version`. Wrapped as parsed, so a page abandoned by an
+/// error is wiped as well.
+fn sorter(
+    key_name: &str,
+    target_version: i64,
+) -> impl FnMut(Secret) -> Option<Listed> + Send + 'static {
+    let key_name = key_name.to_owned();
+    move |secret| {
+        let secret = store::Read(secret);
+        let mut found = BTreeMap::new();
+        rewrite::count_versions(secret.data.as_ref(), &key_name, &mut found);
+        Some(if found.keys().any(|version| *version != target_version) {
+            Listed::Candidate(Box::new(secret))
+        } else {
+            Listed::Unchanged(secret.name_any())
+        })
     }
 }
 
@@ -346,6 +386,18 @@ impl Run<'_> {
             .book(Instant::now());
         tokio::time::sleep_until(at).await;
         self.tally().wrote();
+    }
+
+    /// Settles one listed Secret: one with nothing to rewrite is recorded as such (a
+    /// failure left from an earlier listing is cleared).
+    async fn take(&self, listed: Listed) -> Result<(), Error> {
+        match listed {
+            Listed::Unchanged(name) => {
+                self.tally().settle(&name, 0, Vec::new());
+                Ok(())
+            }
+            Listed::Candidate(secret) => self.settle(*secret).await,
+        }
     }
 
     /// Rewrites what Secret `secret` holds under older versions, deciding again from a
@@ -464,7 +516,7 @@ impl Run<'_> {
 /// Counts the envelopes of EncryptionKey `namespace/key_name` per key version over the
 /// Secrets matching `selector` (default: [`default_selector`]). Every version the key's
 /// status lists is present, with 0 when nothing is under it; other versions appear only
-/// when found. Nothing is decrypted.
+/// when found. Nothing is decrypted, and one Secret at a time is held in memory.
 pub async fn scan(
     client: &Client,
     namespace: &str,
@@ -488,25 +540,41 @@ pub async fn scan(
         .map(|version| (version.version, 0))
         .collect();
     let selector = selector.map_or_else(|| default_selector(key_name), str::to_owned);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let mut pager = Pager::new(secrets, &selector, SCAN_PAGE_SIZE);
+    let mut pager = Pager::new(client.clone(), namespace, &selector, SCAN_PAGE_SIZE);
     let mut counts = known.clone();
     loop {
-        let page = pager.next().await.map_err(|source| Error::ListSecrets {
-            namespace: namespace.to_owned(),
-            selector: selector.clone(),
-            source,
-        })?;
+        let page = pager
+            .next(counter(key_name))
+            .await
+            .map_err(|source| Error::ListSecrets {
+                namespace: namespace.to_owned(),
+                selector: selector.clone(),
+                source,
+            })?;
         let Some(page) = page else {
             return Ok(counts);
         };
         if page.first {
             counts = known.clone();
         }
-        for secret in page.items {
-            let secret = store::Read(secret);
-            rewrite::count_versions(secret.data.as_ref(), key_name, &mut counts);
+        for found in page.items {
+            for (version, count) in found {
+                *counts.entry(version).or_default() += count;
+            }
         }
+    }
+}
+
+/// What a scan keeps of each Secret as its page is parsed: the envelopes of
+/// EncryptionKey `key_name` per version, if it holds any. The Secret itself is wiped
+/// and dropped before the next one is parsed.
+fn counter(key_name: &str) -> impl FnMut(Secret) -> Option<BTreeMap<i64, u64>> + Send + 'static {
+    let key_name = key_name.to_owned();
+    move |secret| {
+        let secret = store::Read(secret);
+        let mut found = BTreeMap::new();
+        rewrite::count_versions(secret.data.as_ref(), &key_name, &mut found);
+        (!found.is_empty()).then_some(found)
     }
 }
 

@@ -71,6 +71,21 @@ impl Operator {
         self.process.try_wait().expect("operator status").is_none()
     }
 
+    /// The operator's peak resident memory so far (`VmHWM`), in bytes; `None` once it
+    /// has exited.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
+    }
+
     /// Everything the operator has logged so far.
     pub fn log(&self) -> String {
         self.log.lock().expect("log lock").clone()
