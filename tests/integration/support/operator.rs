@@ -36,7 +36,43 @@ impl Operator {
         if !extra_args.contains(&"--instance") {
             defaults.extend(["--instance".to_owned(), format!("keyward-{namespace}")]);
         }
-        let mut process = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_keyward")),
+            kubeconfig,
+            namespace,
+            &defaults,
+            extra_args,
+        )
+    }
+
+    /// Starts `keyward run` as a container runs it: process id 1 in a PID namespace of
+    /// its own, with no `--instance` and no `$POD_NAME` (a Deployment that does not set
+    /// it), `extra_args` appended.
+    pub fn start_as_pid_one(kubeconfig: &Path, namespace: &str, extra_args: &[&str]) -> Self {
+        let mut unshare = Command::new("unshare");
+        // `--kill-child`: the operator dies with the `unshare` this struct kills.
+        unshare
+            .args(["--map-root-user", "--pid", "--fork", "--kill-child"])
+            .arg(env!("CARGO_BIN_EXE_keyward"))
+            .env_remove("POD_NAME");
+        let defaults = [
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--health-addr",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned);
+        Self::spawn(unshare, kubeconfig, namespace, &defaults, extra_args)
+    }
+
+    fn spawn(
+        mut command: Command,
+        kubeconfig: &Path,
+        namespace: &str,
+        defaults: &[String],
+        extra_args: &[&str],
+    ) -> Self {
+        let mut process = command
             .arg("run")
             .arg("--namespace")
             .arg(namespace)
