@@ -54,6 +54,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use zeroize::Zeroize;
 
@@ -211,6 +212,14 @@ pub enum Error {
         name: String,
         source: kube::Error,
     },
+    #[error(
+        "cannot read Secret {namespace}/{name}, left out of its page to bound memory: {source}"
+    )]
+    ReadDeferred {
+        namespace: String,
+        name: String,
+        source: crate::Error,
+    },
     #[error("cannot write Secret {namespace}/{name}: {source}")]
     WriteSecret {
         namespace: String,
@@ -269,6 +278,7 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         target,
         pacer: Mutex::new(Pacer::new(options.writes_per_second, Instant::now())),
         tally: Mutex::default(),
+        in_flight: Semaphore::new(DATA_IN_FLIGHT_KIB as usize),
     };
     let report = |run: &Run<'_>| run.report(started.elapsed());
     publish(progress.as_ref(), &report(&run), false).await?;
@@ -326,6 +336,27 @@ enum Listed {
     /// It holds envelopes of this key under older versions (as far as can be told
     /// without decrypting): kept whole, to be settled.
     Candidate(Box<store::Read>),
+    /// A candidate past the page's byte budget: only its name (and data size) is kept,
+    /// and it is read again when its turn comes.
+    Deferred(String, usize),
+}
+
+/// Bytes of Secret data a page keeps whole; candidates beyond are read again one by
+/// one. Bounds the run's memory by bytes whatever the batch size: a page of a hundred
+/// 1 MiB values (written under an old version, or forged to look so) is not held at once.
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// KiB of Secret data settled at once: small Secrets go [`WRITERS`] at a time, 1 MiB
+/// ones four.
+const DATA_IN_FLIGHT_KIB: u32 = 4 * 1024;
+
+/// Bytes of data (keys and values) in `secret`.
+fn data_size(secret: &Secret) -> usize {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(key, value)| key.len() + value.0.len())
+        .sum()
 }
 
 /// What a run keeps of each Secret as its page is parsed, for EncryptionKey `key_name`
@@ -336,14 +367,20 @@ fn sorter(
     target_version: i64,
 ) -> impl FnMut(Secret) -> Option<Listed> + Send + 'static {
     let key_name = key_name.to_owned();
+    let mut kept = 0usize;
     move |secret| {
         let secret = store::Read(secret);
         let mut found = BTreeMap::new();
         rewrite::count_versions(secret.data.as_ref(), &key_name, &mut found);
-        Some(if found.keys().any(|version| *version != target_version) {
+        if !found.keys().any(|version| *version != target_version) {
+            return Some(Listed::Unchanged(secret.name_any()));
+        }
+        let size = data_size(&secret);
+        kept = kept.saturating_add(size);
+        Some(if kept <= PAGE_BYTES {
             Listed::Candidate(Box::new(secret))
         } else {
-            Listed::Unchanged(secret.name_any())
+            Listed::Deferred(secret.name_any(), size)
         })
     }
 }
@@ -355,6 +392,8 @@ struct Run<'a> {
     target: Target<'a>,
     pacer: Mutex<Pacer>,
     tally: Mutex<Tally>,
+    /// KiB of Secret data being settled at once, out of [`DATA_IN_FLIGHT_KIB`].
+    in_flight: Semaphore,
 }
 
 /// What became of one write request.
@@ -391,12 +430,35 @@ impl Run<'_> {
     /// Settles one listed Secret: one with nothing to rewrite is recorded as such (a
     /// failure left from an earlier listing is cleared).
     async fn take(&self, listed: Listed) -> Result<(), Error> {
+        let size = match &listed {
+            Listed::Unchanged(_) => 0,
+            Listed::Candidate(secret) => data_size(secret),
+            Listed::Deferred(_, size) => *size,
+        };
+        // Each Secret in flight holds several copies of its data (read, decrypted,
+        // sealed, sent, answered): large ones are settled fewer at a time.
+        let kib = u32::try_from(size / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(1, DATA_IN_FLIGHT_KIB);
+        let _permit = self.in_flight.acquire_many(kib).await;
         match listed {
             Listed::Unchanged(name) => {
                 self.tally().settle(&name, 0, Vec::new());
                 Ok(())
             }
             Listed::Candidate(secret) => self.settle(*secret).await,
+            Listed::Deferred(name, _) => match store::get(&self.secrets, &name).await {
+                Ok(Some(secret)) => self.settle(secret).await,
+                Ok(None) => {
+                    self.tally().settle(&name, 0, Vec::new());
+                    Ok(())
+                }
+                Err(source) => Err(Error::ReadDeferred {
+                    namespace: self.namespace.to_owned(),
+                    name,
+                    source,
+                }),
+            },
         }
     }
 
