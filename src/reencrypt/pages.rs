@@ -2,8 +2,9 @@
 //! scan ever holds every Secret (and every value in them) in memory at once.
 //!
 //! A page is read as a stream: its response body is split as it arrives into the JSON
-//! of each Secret, each is parsed on its own and handed to the caller's `keep`, which makes of it what the
-//! caller needs (a count, the Secret itself, nothing) before the next one is parsed. So
+//! of each Secret, and each is parsed on its own and handed to the caller's `keep`,
+//! which makes of it what the caller needs (a count, the Secret itself, a name) before
+//! the next one is parsed. So
 //! what a page costs in memory is one Secret and what `keep` keeps, however large the
 //! page's Secrets are: a namespace of hundreds of near-1 MiB Secrets matching the
 //! selector (Helm releases, or Secrets anyone may create and label) costs the scan one
@@ -13,7 +14,8 @@
 //! honours (`410 Gone`, its snapshot compacted away while a slow, throttled page was
 //! being rewritten) starts the listing again from the first page. That is safe only
 //! for callers that are idempotent or start over themselves, which is why every page
-//! says whether it is the first of a listing. It never reads or decides on Secret data.
+//! says whether it is the first of a listing. It never decides on Secret data, and no
+//! error it returns quotes any: a Secret that does not parse is named by its place.
 
 use futures::{AsyncBufRead, AsyncBufReadExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -110,8 +112,18 @@ where
     let mut body = std::pin::pin!(body);
     let mut splitter = Splitter::default();
     let mut items = Vec::new();
+    let mut items_seen = 0usize;
     let mut found = |json: &[u8]| {
-        let secret: Secret = serde_json::from_slice(json)?;
+        // serde's messages may quote the value they refused: only the place is kept.
+        let secret: Secret = serde_json::from_slice(json).map_err(|error| {
+            malformed(&format!(
+                "listed Secret {} does not parse ({:?} error at column {})",
+                items_seen + 1,
+                error.classify(),
+                error.column()
+            ))
+        })?;
+        items_seen += 1;
         items.extend(keep(secret));
         Ok(())
     };
@@ -458,6 +470,18 @@ mod tests {
             proptest::prop_assert_eq!(streamed, whole.items);
             proptest::prop_assert_eq!(streamed_token, token);
         }
+    }
+
+    #[tokio::test]
+    async fn a_secret_that_does_not_parse_is_named_by_its_place_never_quoted() {
+        let list = r#"{"metadata":{},"items":[{"metadata":{"name":"a"}},
+            {"metadata":{"name":"b"},"data":{"v":"hunter2-not-base64!"}}]}"#;
+        let error = read_list(body(list, 8), names)
+            .await
+            .expect_err("invalid base64 is refused")
+            .to_string();
+        assert!(error.contains("listed Secret 2 does not parse"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 
     #[tokio::test]
