@@ -643,6 +643,86 @@ fn counter(key_name: &str) -> impl FnMut(Secret) -> Option<BTreeMap<i64, u64>> +
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::envelope::{Context, Envelope};
+    use crate::crypto::{KeyMaterial, Keyring};
+    use k8s_openapi::jiff::Timestamp;
+
+    /// Secret `name` holding `value` under data key `v`.
+    fn secret(name: &str, value: Vec<u8>) -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([("v".to_owned(), ByteString(value))])),
+            ..Secret::default()
+        }
+    }
+
+    /// An envelope of `plaintext_bytes` bytes under version 1 of key `apim`.
+    fn sealed(plaintext_bytes: usize) -> Vec<u8> {
+        let keyring = Keyring::new(
+            "apim",
+            KeyMaterial::parse(&[b'a'; 64]).expect("hex key"),
+            Timestamp::UNIX_EPOCH,
+        );
+        let context = Context {
+            namespace: "apps",
+            name: "x",
+            field: "v",
+        };
+        let envelope =
+            Envelope::seal(&keyring, &context, &vec![b'p'; plaintext_bytes]).expect("seals");
+        envelope.to_string().into_bytes()
+    }
+
+    fn kind(listed: &Listed) -> (&'static str, &str) {
+        match listed {
+            Listed::Unchanged(name) => ("unchanged", name),
+            Listed::Candidate(secret) => {
+                ("candidate", secret.metadata.name.as_deref().unwrap_or(""))
+            }
+            Listed::Deferred(name, _) => ("deferred", name),
+        }
+    }
+
+    #[test]
+    fn a_page_keeps_whole_only_old_ciphertext_and_only_up_to_its_byte_budget() {
+        let mut sort = sorter("apim", 2);
+        let large_plain = vec![b'x'; 900 * 1024];
+        let old_megabyte = sealed(700 * 1024);
+        let mut kinds = Vec::new();
+        // Large values that are no envelope of this key: names only, whatever their size.
+        for index in 0..3 {
+            let listed = sort(secret(&format!("plain-{index}"), large_plain.clone()));
+            kinds.push(kind(&listed.expect("kept")).0);
+        }
+        // Old ciphertext: whole until 4 MiB of data is kept, then by name.
+        for index in 0..8 {
+            let listed = sort(secret(&format!("old-{index}"), old_megabyte.clone()));
+            kinds.push(kind(&listed.expect("kept")).0);
+        }
+        assert_eq!(
+            kinds,
+            [
+                "unchanged",
+                "unchanged",
+                "unchanged",
+                "candidate",
+                "candidate",
+                "candidate",
+                "candidate",
+                "deferred",
+                "deferred",
+                "deferred",
+                "deferred"
+            ]
+        );
+        // Each page starts with a budget of its own.
+        let mut next_page = sorter("apim", 2);
+        let listed = next_page(secret("old-8", old_megabyte)).expect("kept");
+        assert_eq!(kind(&listed), ("candidate", "old-8"));
+    }
 
     #[test]
     fn options_default_to_the_keys_label_and_refuse_zero_rates() {
