@@ -49,10 +49,20 @@ impl Operator {
     /// its own, with no `--instance` and no `$POD_NAME` (a Deployment that does not set
     /// it), `extra_args` appended.
     pub fn start_as_pid_one(kubeconfig: &Path, namespace: &str, extra_args: &[&str]) -> Self {
+        const UNSHARE: [&str; 4] = ["--map-root-user", "--pid", "--fork", "--kill-child"];
+        let usable = Command::new("unshare")
+            .args(UNSHARE)
+            .arg("true")
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(
+            usable,
+            "running the operator as PID 1 needs `unshare` (util-linux) and user and PID namespaces"
+        );
         let mut unshare = Command::new("unshare");
         // `--kill-child`: the operator dies with the `unshare` this struct kills.
         unshare
-            .args(["--map-root-user", "--pid", "--fork", "--kill-child"])
+            .args(UNSHARE)
             .arg(env!("CARGO_BIN_EXE_keyward"))
             .env_remove("POD_NAME");
         let defaults = [
