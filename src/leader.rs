@@ -3,21 +3,71 @@
 //!
 //! kube-lease-manager acquires and renews the Lease. On top of it each replica fences
 //! itself: it watches the Lease and stops its controllers as soon as `renew_deadline` has
-//! passed since the last renewal it can see. That is before the Lease expires for the
-//! others (`lease_duration`), so a replica cut off from the API server has stopped
-//! acting before another one may start.
+//! passed since it last saw a renewal. That is before the Lease expires for the others
+//! (`lease_duration`), so a replica cut off from the API server has stopped acting
+//! before another one may start.
+//!
+//! The fence reads no wall clock. A renewal's age is measured on this process's own
+//! monotonic clock, from the moment the watch showed `renewTime` change, never by
+//! comparing `renewTime` (the holder's wall clock, or whatever was written there) with
+//! the local time: a holder's clock that is off or was stepped, or a `renewTime` written
+//! far in the future or past, neither extends a term nor ends one. A renewal is seen
+//! after it was made, so the fence can only close early, never late. What remains on
+//! wall clocks is the takeover: a standby's kube-lease-manager takes the Lease once
+//! `renewTime + lease_duration` has passed on the standby's clock, so the replicas'
+//! clocks must agree to well within `lease_duration - renew_deadline` (NTP does), and a
+//! renewal must reach the leader's watch within that margin too.
+//!
+//! Each replica needs an identity of its own in the Lease: the Pod's name, else the host
+//! name with a random suffix — never the process id, which is 1 in every container.
 
 use std::future::Future;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Random bytes in an identity made from the host name: two replicas on one host (or
+/// two containers with one host name) still differ.
+const IDENTITY_SUFFIX_BYTES: usize = 4;
+
+/// This replica's identity in the Lease: `instance` (the Pod's name, from `--instance`
+/// or `$POD_NAME`) when it is given and not blank, else `host_name` (else `keyward`)
+/// with `suffix`. Pod names are unique among running Pods; a host name alone is not
+/// (containers of one Pod share it, and so may two processes on one machine).
+pub fn identity(instance: Option<&str>, host_name: Option<&str>, suffix: &str) -> String {
+    fn named(name: Option<&str>) -> Option<&str> {
+        name.map(str::trim).filter(|name| !name.is_empty())
+    }
+    match named(instance) {
+        Some(instance) => instance.to_owned(),
+        None => format!("{}-{suffix}", named(host_name).unwrap_or("keyward")),
+    }
+}
+
+/// [`identity`] with this machine's host name and a fresh random suffix.
+pub fn default_identity(
+    instance: Option<&str>,
+) -> Result<String, crate::crypto::secret::RandomError> {
+    let mut random = [0u8; IDENTITY_SUFFIX_BYTES];
+    crate::crypto::secret::fill_random(&mut random)?;
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok());
+    Ok(identity(
+        instance,
+        host_name.as_deref(),
+        &hex::encode(random),
+    ))
+}
 
 /// Where and how the replicas elect their leader.
 #[derive(Clone, Debug)]
@@ -100,11 +150,44 @@ impl RoleCell {
     }
 }
 
-/// The Lease's holder and when it last renewed, as seen through the watch.
+/// The Lease's holder and its last renewal, as seen through the watch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Holder {
     identity: String,
-    renewed: SystemTime,
+    /// `renewTime` as written: compared with the next one to tell a renewal, never
+    /// with a clock.
+    renew_time: MicroTime,
+    /// When this replica saw that renewal (or this holder) first, on its monotonic clock.
+    observed: Instant,
+}
+
+impl Holder {
+    /// The holder the Lease shows now, `identity` with `renew_time`, seen at `now`: the
+    /// same renewal as `previous` keeps the instant it was first seen (a relist or
+    /// another field's change is not a renewal); a new renewal or holder is seen now.
+    fn seen(
+        previous: Option<&Holder>,
+        identity: String,
+        renew_time: MicroTime,
+        now: Instant,
+    ) -> Self {
+        let observed = previous
+            .filter(|previous| previous.identity == identity && previous.renew_time == renew_time)
+            .map_or(now, |previous| previous.observed);
+        Self {
+            identity,
+            renew_time,
+            observed,
+        }
+    }
+}
+
+/// How long a term has left at `now` when the last renewal was seen at `observed`, or
+/// `None` once `renew_deadline` has passed since.
+fn term_left(observed: Instant, renew_deadline: Duration, now: Instant) -> Option<Duration> {
+    (observed + renew_deadline)
+        .checked_duration_since(now)
+        .filter(|left| !left.is_zero())
 }
 
 /// Runs `term` whenever this replica holds the Lease, until it returns (the controllers
@@ -193,11 +276,11 @@ impl Watching<'_> {
         if holder.identity != self.election.identity {
             return None;
         }
-        let deadline = holder.renewed.checked_add(self.election.renew_deadline)?;
-        deadline
-            .duration_since(SystemTime::now())
-            .ok()
-            .filter(|left| !left.is_zero())
+        term_left(
+            holder.observed,
+            self.election.renew_deadline,
+            Instant::now(),
+        )
     }
 
     /// Waits until this replica leads, reporting who does meanwhile. False when the
@@ -250,13 +333,11 @@ async fn observe(leases: Api<Lease>, name: String, seen: watch::Sender<Option<Ho
             Ok(Event::Apply(lease) | Event::InitApply(lease)) => {
                 relisted = true;
                 let spec = lease.spec.unwrap_or_default();
+                let now = Instant::now();
                 let holder = spec
                     .holder_identity
                     .zip(spec.renew_time)
-                    .map(|(identity, at)| Holder {
-                        identity,
-                        renewed: at.0.into(),
-                    });
+                    .map(|(identity, at)| Holder::seen(seen.borrow().as_ref(), identity, at, now));
                 seen.send_replace(holder);
             }
             Ok(Event::Delete(_)) => {
@@ -291,8 +372,19 @@ mod tests {
         }
     }
 
+    /// A renewal seen `ago`, on the monotonic clock.
+    fn seen_ago(ago: Duration) -> Instant {
+        Instant::now()
+            .checked_sub(ago)
+            .expect("the clock has run that long")
+    }
+
+    fn renew_time(text: &str) -> MicroTime {
+        MicroTime(text.parse().expect("timestamp"))
+    }
+
     /// A view in which the lease manager says this replica leads and the Lease shows
-    /// `holder` renewed `ago`.
+    /// `holder` with a renewal this replica saw `ago`.
     fn view<'a>(
         election: &'a Election,
         holder: &str,
@@ -305,7 +397,8 @@ mod tests {
         let (leading_tx, leading) = watch::channel(true);
         let (holder_tx, holder_rx) = watch::channel(Some(Holder {
             identity: holder.to_owned(),
-            renewed: SystemTime::now() - ago,
+            renew_time: renew_time("2026-01-01T00:00:00Z"),
+            observed: seen_ago(ago),
         }));
         let watching = Watching {
             leading,
@@ -346,11 +439,118 @@ mod tests {
         let (mut watching, _leading, holder) = view(&election, "me", Duration::ZERO);
         holder.send_replace(Some(Holder {
             identity: "other".to_owned(),
-            renewed: SystemTime::now(),
+            renew_time: renew_time("2026-01-01T00:00:00Z"),
+            observed: Instant::now(),
         }));
         tokio::time::timeout(Duration::from_secs(1), watching.fenced())
             .await
             .expect("fenced when another replica holds the Lease");
+    }
+
+    #[test]
+    fn the_pod_name_is_the_identity_else_the_host_name_with_a_random_suffix() {
+        assert_eq!(
+            identity(Some("keyward-7d9f-x2"), Some("node-1"), "ab12"),
+            "keyward-7d9f-x2"
+        );
+        for blank in [None, Some(""), Some("  ")] {
+            assert_eq!(identity(blank, Some("node-1"), "ab12"), "node-1-ab12");
+            assert_eq!(identity(blank, None, "ab12"), "keyward-ab12");
+            assert_eq!(identity(blank, Some(""), "ab12"), "keyward-ab12");
+        }
+        // Two containers of one host (or two processes, each PID 1 in its container)
+        // never share an identity.
+        let first = default_identity(None).expect("randomness");
+        let second = default_identity(Some("")).expect("randomness");
+        assert_ne!(first, second);
+        for identity in [&first, &second] {
+            assert!(
+                !identity.ends_with(&format!("-{}", std::process::id())),
+                "{identity}"
+            );
+            assert_ne!(identity.as_str(), "keyward-1");
+        }
+    }
+
+    #[test]
+    fn a_renewal_is_dated_when_it_is_seen_and_only_a_new_one_moves_that_date() {
+        let first_seen = seen_ago(Duration::from_secs(4));
+        let renewed = Holder::seen(
+            None,
+            "me".into(),
+            renew_time("2026-01-01T00:00:00Z"),
+            first_seen,
+        );
+        assert_eq!(renewed.observed, first_seen);
+        let now = Instant::now();
+        // The same renewal again (a relist, a label change): still dated when first seen.
+        let again = Holder::seen(
+            Some(&renewed),
+            "me".into(),
+            renew_time("2026-01-01T00:00:00Z"),
+            now,
+        );
+        assert_eq!(again.observed, first_seen);
+        // A new renewTime, whatever its value, or a new holder: dated now.
+        for (holder, at) in [
+            ("me", "2026-01-01T00:00:05Z"),
+            ("me", "1970-01-01T00:00:00Z"),
+            ("other", "2026-01-01T00:00:00Z"),
+        ] {
+            let next = Holder::seen(Some(&renewed), holder.into(), renew_time(at), now);
+            assert_eq!(next.observed, now, "{holder} at {at}");
+        }
+    }
+
+    #[test]
+    fn a_term_lasts_the_renew_deadline_from_when_the_renewal_was_seen() {
+        let deadline = Duration::from_secs(10);
+        let seen = Instant::now();
+        assert_eq!(term_left(seen, deadline, seen), Some(deadline));
+        assert_eq!(
+            term_left(seen, deadline, seen + Duration::from_secs(4)),
+            Some(Duration::from_secs(6))
+        );
+        assert_eq!(term_left(seen, deadline, seen + deadline), None);
+        assert_eq!(
+            term_left(seen, deadline, seen + Duration::from_secs(60)),
+            None
+        );
+    }
+
+    #[test]
+    fn the_holders_wall_clock_neither_ends_nor_extends_a_term() {
+        let election = election();
+        // A holder whose clock is an hour behind, or a century ahead: what counts is
+        // when this replica saw the renewal.
+        for written in [
+            "2026-12-04T20:00:00Z",
+            "2126-12-04T20:00:00Z",
+            "1970-01-01T00:00:01Z",
+        ] {
+            let (fresh, _leading, holder) = view(&election, "me", Duration::ZERO);
+            holder.send_replace(Some(Holder::seen(
+                None,
+                "me".into(),
+                renew_time(written),
+                Instant::now(),
+            )));
+            assert!(
+                fresh.lead_left().is_some(),
+                "a renewal written as {written} just seen"
+            );
+            holder.send_replace(Some(Holder::seen(
+                None,
+                "me".into(),
+                renew_time(written),
+                seen_ago(Duration::from_secs(11)),
+            )));
+            assert_eq!(
+                fresh.lead_left(),
+                None,
+                "a renewal written as {written} seen 11s ago"
+            );
+        }
     }
 
     #[test]

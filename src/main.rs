@@ -241,7 +241,8 @@ struct RunArgs {
     /// Allow `secretType: Plaintext`, which stores the secret itself for the verifier.
     #[arg(long, env = "KEYWARD_ALLOW_PLAINTEXT_SECRETS")]
     allow_plaintext_secrets: bool,
-    /// Name events are reported under (set to the pod name in a cluster).
+    /// Name events are reported under, and this replica's identity in the leader Lease
+    /// (set to the pod name in a cluster). Default: the host name with a random suffix.
     #[arg(long, env = "POD_NAME")]
     instance: Option<String>,
     /// Container image of the re-encryption Jobs a key rotation runs: keyward itself.
@@ -379,10 +380,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         let election = Election {
             namespace,
             lease_name: args.leader_election_lease,
-            // Pod names are unique; outside a Pod, the process id keeps two apart.
-            identity: instance
-                .clone()
-                .unwrap_or_else(|| format!("keyward-{}", std::process::id())),
+            // The Pod's name; never the process id, which is 1 in every container.
+            identity: keyward::leader::default_identity(instance.as_deref())
+                .map_err(|error| format!("cannot choose an identity for the Lease: {error}"))?,
             lease_duration: args.leader_election_lease_duration,
             renew_deadline: args.leader_election_renew_deadline,
         };

@@ -13,6 +13,15 @@
 //! paced to the rate limit whatever the concurrency; progress goes to a ConfigMap after
 //! every page.
 //!
+//! Memory is bounded by bytes, not only by counts: pages are parsed one Secret at a time
+//! as they stream in (see `pages.rs`); a scan keeps only its counts, and a run keeps whole
+//! only the Secrets that hold envelopes of this key under older versions, the name of
+//! every other. Secrets matching the selector that hold no such ciphertext (a Helm
+//! release, anything anyone labelled) cost one Secret's worth of memory while parsed,
+//! whatever their number and size. No value is skipped for its size: `keyward encrypt`
+//! seals values of any length, so a large value may be an envelope, and one missed by
+//! the scan would be a version retired under live ciphertext.
+//!
 //! A restarted run needs no memory of the one before: it lists everything again, and
 //! values already under the primary are skipped by the same rule that skips every
 //! other value not to be rewritten. Each run's counts describe that run only.
@@ -47,6 +56,7 @@ use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use zeroize::Zeroize;
 
@@ -76,8 +86,10 @@ pub const WRITERS: usize = 16;
 /// Write attempts per Secret before a Secret that keeps changing is left for a later
 /// run.
 const WRITE_ATTEMPTS: u32 = 5;
-/// Secrets a scan lists per page.
-const SCAN_PAGE_SIZE: u32 = 500;
+/// Secrets a scan lists per page. A page is parsed one Secret at a time, so this bounds
+/// the API server's response, not the scan's memory: at the 1 MiB a Secret may hold,
+/// about 130 MiB of JSON for the API server to build.
+const SCAN_PAGE_SIZE: u32 = 100;
 
 /// The label selector of the Secrets holding ciphertext under EncryptionKey `key_name`
 /// when none is given: `keyward.io/encryption-key=<name>`, which encrypted OAuthClients'
@@ -202,6 +214,14 @@ pub enum Error {
         name: String,
         source: kube::Error,
     },
+    #[error(
+        "cannot read Secret {namespace}/{name}, left out of its page to bound memory: {source}"
+    )]
+    ReadDeferred {
+        namespace: String,
+        name: String,
+        source: crate::Error,
+    },
     #[error("cannot write Secret {namespace}/{name}: {source}")]
     WriteSecret {
         namespace: String,
@@ -260,6 +280,7 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         target,
         pacer: Mutex::new(Pacer::new(options.writes_per_second, Instant::now())),
         tally: Mutex::default(),
+        in_flight: Semaphore::new(DATA_IN_FLIGHT_KIB as usize),
     };
     let report = |run: &Run<'_>| run.report(started.elapsed());
     publish(progress.as_ref(), &report(&run), false).await?;
@@ -270,19 +291,18 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         "re-encrypting"
     );
 
-    let mut pager = Pager::new(secrets, &selector, options.batch_size);
+    let mut pager = Pager::new(client.clone(), namespace, &selector, options.batch_size);
     let list_failed = |source| Error::ListSecrets {
         namespace: namespace.to_owned(),
         selector: selector.clone(),
         source,
     };
-    let mut listed = pager.next().await.map_err(list_failed)?;
+    let sorting = || sorter(key_name, run.target.version());
+    let mut listed = pager.next(sorting()).await.map_err(list_failed)?;
     while let Some(page) = listed {
-        // Wrapped first, so a page abandoned by an error is wiped as well.
-        let page: Vec<store::Read> = page.items.into_iter().map(store::Read).collect();
-        let settled = futures::stream::iter(page.into_iter().map(Ok))
-            .try_for_each_concurrent(WRITERS, |secret| run.settle(secret));
-        let (settled, next) = tokio::join!(settled, pager.next());
+        let settled = futures::stream::iter(page.items.into_iter().map(Ok))
+            .try_for_each_concurrent(WRITERS, |listed| run.take(listed));
+        let (settled, next) = tokio::join!(settled, pager.next(sorting()));
         settled?;
         listed = next.map_err(list_failed)?;
         let so_far = report(&run);
@@ -310,6 +330,63 @@ async fn publish(
     }
 }
 
+/// A Secret of a listed page, as the run keeps it.
+enum Listed {
+    /// Nothing in it to rewrite: only its name is kept, so that a namespace of large
+    /// Secrets that hold no ciphertext of this key costs a page nothing.
+    Unchanged(String),
+    /// It holds envelopes of this key under older versions (as far as can be told
+    /// without decrypting): kept whole, to be settled.
+    Candidate(Box<store::Read>),
+    /// A candidate past the page's byte budget: only its name (and data size) is kept,
+    /// and it is read again when its turn comes.
+    Deferred(String, usize),
+}
+
+/// Bytes of Secret data a page keeps whole; candidates beyond are read again one by
+/// one. Bounds the run's memory by bytes whatever the batch size: a page of a hundred
+/// 1 MiB values (written under an old version, or forged to look so) is not held at once.
+const PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// KiB of Secret data settled at once: small Secrets go [`WRITERS`] at a time, 1 MiB
+/// ones four.
+const DATA_IN_FLIGHT_KIB: u32 = 4 * 1024;
+
+/// Bytes of data (keys and values) in `secret`.
+fn data_size(secret: &Secret) -> usize {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(key, value)| key.len() + value.0.len())
+        .sum()
+}
+
+/// What a run keeps of each Secret as its page is parsed, for EncryptionKey `key_name`
+/// re-encrypting to `target_version`. Wrapped as parsed, so a page abandoned by an
+/// error is wiped as well.
+fn sorter(
+    key_name: &str,
+    target_version: i64,
+) -> impl FnMut(Secret) -> Option<Listed> + Send + 'static {
+    let key_name = key_name.to_owned();
+    let mut kept = 0usize;
+    move |secret| {
+        let secret = store::Read(secret);
+        let mut found = BTreeMap::new();
+        rewrite::count_versions(secret.data.as_ref(), &key_name, &mut found);
+        if !found.keys().any(|version| *version != target_version) {
+            return Some(Listed::Unchanged(secret.name_any()));
+        }
+        let size = data_size(&secret);
+        kept = kept.saturating_add(size);
+        Some(if kept <= PAGE_BYTES {
+            Listed::Candidate(Box::new(secret))
+        } else {
+            Listed::Deferred(secret.name_any(), size)
+        })
+    }
+}
+
 /// A run under way, shared by the Secrets being settled at once.
 struct Run<'a> {
     secrets: Api<Secret>,
@@ -317,6 +394,8 @@ struct Run<'a> {
     target: Target<'a>,
     pacer: Mutex<Pacer>,
     tally: Mutex<Tally>,
+    /// KiB of Secret data being settled at once, out of [`DATA_IN_FLIGHT_KIB`].
+    in_flight: Semaphore,
 }
 
 /// What became of one write request.
@@ -348,6 +427,41 @@ impl Run<'_> {
             .book(Instant::now());
         tokio::time::sleep_until(at).await;
         self.tally().wrote();
+    }
+
+    /// Settles one listed Secret: one with nothing to rewrite is recorded as such (a
+    /// failure left from an earlier listing is cleared).
+    async fn take(&self, listed: Listed) -> Result<(), Error> {
+        let size = match &listed {
+            Listed::Unchanged(_) => 0,
+            Listed::Candidate(secret) => data_size(secret),
+            Listed::Deferred(_, size) => *size,
+        };
+        // Each Secret in flight holds several copies of its data (read, decrypted,
+        // sealed, sent, answered): large ones are settled fewer at a time.
+        let kib = u32::try_from(size / 1024)
+            .unwrap_or(u32::MAX)
+            .clamp(1, DATA_IN_FLIGHT_KIB);
+        let _permit = self.in_flight.acquire_many(kib).await;
+        match listed {
+            Listed::Unchanged(name) => {
+                self.tally().settle(&name, 0, Vec::new());
+                Ok(())
+            }
+            Listed::Candidate(secret) => self.settle(*secret).await,
+            Listed::Deferred(name, _) => match store::get(&self.secrets, &name).await {
+                Ok(Some(secret)) => self.settle(secret).await,
+                Ok(None) => {
+                    self.tally().settle(&name, 0, Vec::new());
+                    Ok(())
+                }
+                Err(source) => Err(Error::ReadDeferred {
+                    namespace: self.namespace.to_owned(),
+                    name,
+                    source,
+                }),
+            },
+        }
     }
 
     /// Rewrites what Secret `secret` holds under older versions, deciding again from a
@@ -466,7 +580,7 @@ impl Run<'_> {
 /// Counts the envelopes of EncryptionKey `namespace/key_name` per key version over the
 /// Secrets matching `selector` (default: [`default_selector`]). Every version the key's
 /// status lists is present, with 0 when nothing is under it; other versions appear only
-/// when found. Nothing is decrypted.
+/// when found. Nothing is decrypted, and one Secret at a time is held in memory.
 pub async fn scan(
     client: &Client,
     namespace: &str,
@@ -490,31 +604,127 @@ pub async fn scan(
         .map(|version| (version.version, 0))
         .collect();
     let selector = selector.map_or_else(|| default_selector(key_name), str::to_owned);
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let mut pager = Pager::new(secrets, &selector, SCAN_PAGE_SIZE);
+    let mut pager = Pager::new(client.clone(), namespace, &selector, SCAN_PAGE_SIZE);
     let mut counts = known.clone();
     loop {
-        let page = pager.next().await.map_err(|source| Error::ListSecrets {
-            namespace: namespace.to_owned(),
-            selector: selector.clone(),
-            source,
-        })?;
+        let page = pager
+            .next(counter(key_name))
+            .await
+            .map_err(|source| Error::ListSecrets {
+                namespace: namespace.to_owned(),
+                selector: selector.clone(),
+                source,
+            })?;
         let Some(page) = page else {
             return Ok(counts);
         };
         if page.first {
             counts = known.clone();
         }
-        for secret in page.items {
-            let secret = store::Read(secret);
-            rewrite::count_versions(secret.data.as_ref(), key_name, &mut counts);
+        for found in page.items {
+            for (version, count) in found {
+                *counts.entry(version).or_default() += count;
+            }
         }
+    }
+}
+
+/// What a scan keeps of each Secret as its page is parsed: the envelopes of
+/// EncryptionKey `key_name` per version, if it holds any. The Secret itself is wiped
+/// and dropped before the next one is parsed.
+fn counter(key_name: &str) -> impl FnMut(Secret) -> Option<BTreeMap<i64, u64>> + Send + 'static {
+    let key_name = key_name.to_owned();
+    move |secret| {
+        let secret = store::Read(secret);
+        let mut found = BTreeMap::new();
+        rewrite::count_versions(secret.data.as_ref(), &key_name, &mut found);
+        (!found.is_empty()).then_some(found)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::envelope::{Context, Envelope};
+    use crate::crypto::{KeyMaterial, Keyring};
+    use k8s_openapi::jiff::Timestamp;
+
+    /// Secret `name` holding `value` under data key `v`.
+    fn secret(name: &str, value: Vec<u8>) -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            data: Some(BTreeMap::from([("v".to_owned(), ByteString(value))])),
+            ..Secret::default()
+        }
+    }
+
+    /// An envelope of `plaintext_bytes` bytes under version 1 of key `apim`.
+    fn sealed(plaintext_bytes: usize) -> Vec<u8> {
+        let keyring = Keyring::new(
+            "apim",
+            KeyMaterial::parse(&[b'a'; 64]).expect("hex key"),
+            Timestamp::UNIX_EPOCH,
+        );
+        let context = Context {
+            namespace: "apps",
+            name: "x",
+            field: "v",
+        };
+        let envelope =
+            Envelope::seal(&keyring, &context, &vec![b'p'; plaintext_bytes]).expect("seals");
+        envelope.to_string().into_bytes()
+    }
+
+    fn kind(listed: &Listed) -> (&'static str, &str) {
+        match listed {
+            Listed::Unchanged(name) => ("unchanged", name),
+            Listed::Candidate(secret) => {
+                ("candidate", secret.metadata.name.as_deref().unwrap_or(""))
+            }
+            Listed::Deferred(name, _) => ("deferred", name),
+        }
+    }
+
+    #[test]
+    fn a_page_keeps_whole_only_old_ciphertext_and_only_up_to_its_byte_budget() {
+        let mut sort = sorter("apim", 2);
+        let large_plain = vec![b'x'; 900 * 1024];
+        let old_megabyte = sealed(700 * 1024);
+        let mut kinds = Vec::new();
+        // Large values that are no envelope of this key: names only, whatever their size.
+        for index in 0..3 {
+            let listed = sort(secret(&format!("plain-{index}"), large_plain.clone()));
+            kinds.push(kind(&listed.expect("kept")).0);
+        }
+        // Old ciphertext: whole until 4 MiB of data is kept, then by name.
+        for index in 0..8 {
+            let listed = sort(secret(&format!("old-{index}"), old_megabyte.clone()));
+            kinds.push(kind(&listed.expect("kept")).0);
+        }
+        assert_eq!(
+            kinds,
+            [
+                "unchanged",
+                "unchanged",
+                "unchanged",
+                "candidate",
+                "candidate",
+                "candidate",
+                "candidate",
+                "deferred",
+                "deferred",
+                "deferred",
+                "deferred"
+            ]
+        );
+        // Each page starts with a budget of its own.
+        let mut next_page = sorter("apim", 2);
+        let listed = next_page(secret("old-8", old_megabyte)).expect("kept");
+        assert_eq!(kind(&listed), ("candidate", "old-8"));
+    }
 
     #[test]
     fn options_default_to_the_keys_label_and_refuse_zero_rates() {

@@ -5,9 +5,13 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::admissionregistration::v1::{
+    ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
+};
+use k8s_openapi::api::coordination::v1::Lease;
 use keyward::crd::encryption_key::RotationPhase;
 use keyward::crd::{EncryptionKey, OAuthClient};
-use kube::api::Api;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::encryption_key::deploy;
@@ -289,4 +293,178 @@ async fn twenty_forced_handovers_never_leave_a_delivered_secret_that_does_not_ve
             "{name}'s delivered secret verifies against its verifier"
         );
     }
+}
+
+#[tokio::test]
+async fn two_replicas_each_pid_one_in_its_container_and_without_a_pod_name_elect_one_leader() {
+    let cluster = support::cluster("ha-pid-one").await;
+    let kubeconfig = &support::control_plane().kubeconfig;
+    let replicas =
+        [(); 2].map(|()| Operator::start_as_pid_one(kubeconfig, &cluster.namespace, &LEASE_FLAGS));
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let lease = wait::until(&leases, "keyward", "a replica holds the Lease", |lease| {
+        lease
+            .spec
+            .as_ref()
+            .is_some_and(|spec| spec.holder_identity.is_some())
+    })
+    .await;
+    let holder = lease
+        .spec
+        .and_then(|spec| spec.holder_identity)
+        .expect("a holder");
+    let standby = format!("standby: leader is {holder}");
+    let roles = || {
+        replicas
+            .each_ref()
+            .map(|replica| http::readyz(&replica.health_url()))
+    };
+    let settled = Instant::now() + support::WAIT;
+    loop {
+        let now = roles();
+        let leaders = now
+            .iter()
+            .filter(|role| role.as_deref() == Some("leader"))
+            .count();
+        let standing_by = now
+            .iter()
+            .filter(|role| role.as_deref() == Some(standby.as_str()));
+        if leaders == 1 && standing_by.count() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < settled,
+            "one leader and one standby naming {holder:?} within {:?}; the replicas say {now:?}",
+            support::WAIT
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !holder.ends_with("-1"),
+        "the identity {holder:?} is not made from the process id"
+    );
+    // And so it stays, renewal after renewal: never two leaders under one name.
+    let watched = Instant::now() + 3 * Duration::from_secs(4);
+    while Instant::now() < watched {
+        let now = roles();
+        assert_eq!(
+            now.iter()
+                .filter(|role| role.as_deref() == Some("leader"))
+                .count(),
+            1,
+            "exactly one replica leads; they say {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Sets the `renewTime` of the test's leader Lease to `at`, as a holder whose clock
+/// reads `at` would write it; dry run only when `dry_run`.
+async fn write_renew_time(
+    cluster: &TestCluster,
+    at: &str,
+    dry_run: bool,
+) -> Result<Lease, kube::Error> {
+    let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let params = PatchParams {
+        dry_run,
+        ..PatchParams::default()
+    };
+    leases
+        .patch(
+            "keyward",
+            &params,
+            &Patch::Merge(json!({"spec": {"renewTime": at}})),
+        )
+        .await
+}
+
+#[tokio::test]
+async fn a_renewal_dated_by_a_clock_far_behind_does_not_stop_the_leader() {
+    let cluster = support::cluster("ha-clock-behind").await;
+    let first = replica(&cluster, "first");
+    until_role(&first, "leader", support::WAIT).await;
+
+    // The Lease now says the leader last renewed in 1970, as a holder whose clock is
+    // that far behind would write it. The renewal was seen just now: the term goes on.
+    write_renew_time(&cluster, "1970-01-01T00:00:00.000000Z", false)
+        .await
+        .expect("renewTime written");
+    let watched = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < watched {
+        let role = http::readyz(&first.health_url());
+        assert_eq!(role.as_deref(), Some("leader"), "the leader keeps leading");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !first.log().contains("leadership lost"),
+        "the leader was never fenced"
+    );
+}
+
+#[tokio::test]
+async fn a_leader_that_cannot_renew_is_fenced_though_the_lease_says_it_renewed_in_2200() {
+    let cluster = support::cluster("ha-clock-ahead").await;
+    let first = replica(&cluster, "first");
+    until_role(&first, "leader", support::WAIT).await;
+
+    // Every renewal of this Lease is refused from now on, except one dated in the 2200s:
+    // the leader is as good as cut off, and the Lease claims a renewal 175 years ahead.
+    let name = format!("keyward-test-{}", cluster.namespace);
+    let policy: ValidatingAdmissionPolicy = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": cluster.namespace}},
+                "resourceRules": [{
+                    "apiGroups": ["coordination.k8s.io"], "apiVersions": ["v1"],
+                    "operations": ["UPDATE"], "resources": ["leases"],
+                    "resourceNames": ["keyward"],
+                }],
+            },
+            "validations": [{
+                "expression": "has(object.spec.renewTime) && string(object.spec.renewTime).startsWith('22')",
+                "message": "renewals of this Lease are refused in this test",
+            }],
+        },
+    }))
+    .expect("a policy");
+    let binding: ValidatingAdmissionPolicyBinding = serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {"policyName": name, "validationActions": ["Deny"]},
+    }))
+    .expect("a binding");
+    let policies: Api<ValidatingAdmissionPolicy> = Api::all(cluster.client.clone());
+    let bindings: Api<ValidatingAdmissionPolicyBinding> = Api::all(cluster.client.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .expect("policy created");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("binding created");
+    let effective = Instant::now() + support::WAIT;
+    while write_renew_time(&cluster, "2026-01-01T00:00:00.000000Z", true)
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < effective, "the policy took effect");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    write_renew_time(&cluster, "2200-01-01T00:00:00.000000Z", false)
+        .await
+        .expect("renewTime written");
+
+    // The renew deadline (2s) from when the leader saw that write, its controllers stop.
+    // (The policy matches this test's namespace only, so one left by a failure harms
+    // no other test.)
+    until_role(&first, "standby", Duration::from_secs(2 + 3)).await;
+    let _ = bindings.delete(&name, &DeleteParams::default()).await;
+    let _ = policies.delete(&name, &DeleteParams::default()).await;
+    assert!(
+        first.log().contains("leadership lost"),
+        "the leader says it was fenced"
+    );
 }

@@ -648,3 +648,92 @@ async fn a_concurrent_writers_values_are_never_overwritten() {
         "the writer's updates made some of the run's writes conflict: {progress:?}"
     );
 }
+
+/// Runs `keyward` with `args` against the test cluster; returns whether it succeeded and
+/// its peak resident memory (`VmHWM`, sampled until it exits), in bytes.
+async fn keyward_peak_memory(args: Vec<String>) -> (bool, u64) {
+    tokio::task::spawn_blocking(move || {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keyward"))
+            .args(&args)
+            .env("KUBECONFIG", &support::control_plane().kubeconfig)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("keyward runs");
+        let status_file = format!("/proc/{}/status", child.id());
+        let mut peak = 0;
+        loop {
+            if let Ok(status) = std::fs::read_to_string(&status_file)
+                && let Some(kib) = status
+                    .lines()
+                    .find_map(|line| line.strip_prefix("VmHWM:"))
+                    .and_then(|value| {
+                        value
+                            .trim()
+                            .trim_end_matches("kB")
+                            .trim()
+                            .parse::<u64>()
+                            .ok()
+                    })
+            {
+                peak = peak.max(kib * 1024);
+            }
+            if let Some(status) = child.try_wait().expect("status") {
+                return (status.success(), peak);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    })
+    .await
+    .expect("keyward runs")
+}
+
+#[tokio::test]
+async fn re_encrypting_a_page_of_large_values_keeps_the_job_under_64_mib() {
+    let cluster = support::cluster("reencrypt-memory").await;
+    let (_operator, first) = key(&cluster).await;
+    // A hundred values of 500 KiB each under version 1: one page of the default batch
+    // size, 65 MiB of envelopes.
+    let written: Vec<Written> = (0..100)
+        .map(|index| Written {
+            secret: format!("large-{index:03}"),
+            data_key: "apiKey".into(),
+            plaintext: vec![b'a' + (index % 26) as u8; 500 * 1024],
+        })
+        .collect();
+    futures::stream::iter(&written)
+        .map(|value| {
+            let data = BTreeMap::from([
+                (
+                    value.data_key.clone(),
+                    ByteString(seal(&cluster, &first, value)),
+                ),
+                ("note".into(), ByteString(b"not encrypted".to_vec())),
+            ]);
+            let secret = labelled_secret(&value.secret, data);
+            let api = secrets(&cluster);
+            async move { api.create(&PostParams::default(), &secret).await }
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<_>>()
+        .await
+        .expect("Secrets created");
+    let second = add_primary_version(&cluster).await;
+
+    let (succeeded, peak) = keyward_peak_memory(vec![
+        "reencrypt".into(),
+        "--key".into(),
+        format!("{}/{KEY}", cluster.namespace),
+        "--batch-size".into(),
+        "100".into(),
+    ])
+    .await;
+    eprintln!("re-encryption peak RSS: {:.1} MiB", peak as f64 / 1048576.0);
+    assert!(succeeded, "the run succeeded");
+    assert!(
+        peak < 64 * 1024 * 1024,
+        "the run peaked at {:.1} MiB re-encrypting 100 values of 500 KiB",
+        peak as f64 / 1048576.0
+    );
+    assert_all_under_primary(&cluster, &second, &written).await;
+}

@@ -1095,3 +1095,79 @@ async fn an_encrypted_verifier_that_lost_its_keys_label_is_relabelled_and_rotate
         "the client's secret still verifies"
     );
 }
+
+/// Secrets anyone who may create Secrets can add to a namespace with the key's label:
+/// near the API's 1 MiB limit and holding nothing keyward wrote, as Helm releases under
+/// a broad `reencryption.selector` do.
+const LARGE_SECRETS: usize = 600;
+/// Bytes of data in each of them.
+const LARGE_SECRET_BYTES: usize = 700 * 1024;
+/// The operator's peak memory budget while it verifies them: well under the chart's
+/// limit, and flat in their number and size.
+const VERIFYING_MEMORY: u64 = 96 * 1024 * 1024;
+
+#[tokio::test]
+async fn verifying_a_namespace_of_600_large_labelled_secrets_keeps_the_operator_under_96_mib() {
+    let cluster = support::cluster("scan-memory").await;
+    let mut operator = operator(&cluster);
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    deploy(&cluster, "apim", 1).await;
+    let spec = json!({
+        "targets": [{"kind": "Deployment", "name": "apim"}],
+        "distribution": {"format": "Keyring"},
+    });
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
+    wait::until(&keys(&cluster), "apim", "the key is distributed", |key| {
+        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
+    })
+    .await;
+    let plaintexts = write_ciphertexts(&cluster, "apim", 20).await;
+    let started = std::time::Instant::now();
+    let large: Vec<Secret> = (0..LARGE_SECRETS)
+        .map(|index| {
+            // Distinct bytes per Secret, so no layer can share one copy among them.
+            let filler = vec![b'a' + (index % 26) as u8; LARGE_SECRET_BYTES];
+            let data = BTreeMap::from([("release".to_owned(), ByteString(filler))]);
+            ciphertext::labelled_secret("apim", &format!("large-{index:04}"), data)
+        })
+        .collect();
+    ciphertext::create_all(&secrets(&cluster), large, 16).await;
+    eprintln!(
+        "created {LARGE_SECRETS} Secrets of {} KiB in {:.1?}",
+        LARGE_SECRET_BYTES / 1024,
+        started.elapsed()
+    );
+
+    let started = std::time::Instant::now();
+    bump(&cluster, "apim", &spec, 1).await;
+    until_rotated(&cluster, "apim", 2).await;
+    eprintln!("rotated in {:.1?}", started.elapsed());
+
+    // It verified (twice: before and after retiring) and is still the same process.
+    assert!(
+        operator.is_running(),
+        "the operator survived the verification"
+    );
+    let peak = operator
+        .peak_memory()
+        .expect("the operator's memory is readable");
+    eprintln!("operator peak RSS: {:.1} MiB", peak as f64 / 1048576.0);
+    assert!(
+        peak < VERIFYING_MEMORY,
+        "the operator peaked at {:.1} MiB verifying {LARGE_SECRETS} Secrets of {} KiB",
+        peak as f64 / 1048576.0,
+        LARGE_SECRET_BYTES / 1024
+    );
+    // The scan still saw what was there: every real ciphertext moved on, and nothing
+    // was counted in the large Secrets.
+    for name in plaintexts.keys() {
+        let secret = secrets(&cluster)
+            .get(name)
+            .await
+            .expect("ciphertext Secret");
+        let value = &secret.data.expect("data")[FIELD].0;
+        let text = std::str::from_utf8(value).expect("UTF-8");
+        let envelope = Envelope::parse(text.trim()).expect("an envelope");
+        assert_eq!(envelope.key_version, 2, "{name} is under version 2");
+    }
+}

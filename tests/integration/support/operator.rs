@@ -36,7 +36,53 @@ impl Operator {
         if !extra_args.contains(&"--instance") {
             defaults.extend(["--instance".to_owned(), format!("keyward-{namespace}")]);
         }
-        let mut process = Command::new(env!("CARGO_BIN_EXE_keyward"))
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_keyward")),
+            kubeconfig,
+            namespace,
+            &defaults,
+            extra_args,
+        )
+    }
+
+    /// Starts `keyward run` as a container runs it: process id 1 in a PID namespace of
+    /// its own, with no `--instance` and no `$POD_NAME` (a Deployment that does not set
+    /// it), `extra_args` appended.
+    pub fn start_as_pid_one(kubeconfig: &Path, namespace: &str, extra_args: &[&str]) -> Self {
+        const UNSHARE: [&str; 4] = ["--map-root-user", "--pid", "--fork", "--kill-child"];
+        let usable = Command::new("unshare")
+            .args(UNSHARE)
+            .arg("true")
+            .status()
+            .is_ok_and(|status| status.success());
+        assert!(
+            usable,
+            "running the operator as PID 1 needs `unshare` (util-linux) and user and PID namespaces"
+        );
+        let mut unshare = Command::new("unshare");
+        // `--kill-child`: the operator dies with the `unshare` this struct kills.
+        unshare
+            .args(UNSHARE)
+            .arg(env!("CARGO_BIN_EXE_keyward"))
+            .env_remove("POD_NAME");
+        let defaults = [
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--health-addr",
+            "127.0.0.1:0",
+        ]
+        .map(str::to_owned);
+        Self::spawn(unshare, kubeconfig, namespace, &defaults, extra_args)
+    }
+
+    fn spawn(
+        mut command: Command,
+        kubeconfig: &Path,
+        namespace: &str,
+        defaults: &[String],
+        extra_args: &[&str],
+    ) -> Self {
+        let mut process = command
             .arg("run")
             .arg("--namespace")
             .arg(namespace)
@@ -69,6 +115,21 @@ impl Operator {
     /// Whether the process is still running (it has not exited, for any reason).
     pub fn is_running(&mut self) -> bool {
         self.process.try_wait().expect("operator status").is_none()
+    }
+
+    /// The operator's peak resident memory so far (`VmHWM`), in bytes; `None` once it
+    /// has exited.
+    pub fn peak_memory(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).ok()?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kib * 1024)
     }
 
     /// Everything the operator has logged so far.
