@@ -10,16 +10,19 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use keyward::crd::OAuthClient;
+use k8s_openapi::api::core::v1::Secret;
+use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::api::Api;
 use serde_json::json;
 
 use crate::oauth_client::delivered_secret;
 use crate::support::{self, ControlPlane, Operator, TestCluster, manifest, wait};
 
-/// How long what follows an outage may take: each watch backs off (up to 30 s between
-/// attempts) while the API server is away, then lists everything again.
-const AFTER_OUTAGE: Duration = Duration::from_secs(180);
+/// How long what follows an outage may take: each watch backs off while the API server
+/// is away (kube-runtime's default: up to about a minute between attempts, with jitter),
+/// and the 410 Gone it then meets is one more failure to back off from before it lists
+/// everything again.
+const AFTER_OUTAGE: Duration = Duration::from_secs(300);
 
 /// Deletes `/registry/secrets/NAMESPACE/NAME` in etcd behind the API server's back (it
 /// is stopped), then compacts etcd's history up to that deletion: a watch that comes back
@@ -125,5 +128,49 @@ async fn a_verifier_deleted_while_the_watches_were_away_is_repaired_after_they_l
         verified.status.code(),
         Some(0),
         "the repaired verifier verifies the secret delivered with it"
+    );
+}
+
+#[tokio::test]
+async fn a_keyring_deleted_while_the_watches_were_away_is_never_used_from_memory() {
+    let control_plane = ControlPlane::start_private("keyring-gap");
+    let cluster = support::cluster_on(&control_plane, "keyring-gap").await;
+    let _operator = operator(&control_plane, &cluster);
+    manifest::apply_keyward(&cluster, "EncryptionKey", "apim", json!({})).await;
+    let keys: Api<EncryptionKey> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    wait::until(&keys, "apim", "apim is distributed", |key| {
+        wait::ready(key) == Some(("True".to_owned(), "KeyDistributed".to_owned()))
+    })
+    .await;
+    let encrypted = json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"}});
+    manifest::apply_keyward(&cluster, "OAuthClient", "portal", encrypted).await;
+    let clients: Api<OAuthClient> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    wait::until(&clients, "portal", "portal is issued", |client| {
+        wait::ready(client) == Some(("True".to_owned(), "Issued".to_owned()))
+    })
+    .await;
+
+    delete_while_watches_are_away(&control_plane, &cluster, "apim-keyring").await;
+
+    // The client, whose record only that keyring decrypts, is no longer ready: no keyring
+    // remembered from before the gap stands in for it. The key reports it missing.
+    let unready = "portal is not ready without its keyring";
+    wait::until_within(&clients, "portal", unready, AFTER_OUTAGE, |client| {
+        wait::ready(client).is_some_and(|(status, _)| status == "False")
+    })
+    .await;
+    let missing = "apim reports its keyring missing";
+    wait::until_within(&keys, "apim", missing, AFTER_OUTAGE, |key| {
+        wait::condition(key, "Degraded") == Some(("True".to_owned(), "KeyringMissing".to_owned()))
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    assert!(
+        secrets
+            .get_opt("apim-keyring")
+            .await
+            .expect("read")
+            .is_none(),
+        "no keyring is made up in place of the lost one"
     );
 }

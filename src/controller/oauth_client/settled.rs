@@ -20,8 +20,8 @@
 //!
 //! A watch that lists again after losing its connection reports no deletion for what
 //! vanished meanwhile. So each listing stamps what it shows, and the end of a relisting
-//! drops what it did not show again; if anything was dropped, every client is brought
-//! back (most answer from memory, the ones whose inputs vanished read afresh).
+//! drops what it did not show again; if anything was dropped, every remembered answer is
+//! forgotten and every client brought back to read afresh.
 //!
 //! Writes race with the watch: the response of a write of ours may be handled after the
 //! watch has already shown a later change, a deletion included. So a write is recorded
@@ -232,7 +232,8 @@ impl Settled {
 
     /// Records that the watch of `kind` over `scope` has listed everything, and drops
     /// what it had shown before and did not show again: deleted while it was not
-    /// watching. Returns whether anything was dropped.
+    /// watching. If anything was dropped, every remembered answer goes too. Returns
+    /// whether anything was dropped.
     pub fn listing_done(&self, kind: Kind, scope: Option<&str>) -> bool {
         let stamp = {
             let mut listings = lock(&self.listings);
@@ -254,6 +255,13 @@ impl Settled {
             dropped |= !kept && object.version.is_some();
             kept
         });
+        drop(seen);
+        if dropped {
+            // An answer may rest on what is no input of its own (the keyring behind an
+            // EncryptionKey, whose deletion changes the key's status only once the key's
+            // own controller has listed again): none outlives a gap that lost objects.
+            lock(&self.answers).clear();
+        }
         dropped
     }
 
@@ -476,6 +484,24 @@ mod tests {
         settled.listing_started(Kind::Secret, None);
         watched("apps", "billing-verifier");
         assert!(!settled.listing_done(Kind::Secret, None));
+    }
+
+    #[test]
+    fn a_relisting_that_drops_anything_voids_every_answer() {
+        let settled = settled_with_verifier_seen("7");
+        settled.watched(Kind::Secret, None, "apps", "apim-keyring", Some("3"));
+        settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
+        // The keyring went while the watch was away; it was no input of the answer.
+        settled.listing_started(Kind::Secret, None);
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", Some("7"));
+        assert!(settled.listing_done(Kind::Secret, None));
+        assert!(settled.answer(&client("10")).is_none());
+        // A relisting that finds everything still there keeps the answers.
+        settled.remember(&client("10"), None, &[verifier(Some("7"))], None);
+        settled.listing_started(Kind::Secret, None);
+        settled.watched(Kind::Secret, None, "apps", "billing-verifier", Some("7"));
+        assert!(!settled.listing_done(Kind::Secret, None));
+        assert!(settled.answer(&client("10")).is_some());
     }
 
     #[test]
