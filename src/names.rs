@@ -103,21 +103,8 @@ mod tests {
 
     use super::*;
 
-    /// The longest `metadata.name` the CRD of `kind` admits: its rule on the name's size,
-    /// else a DNS-1123 subdomain's 253.
     fn longest_admitted(kind: &str) -> usize {
-        let crd = crate::crd::crds()
-            .into_iter()
-            .find(|crd| crd.spec.names.kind == kind)
-            .expect("a CRD of that kind");
-        let yaml = serde_yaml::to_string(&crd).expect("the CRD renders");
-        yaml.lines()
-            .find_map(|line| {
-                let rest = line.split("self.metadata.name.size() <= ").nth(1)?;
-                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-                digits.parse().ok()
-            })
-            .unwrap_or(OBJECT_NAME_LIMIT)
+        crate::crd::longest_admitted_name(kind).expect("a kind keyward serves")
     }
 
     fn is_dns_label(name: &str) -> bool {

@@ -91,11 +91,7 @@ impl Drop for Sampler {
 
 /// `VmRSS` of `pid` in kibibytes, if it runs.
 pub fn vm_rss(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+    crate::support::operator::status_kib(pid, "VmRSS")
 }
 
 /// How many of `pid`'s file descriptors are sockets.

@@ -58,6 +58,24 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![EncryptionKey::crd(), OAuthClient::crd()]
 }
 
+/// The CEL rule that bounds a resource's `metadata.name`, as `<kind>.rs` writes it.
+const NAME_SIZE_RULE: &str = "self.metadata.name.size() <= ";
+
+/// The longest `metadata.name` the CRD of `kind` admits, as the API server will enforce
+/// it: the size its CEL rule on the name allows, else a DNS subdomain's 253 characters.
+/// `None` for a kind keyward does not serve. What every name derived from it must fit.
+pub fn longest_admitted_name(kind: &str) -> Option<usize> {
+    let crd = crds().into_iter().find(|crd| crd.spec.names.kind == kind)?;
+    let bound = crd
+        .spec
+        .versions
+        .iter()
+        .filter_map(|version| version.schema.as_ref()?.open_api_v3_schema.as_ref())
+        .flat_map(|schema| schema.x_kubernetes_validations.iter().flatten())
+        .find_map(|validation| validation.rule.strip_prefix(NAME_SIZE_RULE)?.parse().ok());
+    Some(bound.unwrap_or(crate::names::OBJECT_NAME_LIMIT))
+}
+
 /// The CRDs as a multi-document YAML stream, as `keyward crds` prints it and `crds/`
 /// holds it.
 pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
@@ -67,4 +85,16 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
         out.push_str(&serde_yaml::to_string(&crd)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_admitted_names_are_those_the_crds_rules_say() {
+        assert_eq!(longest_admitted_name("EncryptionKey"), Some(50));
+        assert_eq!(longest_admitted_name("OAuthClient"), Some(63));
+        assert_eq!(longest_admitted_name("Secret"), None);
+    }
 }

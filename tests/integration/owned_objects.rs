@@ -18,7 +18,9 @@ use serde_json::json;
 
 use crate::encryption_key::deploy;
 use crate::oauth_client::{delivered_secret, keyward_verify, until_ready};
-use crate::rotation::{ROTATION, bump, operator_with, until_rotated, write_ciphertexts};
+use crate::rotation::{
+    ROTATION, bump, external_template, operator_with, until_rotated, write_ciphertexts,
+};
 use crate::support::{self, TestCluster, jobs, manifest, wait};
 
 fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
@@ -33,58 +35,6 @@ fn bindings(cluster: &TestCluster) -> Api<RoleBinding> {
     Api::namespaced(cluster.client.clone(), &cluster.namespace)
 }
 
-/// `spec.reencryption.jobTemplate` for a Job of one `sh -c script` container on the job
-/// runner's node, run as the ServiceAccount `external` (which may read Secrets and
-/// ConfigMaps); `pod` is merged into the pod spec.
-async fn template(
-    cluster: &TestCluster,
-    script: &str,
-    pod: serde_json::Value,
-) -> serde_json::Value {
-    let documents = [
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "external"}}),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "external"},
-            "rules": [{"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "external"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "external"},
-            "subjects": [{"kind": "ServiceAccount", "name": "external", "namespace": cluster.namespace}],
-        }),
-    ];
-    for document in &documents {
-        manifest::apply(&cluster.client, &cluster.namespace, "gitops", document)
-            .await
-            .expect("applies");
-    }
-    let kubectl = jobs::kubectl().to_string_lossy().into_owned();
-    let mut spec = json!({
-        "restartPolicy": "Never",
-        "serviceAccountName": "external",
-        "nodeSelector": jobs::node_selector(),
-        "tolerations": [jobs::toleration()],
-        "containers": [{
-            "name": "database",
-            "image": "example.com/apim-db-reencrypt:1",
-            "command": ["sh"],
-            "args": ["-c", script],
-            "env": [{"name": "KUBECTL", "value": kubectl}],
-        }],
-    });
-    for (field, value) in pod.as_object().into_iter().flatten() {
-        match value {
-            serde_json::Value::Null => {
-                spec.as_object_mut().map(|spec| spec.remove(field));
-            }
-            value => spec[field] = value.clone(),
-        }
-    }
-    json!({"spec": {"backoffLimit": 0, "template": {"spec": spec}}})
-}
-
 async fn until_key_ready(cluster: &TestCluster, key: &str) -> EncryptionKey {
     wait::until(&keys(cluster), key, "the key is ready", |key| {
         wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
@@ -92,21 +42,8 @@ async fn until_key_ready(cluster: &TestCluster, key: &str) -> EncryptionKey {
     .await
 }
 
-/// The longest `metadata.name` the CRD of `kind` admits: its CEL rule on the name's size,
-/// else a DNS-1123 subdomain's 253 characters.
 fn longest_admitted(kind: &str) -> usize {
-    let crd = keyward::crd::crds()
-        .into_iter()
-        .find(|crd| crd.spec.names.kind == kind)
-        .expect("a CRD of that kind");
-    let yaml = serde_yaml::to_string(&crd).expect("the CRD renders");
-    yaml.lines()
-        .find_map(|line| {
-            let rest = line.split("self.metadata.name.size() <= ").nth(1)?;
-            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-            digits.parse().ok()
-        })
-        .unwrap_or(253)
+    keyward::crd::longest_admitted_name(kind).expect("a kind keyward serves")
 }
 
 /// A DNS-1123 name of exactly `length` characters starting with `stem`.
@@ -172,7 +109,7 @@ async fn a_clients_verifier_named_like_a_rotations_versions_secret_is_never_dele
 
     let spec = json!({
         "distribution": {"format": "Keyring"},
-        "reencryption": {"jobTemplate": template(&cluster, "true", json!({})).await},
+        "reencryption": {"jobTemplate": external_template(&cluster, "true").await},
     });
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
     until_key_ready(&cluster, "apim").await;
@@ -261,7 +198,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
     let wait_for_go = r#"until "$KUBECTL" get configmap go >/dev/null 2>&1; do sleep 1; done"#;
     let spec = json!({
         "distribution": {"format": "Keyring"},
-        "reencryption": {"jobTemplate": template(&cluster, wait_for_go, json!({})).await},
+        "reencryption": {"jobTemplate": external_template(&cluster, wait_for_go).await},
     });
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
     until_key_ready(&cluster, "apim").await;
@@ -375,12 +312,12 @@ async fn a_template_running_as_a_reencrypt_account_through_the_deprecated_field_
     let cluster = support::cluster("owned-template-account").await;
     let _operator = operator_with(&cluster, &["--allow-job-templates"]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
-    let borrowing = template(
-        &cluster,
-        "true",
-        json!({"serviceAccountName": null, "serviceAccount": "apim-reencrypt"}),
-    )
-    .await;
+    let mut borrowing = external_template(&cluster, "true").await;
+    let pod = &mut borrowing["spec"]["template"]["spec"];
+    pod.as_object_mut()
+        .expect("a pod spec")
+        .remove("serviceAccountName");
+    pod["serviceAccount"] = json!("apim-reencrypt");
     let pod = &borrowing["spec"]["template"]["spec"];
     assert!(pod.get("serviceAccountName").is_none(), "{pod}");
     let spec = json!({
@@ -431,7 +368,7 @@ async fn a_key_with_the_longest_name_the_crd_admits_rotates_to_succeeded() {
     let spec = json!({
         "targets": [{"kind": "Deployment", "name": "apim"}],
         "distribution": {"format": "Keyring"},
-        "reencryption": {"jobTemplate": template(&cluster, "true", json!({})).await},
+        "reencryption": {"jobTemplate": external_template(&cluster, "true").await},
     });
     manifest::apply_keyward(&cluster, "EncryptionKey", &name, spec.clone()).await;
     until_key_ready(&cluster, &name).await;

@@ -660,22 +660,9 @@ async fn keyward_peak_memory(args: Vec<String>) -> (bool, u64) {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("keyward runs");
-        let status_file = format!("/proc/{}/status", child.id());
         let mut peak = 0;
         loop {
-            if let Ok(status) = std::fs::read_to_string(&status_file)
-                && let Some(kib) = status
-                    .lines()
-                    .find_map(|line| line.strip_prefix("VmHWM:"))
-                    .and_then(|value| {
-                        value
-                            .trim()
-                            .trim_end_matches("kB")
-                            .trim()
-                            .parse::<u64>()
-                            .ok()
-                    })
-            {
+            if let Some(kib) = support::operator::status_kib(child.id(), "VmHWM") {
                 peak = peak.max(kib * 1024);
             }
             if let Some(status) = child.try_wait().expect("status") {

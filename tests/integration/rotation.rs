@@ -589,14 +589,14 @@ async fn rotations_survive_the_operator_being_killed_at_every_step() {
 
 /// `spec.reencryption.jobTemplate` for a Job of one `sh -c script` container on the job
 /// runner's node, run as the ServiceAccount `external`, which may read the Secrets that
-/// hand over key versions.
-async fn external_template(cluster: &TestCluster, script: &str) -> serde_json::Value {
+/// hand over key versions and the ConfigMaps a test signals the script with.
+pub async fn external_template(cluster: &TestCluster, script: &str) -> serde_json::Value {
     let documents = [
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "external"}}),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
             "metadata": {"name": "external"},
-            "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+            "rules": [{"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]}],
         }),
         json!({
             "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",

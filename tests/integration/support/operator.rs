@@ -120,16 +120,7 @@ impl Operator {
     /// The operator's peak resident memory so far (`VmHWM`), in bytes; `None` once it
     /// has exited.
     pub fn peak_memory(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))?
-            .trim()
-            .trim_end_matches("kB")
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        status_kib(self.process.id(), "VmHWM").map(|kib| kib * 1024)
     }
 
     /// Everything the operator has logged so far.
@@ -224,4 +215,18 @@ impl Drop for Operator {
         let _ = self.process.kill();
         let _ = self.process.wait();
     }
+}
+
+/// Field `field` (`VmHWM`, `VmRSS`, ...) of process `pid`'s `/proc/PID/status`, in
+/// kibibytes; `None` once it has exited.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
