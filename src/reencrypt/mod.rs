@@ -71,14 +71,10 @@ use rewrite::Target;
 
 /// Field manager of the run's writes: the Secrets it rewrites and its progress ConfigMap.
 pub const FIELD_MANAGER: &str = "keyward-reencrypt";
-/// Secrets listed and rewritten per page, unless told otherwise.
-pub const DEFAULT_BATCH_SIZE: u32 = 100;
-/// Write requests per second, unless told otherwise: above what one client writing a
-/// Secret at a time reaches (`kubectl replace`: 350–400 a second on a small API server),
-/// so a rotation is never slower than the documented manual procedure, and a bound on a
-/// large one. API Priority and Fairness still queues the Job's requests behind the
-/// control plane's own.
-pub const DEFAULT_WRITES_PER_SECOND: u32 = 1000;
+/// Secrets listed and rewritten per page, unless told otherwise: the resource's default.
+pub const DEFAULT_BATCH_SIZE: u32 = crate::crd::encryption_key::DEFAULT_BATCH_SIZE;
+/// Write requests per second, unless told otherwise: the resource's default.
+pub const DEFAULT_WRITES_PER_SECOND: u32 = crate::crd::encryption_key::DEFAULT_WRITES_PER_SECOND;
 /// Secrets settled at once: enough round trips in flight to keep a small API server
 /// busy, few enough that a page's Secrets are not all fetched again at once after a
 /// burst of conflicts.
