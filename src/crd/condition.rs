@@ -45,7 +45,8 @@ pub enum ConditionStatus {
 }
 
 impl ConditionStatus {
-    fn as_str(self) -> &'static str {
+    /// The status as the API writes it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Self::True => "True",
             Self::False => "False",
@@ -89,6 +90,11 @@ pub fn set_condition(
 /// The condition of `type_`, if present.
 pub fn find_condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())
+}
+
+/// Whether `condition` holds: its status is `True`.
+pub fn is_true(condition: &Condition) -> bool {
+    condition.status == ConditionStatus::True.as_str()
 }
 
 #[cfg(test)]
@@ -165,5 +171,22 @@ mod tests {
         );
         assert_eq!(conditions.len(), 2);
         assert!(find_condition(&conditions, ConditionType::Rotating).is_none());
+    }
+
+    #[test]
+    fn only_a_condition_whose_status_is_true_holds() {
+        let mut conditions = Vec::new();
+        for (type_, status) in [
+            (ConditionType::Ready, ConditionStatus::True),
+            (ConditionType::Degraded, ConditionStatus::False),
+            (ConditionType::Rotating, ConditionStatus::Unknown),
+        ] {
+            set_condition(&mut conditions, type_, status, "A", "", None, at(1));
+        }
+        let holds = |type_| find_condition(&conditions, type_).is_some_and(is_true);
+        assert!(holds(ConditionType::Ready));
+        assert!(!holds(ConditionType::Degraded));
+        assert!(!holds(ConditionType::Rotating));
+        assert!(!holds(ConditionType::Distributed));
     }
 }

@@ -9,7 +9,7 @@ pub mod condition;
 pub mod encryption_key;
 pub mod oauth_client;
 
-pub use condition::{ConditionStatus, ConditionType, find_condition, set_condition};
+pub use condition::{ConditionStatus, ConditionType, find_condition, is_true, set_condition};
 pub use encryption_key::{EncryptionKey, EncryptionKeySpec, EncryptionKeyStatus};
 pub use oauth_client::{OAuthClient, OAuthClientSpec, OAuthClientStatus};
 

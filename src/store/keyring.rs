@@ -205,7 +205,7 @@ impl KeyInUse {
         let in_sync =
             crate::crd::find_condition(&status.conditions, crate::crd::ConditionType::Distributed)
                 .is_some_and(|condition| {
-                    condition.status == "True" && condition.observed_generation == generation
+                    crate::crd::is_true(condition) && condition.observed_generation == generation
                 });
         in_sync
             && status
