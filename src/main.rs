@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use keyward::controller::oauth_client::decide::Policy;
-use keyward::controller::{self, RunOptions};
+use keyward::controller::{self, JobOptions, Policy, RunOptions};
 use keyward::crypto::{KeyMaterial, Keyring, Verdict};
 use keyward::leader::{Election, RoleCell};
 use keyward::metrics::Metrics;
@@ -408,7 +407,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             allow_plaintext_secrets: args.allow_plaintext_secrets,
         },
         instance,
-        jobs: controller::encryption_key::jobs::JobOptions {
+        jobs: JobOptions {
             image: args.job_image.unwrap_or_default(),
             node_selector: args.job_node_selector.into_iter().collect(),
             tolerations: args.job_tolerations,

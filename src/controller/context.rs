@@ -1,5 +1,6 @@
-//! What every reconcile shares: the API client, the operator's policy, the event
-//! recorder and per-object retry bookkeeping.
+//! What both controllers share: the API client, the event recorder, the metrics and
+//! per-object bookkeeping (failures in a row, the status last written). Each
+//! controller's own state lives with it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -8,25 +9,14 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, Resource};
 
-use super::oauth_client::decide::Policy;
 use crate::FIELD_MANAGER;
 
-/// Shared state of the controllers.
+/// The state both controllers share.
 pub struct Context {
     /// Client for the Kubernetes API.
     pub client: Client,
-    /// What the operator's flags allow.
-    pub policy: Policy,
-    /// Where and how re-encryption Jobs run.
-    pub jobs: super::encryption_key::jobs::JobOptions,
-    /// Keyrings shared by the OAuthClients encrypting under them.
-    pub keyrings: std::sync::Arc<crate::store::keyring_cache::KeyringCache>,
-    /// Secret names chosen by specs, and the objects that chose them.
-    pub secret_index: std::sync::Arc<super::index::SecretIndex>,
     /// The operator's metrics.
     pub metrics: std::sync::Arc<crate::metrics::Metrics>,
-    /// The answers of OAuthClient reconciles that nothing has changed since.
-    pub settled: std::sync::Arc<super::oauth_client::settled::Settled>,
     recorder: Recorder,
     /// Consecutive failures per object, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
@@ -39,8 +29,6 @@ impl Context {
     /// A context around `client`, reporting events as `instance` (the pod name).
     pub fn new(
         client: Client,
-        policy: Policy,
-        jobs: super::encryption_key::jobs::JobOptions,
         instance: Option<String>,
         metrics: std::sync::Arc<crate::metrics::Metrics>,
     ) -> Self {
@@ -51,35 +39,24 @@ impl Context {
         let recorder = Recorder::new(client.clone(), reporter);
         Self {
             client,
-            policy,
-            jobs,
             metrics,
-            secret_index: std::sync::Arc::default(),
-            keyrings: std::sync::Arc::default(),
-            settled: std::sync::Arc::default(),
             recorder,
             failures: Mutex::default(),
             written: Mutex::default(),
         }
     }
 
-    /// Publishes an event about `object`. `note` must never hold secret material. A
-    /// failure to publish is logged, not returned: events are informational.
-    pub async fn publish<K: Resource<DynamicType = ()>>(
-        &self,
-        object: &K,
-        type_: EventType,
-        reason: &str,
-        action: &str,
-        note: String,
-    ) {
+    /// Publishes `notice` as an Event about `object`. A failure to publish is logged, not
+    /// returned: events are informational.
+    pub async fn publish<K: Resource<DynamicType = ()>>(&self, object: &K, notice: Notice) {
         let event = Event {
-            type_,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: action.to_owned(),
+            type_: notice.type_,
+            reason: notice.reason.to_owned(),
+            note: Some(notice.note),
+            action: notice.action.to_owned(),
             secondary: None,
         };
+        let reason = notice.reason;
         if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
             tracing::warn!(%error, reason, "cannot publish event");
         }
@@ -126,6 +103,40 @@ impl Context {
     pub fn status_written<K: Resource<DynamicType = ()>>(&self, object: &K, digest: u64) {
         let mut written = self.written.lock().unwrap_or_else(|p| p.into_inner());
         written.insert(key(object), digest);
+    }
+}
+
+/// An Event keyward publishes about one of its objects. Its note is read by anyone who
+/// may read the namespace's Events: it must never hold secret material.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Notice {
+    /// Normal, or Warning for what needs someone's attention.
+    pub type_: EventType,
+    /// Why, in one CamelCase word: the reason of the controller's vocabulary.
+    pub reason: &'static str,
+    /// What keyward did or tried, in one CamelCase word.
+    pub action: &'static str,
+    /// What happened, in a sentence naming the objects concerned.
+    pub note: String,
+}
+
+impl Notice {
+    /// A Normal Event: something keyward did.
+    pub fn normal(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            type_: EventType::Normal,
+            reason,
+            action,
+            note: note.into(),
+        }
+    }
+
+    /// A Warning Event: something that needs someone's attention.
+    pub fn warning(reason: &'static str, action: &'static str, note: impl Into<String>) -> Self {
+        Self {
+            type_: EventType::Warning,
+            ..Self::normal(reason, action, note)
+        }
     }
 }
 

@@ -312,3 +312,33 @@ pub struct OAuthClientStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_source_removable: Option<bool>,
 }
+
+/// The suffix of a client's verifier Secret's default name.
+pub const VERIFIER_SUFFIX: &str = "-verifier";
+/// The suffix of a client's delivery Secret's default name.
+pub const DELIVERY_SUFFIX: &str = "-credentials";
+
+/// Names of the Secrets an OAuthClient writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretNames {
+    pub verifier: String,
+    pub delivery: String,
+}
+
+impl SecretNames {
+    /// The names from the spec, defaulting to `<name>-verifier` and `<name>-credentials`.
+    pub fn of(name: &str, spec: &OAuthClientSpec) -> Self {
+        let verifier = spec
+            .verifier_secret
+            .as_ref()
+            .and_then(|secret| secret.name.clone());
+        let delivery = spec
+            .delivery_secret
+            .as_ref()
+            .and_then(|secret| secret.name.clone());
+        Self {
+            verifier: verifier.unwrap_or_else(|| format!("{name}{VERIFIER_SUFFIX}")),
+            delivery: delivery.unwrap_or_else(|| format!("{name}{DELIVERY_SUFFIX}")),
+        }
+    }
+}

@@ -18,7 +18,7 @@ use k8s_openapi::api::batch::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, Container, PodSecurityContext, PodSpec, PodTemplateSpec,
-    SeccompProfile, SecurityContext, ServiceAccount, Toleration,
+    SeccompProfile, SecurityContext, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions, PropagationPolicy};
@@ -28,29 +28,12 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::rotation::JobState;
+use crate::controller::options::JobOptions;
 use crate::crd::EncryptionKey;
 use crate::store::{
     self, ENCRYPTION_KEY_MANAGER, KEY_LABEL, MANAGED_BY, MANAGED_BY_VALUE, ROLE_LABEL,
 };
 use crate::{Error, Result};
-
-/// Where and how the operator runs re-encryption Jobs (operator flags).
-#[derive(Clone, Debug, Default)]
-pub struct JobOptions {
-    /// Container image of the Job: keyward itself.
-    pub image: String,
-    /// Node selector of the Job's pod.
-    pub node_selector: BTreeMap<String, String>,
-    /// Tolerations of the Job's pod.
-    pub tolerations: Vec<Toleration>,
-    /// Whether `spec.reencryption.jobTemplate` may run: whoever may edit an
-    /// EncryptionKey could otherwise run any image under any ServiceAccount of the
-    /// namespace through the operator.
-    pub allow_templates: bool,
-    /// The operator's own ServiceAccount (namespace, name), when known: a Job template
-    /// may never run as it.
-    pub own_account: Option<(String, String)>,
-}
 
 /// The role label of the objects a rotation's Jobs run with, and of the Jobs.
 const REENCRYPTION_ROLE: &str = "reencryption";

@@ -32,10 +32,12 @@ use kube::{Resource, ResourceExt};
 
 use self::decide::{Observed, Problem, Step};
 use self::rotation::{JobState, Reshape};
-use super::index::owners_of;
-use super::{
-    Context, apply_status, in_namespace_of, latest, lean_controller, namespaced_api, watcher_config,
+use crate::controller::context::{Context, Notice};
+use crate::controller::kit::{
+    apply_status, backoff, in_namespace_of, latest, lean_controller, namespaced_api, owners_of,
+    watcher_config,
 };
+use crate::controller::options::JobOptions;
 use crate::crd::encryption_key::{
     DistributionStatus, EncryptionKeyStatus, KeyFormat, KeyVersionStatus, RotationPhase,
     RotationStatus, WorkloadKind,
@@ -126,7 +128,11 @@ fn targeting<W: Resource>(
 }
 
 /// Brings one EncryptionKey up to date.
-pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(
+    key: Arc<EncryptionKey>,
+    context: Arc<Context>,
+    job_options: Arc<JobOptions>,
+) -> Result<Action> {
     let namespace = key.namespace().ok_or(Error::MissingObjectField {
         kind: "EncryptionKey",
         field: "metadata.namespace",
@@ -158,13 +164,7 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
                 keyring_store::secret_name(&name)
             );
             context
-                .publish(
-                    key.as_ref(),
-                    EventType::Normal,
-                    "KeyringWrapped",
-                    "Wrap",
-                    note,
-                )
+                .publish(key.as_ref(), Notice::normal("KeyringWrapped", "Wrap", note))
                 .await;
             Action::requeue(Duration::ZERO)
         }
@@ -173,7 +173,15 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
                 create_keyring(&context, &key, &secrets, material, kek.as_ref(), now).await?;
             // Recorded at once: from here on a lost keyring is reported, never replaced.
             reporter.report(Found::Created(&keyring)).await?;
-            distribute(&context, &key, &secrets, &keyring, &mut reporter).await?
+            distribute(
+                &context,
+                &job_options,
+                &key,
+                &secrets,
+                &keyring,
+                &mut reporter,
+            )
+            .await?
         }
         Step::Distribute {
             mut keyring,
@@ -201,7 +209,17 @@ pub async fn reconcile(key: Arc<EncryptionKey>, context: Arc<Context>) -> Result
                     .await?;
                     Action::requeue(Duration::ZERO)
                 }
-                None => distribute(&context, &key, &secrets, &keyring, &mut reporter).await?,
+                None => {
+                    distribute(
+                        &context,
+                        &job_options,
+                        &key,
+                        &secrets,
+                        &keyring,
+                        &mut reporter,
+                    )
+                    .await?
+                }
             }
         }
     };
@@ -300,7 +318,7 @@ async fn create_keyring(
         keyring_store::secret_name(&name)
     );
     context
-        .publish(key, EventType::Normal, "KeyCreated", "Create", note)
+        .publish(key, Notice::normal("KeyCreated", "Create", note))
         .await;
     Ok(keyring)
 }
@@ -309,6 +327,7 @@ async fn create_keyring(
 /// counts the pods that hold it and reports.
 async fn distribute(
     context: &Context,
+    job_options: &JobOptions,
     key: &EncryptionKey,
     secrets: &Api<Secret>,
     keyring: &Keyring,
@@ -358,7 +377,16 @@ async fn distribute(
         && rollout.blocked.is_empty()
         && rollout.pods_in_sync == rollout.pods_total;
     let pods = rollout.pods_total > 0;
-    let turn = rotate(context, key, keyring, in_sync, pods, reporter.now).await?;
+    let turn = rotate(
+        context,
+        job_options,
+        key,
+        keyring,
+        in_sync,
+        pods,
+        reporter.now,
+    )
+    .await?;
     let outcome = outcome(&rollout, turn.problem.clone());
     let distributed = outcome.distributed;
     reporter.rotation = turn.record.clone().map(Some);
@@ -370,10 +398,14 @@ async fn distribute(
         })
         .await?;
     turn.counted.count(&context.metrics);
-    if let Some(event) = turn.event {
-        context
-            .publish(key, event.0, event.1, "Rotate", event.2)
-            .await;
+    if let Some((type_, reason, note)) = turn.event {
+        let notice = Notice {
+            type_,
+            reason,
+            action: "Rotate",
+            note,
+        };
+        context.publish(key, notice).await;
     }
     Ok(match turn.requeue {
         Some(delay) => Action::requeue(delay),
@@ -496,6 +528,7 @@ const JOB_RECHECK: Duration = Duration::from_secs(2);
 /// Takes the rotation's next step, once the keyring has the shape its phase needs.
 async fn rotate(
     context: &Context,
+    job_options: &JobOptions,
     key: &EncryptionKey,
     keyring: &Keyring,
     in_sync: bool,
@@ -668,7 +701,7 @@ async fn rotate(
                 let external_name = jobs::external_job_name(&name, target, rotation.attempts);
                 // Jobs of earlier attempts go only now that this attempt is recorded.
                 jobs::remove_others(&context.client, key, &[&job_name, &external_name]).await?;
-                match jobs::start(&context.client, key, &context.jobs, &job_name, target).await {
+                match jobs::start(&context.client, key, job_options, &job_name, target).await {
                     Err(Error::ObjectNotOwned { kind, name }) => return Ok(conflict(&kind, &name)),
                     // Said in status, not only retried in silence.
                     Err(Error::Kube(kube::Error::Api(status)))
@@ -687,7 +720,7 @@ async fn rotate(
                     }
                     other => other?,
                 }
-                let started = if external && !context.jobs.allow_templates {
+                let started = if external && !job_options.allow_templates {
                     Err(Error::JobTemplate(
                         "the operator does not run Job templates: start it with --allow-job-templates".to_owned(),
                     ))
@@ -695,7 +728,7 @@ async fn rotate(
                     jobs::start_external(
                         &context.client,
                         key,
-                        &context.jobs,
+                        job_options,
                         keyring,
                         target,
                         &external_name,
@@ -775,7 +808,7 @@ async fn rotate(
             // rights go now, before the backoff.
             jobs::unbind(&context.client, key).await?;
             let attempt = u32::try_from(rotation.attempts).unwrap_or(u32::MAX);
-            let delay = super::backoff(attempt);
+            let delay = backoff(attempt);
             let retry_at = SignedDuration::try_from(delay)
                 .ok()
                 .and_then(|delay| now.checked_add(delay).ok())
@@ -1101,7 +1134,13 @@ impl<'a> Reporter<'a> {
         .await?;
         self.current = Some(status);
         for (type_, reason, action, note) in events {
-            self.context.publish(key, type_, reason, action, note).await;
+            let notice = Notice {
+                type_,
+                reason,
+                action,
+                note,
+            };
+            self.context.publish(key, notice).await;
         }
         Ok(())
     }
@@ -1146,8 +1185,8 @@ async fn unlabelled_verifiers(
     key: &EncryptionKey,
     counts: &mut std::collections::BTreeMap<i64, u64>,
 ) -> Result<()> {
-    use crate::controller::oauth_client::decide::SecretNames;
     use crate::crd::OAuthClient;
+    use crate::crd::oauth_client::SecretNames;
     let name = key.name_any();
     let namespace = key.namespace().unwrap_or_default();
     let clients: Api<OAuthClient> = Api::namespaced(context.client.clone(), &namespace);

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::crd::oauth_client::{OAuthClientSpec, SecretType};
+use crate::controller::options::Policy;
+use crate::crd::oauth_client::{OAuthClientSpec, SecretNames, SecretType};
 use crate::crypto::envelope::EnvelopeError;
 use crate::crypto::{Credential, HashAlgorithm, Keyring, RecordError, SecretBytes, VerifierRecord};
 use crate::store::keyring::KeyInUse;
@@ -45,36 +46,6 @@ const MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
 /// The entropy a generated secret may have, in bytes (as `spec.secretLength` allows).
 pub const SECRET_LENGTHS: std::ops::RangeInclusive<i32> = 16..=128;
 
-/// The suffix of a client's verifier Secret's default name.
-pub const VERIFIER_SUFFIX: &str = "-verifier";
-/// The suffix of a client's delivery Secret's default name.
-pub const DELIVERY_SUFFIX: &str = "-credentials";
-
-/// Names of the Secrets an OAuthClient writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SecretNames {
-    pub verifier: String,
-    pub delivery: String,
-}
-
-impl SecretNames {
-    /// The names from the spec, defaulting to `<name>-verifier` and `<name>-credentials`.
-    pub fn of(name: &str, spec: &OAuthClientSpec) -> Self {
-        let verifier = spec
-            .verifier_secret
-            .as_ref()
-            .and_then(|secret| secret.name.clone());
-        let delivery = spec
-            .delivery_secret
-            .as_ref()
-            .and_then(|secret| secret.name.clone());
-        Self {
-            verifier: verifier.unwrap_or_else(|| format!("{name}{VERIFIER_SUFFIX}")),
-            delivery: delivery.unwrap_or_else(|| format!("{name}{DELIVERY_SUFFIX}")),
-        }
-    }
-}
-
 /// An annotation keyward did not write as it is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InvalidAnnotation {
@@ -103,15 +74,6 @@ pub fn parse_annotation<T: std::str::FromStr>(
             })
         })
         .transpose()
-}
-
-/// What the operator's flags allow.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Policy {
-    /// SHA-1 and MD5 may be used.
-    pub allow_legacy_algorithms: bool,
-    /// `Plaintext` secrets may be stored.
-    pub allow_plaintext_secrets: bool,
 }
 
 /// The verifier Secret as found.

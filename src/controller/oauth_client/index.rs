@@ -1,15 +1,13 @@
 //! Which objects name a Secret, so a Secret event is mapped to them by lookups, never by
 //! a scan of every object.
 //!
-//! Secrets named by convention (`<client>-verifier`, `<key>-keyring`, …) are found from
+//! Secrets named by convention (`<client>-verifier`, `<client>-credentials`) are found from
 //! their own name. The index holds only the names a spec chooses itself (a custom
 //! verifier or delivery name, an import source, a key source): each reconcile registers
 //! what its object names now, replacing what it named before.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
-
-use kube::{Resource, ResourceExt};
 
 /// A namespace and a name.
 type Key = (String, String);
@@ -68,20 +66,6 @@ impl SecretIndex {
     }
 }
 
-/// The names of the `K`s (of any version of their group) among `object`'s owners.
-pub fn owners_of<K: Resource<DynamicType = ()>>(object: &impl Resource) -> Vec<&str> {
-    object
-        .owner_references()
-        .iter()
-        .filter(|owner| {
-            owner.kind == K::kind(&())
-                && owner.api_version.split_once('/').map(|(group, _)| group)
-                    == Some(K::group(&()).as_ref())
-        })
-        .map(|owner| owner.name.as_str())
-        .collect()
-}
-
 /// The object a conventionally named Secret belongs to: `name` without `suffix`.
 pub fn named_for<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
     name.strip_suffix(suffix)
@@ -108,30 +92,6 @@ mod tests {
         index.register("team", "billing", Vec::new());
         let inner = index.inner.lock().unwrap();
         assert!(inner.by_secret.is_empty() && inner.by_object.is_empty());
-    }
-
-    #[test]
-    fn owners_of_a_kind_are_matched_by_group_and_kind() {
-        use k8s_openapi::api::core::v1::Secret;
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-        let owner = |api_version: &str, kind: &str, name: &str| OwnerReference {
-            api_version: api_version.into(),
-            kind: kind.into(),
-            name: name.into(),
-            ..OwnerReference::default()
-        };
-        let mut secret = Secret::default();
-        secret.metadata.owner_references = Some(vec![
-            owner("keyward.io/v1alpha1", "OAuthClient", "portal"),
-            owner("keyward.io/v1", "OAuthClient", "billing"),
-            owner("other.io/v1alpha1", "OAuthClient", "impostor"),
-            owner("keyward.io/v1alpha1", "EncryptionKey", "apim"),
-        ]);
-        assert_eq!(
-            owners_of::<crate::crd::OAuthClient>(&secret),
-            ["portal", "billing"]
-        );
-        assert_eq!(owners_of::<crate::crd::EncryptionKey>(&secret), ["apim"]);
     }
 
     #[test]

@@ -8,8 +8,10 @@
 //! policy, the verifier record); it never reaches a log line, an event or status.
 
 pub mod decide;
+pub mod index;
 mod secrets;
 pub mod settled;
+pub mod state;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -27,16 +29,17 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
-use self::decide::{
-    DELIVERY_SUFFIX, IssueCause, Observed, SecretNames, Step, VERIFIER_SUFFIX, Verifier,
-};
+use self::decide::{IssueCause, Observed, Step, Verifier};
+use self::index::{SecretIndex, named_for};
 use self::secrets::{Existing, Known};
 use self::settled::{Kind, Settled};
-use super::index::{SecretIndex, named_for, owners_of};
-use super::{
-    Context, apply_status, in_namespace_of, latest, lean_controller, namespaced_api, watcher_config,
+pub use self::state::State;
+use crate::controller::context::{Context, Notice};
+use crate::controller::kit::{
+    apply_status, in_namespace_of, latest, lean_controller, namespaced_api, owners_of,
+    watcher_config,
 };
-use crate::crd::oauth_client::SecretType;
+use crate::crd::oauth_client::{DELIVERY_SUFFIX, SecretNames, SecretType, VERIFIER_SUFFIX};
 use crate::crd::{
     ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, find_condition,
     set_condition,
@@ -57,18 +60,19 @@ pub fn controller(
     secrets: Api<PartialObjectMeta<Secret>>,
     keys: Api<EncryptionKey>,
     context: Arc<Context>,
+    state: Arc<State>,
 ) -> Controller<OAuthClient> {
     let (index, keyrings, settled) = (
-        context.secret_index.clone(),
-        context.keyrings.clone(),
-        context.settled.clone(),
+        state.secret_index.clone(),
+        state.keyrings.clone(),
+        state.settled.clone(),
     );
     let controller = lean_controller(api, move |client: &OAuthClient| {
         let namespace = client.namespace().unwrap_or_default();
-        context
+        state
             .secret_index
             .register(&namespace, &client.name_any(), Vec::new());
-        context.settled.forget(client);
+        state.settled.forget(client);
         context.forget(client);
     });
     let (store, key_users) = (controller.store(), controller.store());
@@ -215,34 +219,38 @@ const STEPS_PER_RECONCILE: usize = 4;
 
 /// Takes the steps one OAuthClient needs now, each decided from fresh reads of its
 /// Secrets, then reports its status — once, at the end.
-pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(
+    client: Arc<OAuthClient>,
+    context: Arc<Context>,
+    state: Arc<State>,
+) -> Result<Action> {
     let namespace = client.namespace().ok_or(Error::MissingObjectField {
         kind: "OAuthClient",
         field: "metadata.namespace",
     })?;
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let names = SecretNames::of(&client.name_any(), &client.spec);
-    context.secret_index.register(
+    state.secret_index.register(
         &namespace,
         &client.name_any(),
         chosen_secrets(&client, &names),
     );
-    if let Some(action) = context.settled.answer(&client) {
+    if let Some(action) = state.settled.answer(&client) {
         // Brought back by an echo of our own writes: nothing it depends on changed.
         return Ok(action);
     }
-    let known = Known::new(&namespace, &context.settled);
+    let known = Known::new(&namespace, &state.settled);
     for _ in 0..STEPS_PER_RECONCILE {
         let (observed, existing) = secrets::load(
             &context.client,
-            &context.keyrings,
+            &state.keyrings,
             &client,
             names.clone(),
             &known,
         )
         .await?;
         let now = Timestamp::now();
-        let step = decide::next_step(&client.spec, &observed, context.policy, now);
+        let step = decide::next_step(&client.spec, &observed, state.policy, now);
         tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");
 
         let (recheck_in, written) = match step {
@@ -291,7 +299,7 @@ pub async fn reconcile(client: Arc<OAuthClient>, context: Arc<Context>) -> Resul
         };
         context.record_success(client.as_ref());
         if let Some(inputs) = &existing.inputs {
-            remember(&context.settled, &client, written, inputs, recheck_in);
+            remember(&state.settled, &client, written, inputs, recheck_in);
         }
         return Ok(match recheck_in {
             Some(delay) => Action::requeue(delay),
@@ -517,7 +525,7 @@ async fn take(
             );
             context.metrics.client_secret_written("Imported");
             context
-                .publish(client, EventType::Normal, "Imported", "Import", note)
+                .publish(client, Notice::normal("Imported", "Import", note))
                 .await;
         }
         Step::ExpirePrevious => {
@@ -535,10 +543,7 @@ async fn take(
             context
                 .publish(
                     client,
-                    EventType::Normal,
-                    "PreviousSecretExpired",
-                    "Expire",
-                    note,
+                    Notice::normal("PreviousSecretExpired", "Expire", note),
                 )
                 .await;
         }
@@ -570,10 +575,7 @@ async fn take(
             context
                 .publish(
                     client,
-                    EventType::Normal,
-                    "DeliverySecretDeleted",
-                    "Delete",
-                    note,
+                    Notice::normal("DeliverySecretDeleted", "Delete", note),
                 )
                 .await;
         }
@@ -597,7 +599,7 @@ async fn announce_issue(
     if reason != IssueCause::Initial.reason() {
         let note = format!("issued secret version {version} for client id {client_id}");
         context
-            .publish(client, EventType::Normal, reason, "Issue", note)
+            .publish(client, Notice::normal(reason, "Issue", note))
             .await;
     }
     if client.spec.secret_type == SecretType::Hashed && client.spec.hash_algorithm.is_legacy() {
@@ -606,7 +608,7 @@ async fn announce_issue(
             client.spec.hash_algorithm.as_str()
         );
         context
-            .publish(client, EventType::Warning, "LegacyAlgorithm", "Issue", note)
+            .publish(client, Notice::warning("LegacyAlgorithm", "Issue", note))
             .await;
     }
 }
@@ -662,7 +664,15 @@ async fn report(
         && was_ready != Some(("False".to_owned(), reason.to_owned()))
     {
         context
-            .publish(client, type_, reason, "Reconcile", message)
+            .publish(
+                client,
+                Notice {
+                    type_,
+                    reason,
+                    action: "Reconcile",
+                    note: message,
+                },
+            )
             .await;
     }
     let decided = decided_from.meta().generation;

@@ -12,11 +12,11 @@ use kube::{Client, ResourceExt};
 
 use super::decide::{
     Delivered, ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, RecordedGeneration,
-    SecretNames, Verifier, annotations, parse_annotation,
+    Verifier, annotations, parse_annotation,
 };
 use super::settled::{Kind, Settled, WriteTicket};
 use crate::crd::OAuthClient;
-use crate::crd::oauth_client::SecretType;
+use crate::crd::oauth_client::{SecretNames, SecretType};
 use crate::crypto::hash::keys;
 use crate::crypto::secret::valid_client_id;
 use crate::crypto::{SecretBytes, VerifierRecord};
@@ -619,7 +619,8 @@ mod tests {
     }
 
     use super::*;
-    use crate::controller::oauth_client::decide::{self, Policy, Step};
+    use crate::controller::oauth_client::decide::{self, Step};
+    use crate::controller::options::Policy;
     use crate::crypto::{Credential, HashAlgorithm};
     use proptest::prelude::*;
 
