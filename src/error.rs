@@ -53,7 +53,7 @@ pub enum Error {
 
     /// Leader election could not start.
     #[error("leader election failed: {0}")]
-    LeaderElection(String),
+    LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
 
     /// A reconcile panicked (a bug): caught, so that it fails this object only.
     #[error("the reconcile of {kind} {name} panicked")]

@@ -51,9 +51,7 @@ pub async fn run(
                 identity = %election.identity,
                 "leader election on"
             );
-            crate::leader::lead(client.clone(), election, &role, term)
-                .await
-                .map_err(|error| Error::LeaderElection(error.to_string()))?;
+            crate::leader::lead(client.clone(), election, &role, term).await?;
         }
         None => {
             role.set(Role::Leading);
