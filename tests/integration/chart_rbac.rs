@@ -16,15 +16,16 @@ use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use keyward::crd::{EncryptionKey, OAuthClient};
+use keyward::crd::EncryptionKey;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use serde_json::json;
 
-use crate::encryption_key::deploy;
-use crate::oauth_client::{delivered_secret, keyward_verify};
-use crate::rotation::{bump, job_placement, until_rotated, write_ciphertexts};
-use crate::support::{self, Operator, TestCluster, chart, jobs, manifest, wait};
+use crate::support::ciphertext::write_ciphertexts;
+use crate::support::encryption_key::{bump, until_distributed, until_rotated};
+use crate::support::oauth_client::{client_until, delivered_secret, keyward_verify};
+use crate::support::workload::deploy;
+use crate::support::{self, Operator, TestCluster, chart, jobs, manifest};
 
 /// How long the operator's token lives: longer than any test here runs.
 const TOKEN_SECONDS: i64 = 3600;
@@ -62,7 +63,7 @@ impl Install {
     /// The operator as the ServiceAccount, watching `namespace`, with re-encryption Jobs
     /// on the job runner's node, the chart's Job image and the chart's leader election.
     fn operator(&self, namespace: &str) -> Operator {
-        let mut args: Vec<String> = job_placement().into();
+        let mut args: Vec<String> = jobs::job_placement().into();
         args.push(format!("--job-image={}", self.job_image));
         args.extend(self.leader_election_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -320,27 +321,11 @@ fn assert_answers(user: &str, expected: &str, questions: &[String]) {
     );
 }
 
-async fn until_issued(cluster: &TestCluster, name: &str) {
-    let clients: Api<OAuthClient> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    wait::until(&clients, name, "the client is issued", |client| {
-        wait::ready(client) == Some(("True".into(), "Issued".into()))
-    })
-    .await;
-}
-
-async fn until_distributed(cluster: &TestCluster, name: &str) {
-    let keys: Api<EncryptionKey> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    wait::until(&keys, name, "the key is distributed", |key| {
-        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
-    })
-    .await;
-}
-
 /// Applies an OAuthClient, waits until it is issued and checks that its delivered
 /// secret verifies.
 async fn issue_and_verify(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
     manifest::apply_keyward(cluster, "OAuthClient", name, spec).await;
-    until_issued(cluster, name).await;
+    client_until(cluster, name, "True", "Issued").await;
     let secret = delivered_secret(cluster, &format!("{name}-credentials")).await;
     assert_eq!(
         keyward_verify(cluster, &format!("{name}-verifier"), &secret),

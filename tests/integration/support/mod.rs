@@ -6,13 +6,18 @@
 //! input, which closes when this process exits for any reason, and then stops every
 //! component and removes its directory.
 
+pub mod api;
 pub mod chart;
 pub mod ciphertext;
+pub mod encryption_key;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod manifest;
+pub mod oauth_client;
 pub mod operator;
 pub mod wait;
+pub mod workload;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

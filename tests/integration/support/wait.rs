@@ -49,6 +49,18 @@ where
     }
 }
 
+/// Waits until `name` reports `Ready=status` with `reason` for its current generation.
+pub async fn until_ready<K>(api: &Api<K>, name: &str, status: &str, reason: &str) -> K
+where
+    K: Conditioned + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let what = format!("{name} is Ready={status} ({reason})");
+    until(api, name, &what, |object| {
+        ready(object) == Some((status.to_owned(), reason.to_owned()))
+    })
+    .await
+}
+
 /// Waits until `name` no longer exists.
 pub async fn until_gone<K>(api: &Api<K>, name: &str, what: &str)
 where

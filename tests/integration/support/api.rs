@@ -1,0 +1,29 @@
+//! Typed handles on the objects of a test's own namespace, the ones most tests read and
+//! write.
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use keyward::crd::{EncryptionKey, OAuthClient};
+use kube::api::Api;
+
+use super::TestCluster;
+
+/// The EncryptionKeys of the test's namespace.
+pub fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+/// The OAuthClients of the test's namespace.
+pub fn clients(cluster: &TestCluster) -> Api<OAuthClient> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+/// The Secrets of the test's namespace.
+pub fn secrets(cluster: &TestCluster) -> Api<Secret> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+/// The Deployments of the test's namespace.
+pub fn deployments(cluster: &TestCluster) -> Api<Deployment> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
