@@ -16,18 +16,14 @@ use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::support::api::{keys, secrets};
+use crate::support::api::{keys, role_bindings, secrets};
 use crate::support::ciphertext::write_ciphertexts;
 use crate::support::encryption_key::{ROTATION, bump, until_distributed, until_rotated};
 use crate::support::jobs::external_template;
 use crate::support::oauth_client::{delivered_secret, keyward_verify, until_client_ready};
 use crate::support::operator::operator_running_jobs;
 use crate::support::workload::deploy;
-use crate::support::{self, TestCluster, jobs, manifest, wait};
-
-fn bindings(cluster: &TestCluster) -> Api<RoleBinding> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
+use crate::support::{self, jobs, manifest, wait};
 
 fn longest_admitted(kind: &str) -> usize {
     keyward::crd::longest_admitted_name(kind).expect("a kind keyward serves")
@@ -194,7 +190,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
     bump(&cluster, "apim", &spec, 1).await;
 
     wait::until_within(
-        &bindings(&cluster),
+        &role_bindings(&cluster),
         "apim-reencrypt",
         "the re-encryption identity is bound while its Job runs",
         ROTATION,
@@ -223,13 +219,13 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
     )
     .await;
     drop(operator);
-    bindings(&cluster)
+    role_bindings(&cluster)
         .delete("apim-reencrypt", &DeleteParams::default())
         .await
         .expect("the binding is deleted");
     let _operator = operator_running_jobs(&cluster, &["--allow-job-templates"]);
     wait::until(
-        &bindings(&cluster),
+        &role_bindings(&cluster),
         "apim-reencrypt",
         "the resumed rotation restores the binding",
         |_| true,
@@ -249,7 +245,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
         .expect("go");
     until_rotated(&cluster, "apim", 2).await;
     assert!(
-        bindings(&cluster)
+        role_bindings(&cluster)
             .get_opt("apim-reencrypt")
             .await
             .expect("get")
@@ -275,7 +271,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
         "subjects": [{"kind": "ServiceAccount", "name": "apim-reencrypt", "namespace": cluster.namespace}],
     }))
     .expect("a RoleBinding");
-    bindings(&cluster)
+    role_bindings(&cluster)
         .create(&PostParams::default(), &leftover)
         .await
         .expect("the leftover binding");
@@ -284,7 +280,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
     touched["reencryption"]["batchSize"] = json!(50);
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", touched).await;
     wait::until_gone(
-        &bindings(&cluster),
+        &role_bindings(&cluster),
         "apim-reencrypt",
         "the leftover binding is taken away",
     )

@@ -2,7 +2,9 @@
 //! write.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::rbac::v1::RoleBinding;
 use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::api::Api;
 
@@ -25,5 +27,20 @@ pub fn secrets(cluster: &TestCluster) -> Api<Secret> {
 
 /// The Deployments of the test's namespace.
 pub fn deployments(cluster: &TestCluster) -> Api<Deployment> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+/// The Pods of the test's namespace.
+pub fn pods(cluster: &TestCluster) -> Api<Pod> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+/// The Jobs of the test's namespace.
+pub fn jobs(cluster: &TestCluster) -> Api<Job> {
+    Api::namespaced(cluster.client.clone(), &cluster.namespace)
+}
+
+/// The RoleBindings of the test's namespace.
+pub fn role_bindings(cluster: &TestCluster) -> Api<RoleBinding> {
     Api::namespaced(cluster.client.clone(), &cluster.namespace)
 }

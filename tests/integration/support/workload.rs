@@ -3,10 +3,10 @@
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Api, ListParams};
+use kube::api::ListParams;
 use serde_json::json;
 
-use super::api::deployments;
+use super::api::{deployments, pods};
 use super::{TestCluster, manifest, wait};
 
 /// Deployment `name` of `replicas` pods of one container, `apim`, selected by the label
@@ -79,8 +79,8 @@ pub fn rolled_out_and_available(deployment: &Deployment) -> bool {
 
 /// The pods of Deployment `app` that are not being deleted.
 pub async fn running_pods(cluster: &TestCluster, app: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    pods.list(&ListParams::default().labels(&format!("app={app}")))
+    pods(cluster)
+        .list(&ListParams::default().labels(&format!("app={app}")))
         .await
         .expect("pods")
         .items
@@ -88,3 +88,4 @@ pub async fn running_pods(cluster: &TestCluster, app: &str) -> Vec<Pod> {
         .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .collect()
 }
+
