@@ -89,3 +89,74 @@ pub async fn running_pods(cluster: &TestCluster, app: &str) -> Vec<Pod> {
         .collect()
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Deployment of `wanted` replicas at generation 2 whose status reports
+    /// `observed` as its generation and every count of `status` (e.g. `readyReplicas`).
+    fn deployment(wanted: i32, observed: i64, status: serde_json::Value) -> Deployment {
+        let mut status = status;
+        status["observedGeneration"] = json!(observed);
+        serde_json::from_value(json!({
+            "metadata": {"name": "apim", "generation": 2},
+            "spec": {
+                "replicas": wanted,
+                "selector": {"matchLabels": {"app": "apim"}},
+                "template": {"metadata": {"labels": {"app": "apim"}}},
+            },
+            "status": status,
+        }))
+        .expect("a Deployment")
+    }
+
+    fn all(count: i32) -> serde_json::Value {
+        json!({
+            "replicas": count, "updatedReplicas": count,
+            "readyReplicas": count, "availableReplicas": count,
+        })
+    }
+
+    #[test]
+    fn a_deployment_is_rolled_out_once_every_replica_runs_the_observed_template_and_is_ready() {
+        assert!(rolled_out(&deployment(2, 2, all(2)), 2));
+        assert!(
+            !rolled_out(&deployment(2, 1, all(2)), 2),
+            "an older generation"
+        );
+        assert!(
+            !rolled_out(&deployment(2, 2, all(3)), 2),
+            "an old pod is left"
+        );
+        let updating = json!({"replicas": 2, "updatedReplicas": 1, "readyReplicas": 2});
+        assert!(
+            !rolled_out(&deployment(2, 2, updating), 2),
+            "a pod runs the old template"
+        );
+        let unready = json!({"replicas": 2, "updatedReplicas": 2, "readyReplicas": 1});
+        assert!(
+            !rolled_out(&deployment(2, 2, unready), 2),
+            "a pod is not ready"
+        );
+        let mut without_status = deployment(2, 2, all(2));
+        without_status.status = None;
+        assert!(!rolled_out(&without_status, 2), "no status yet");
+    }
+
+    #[test]
+    fn rolled_out_and_available_also_wants_every_replica_the_spec_asks_for_available() {
+        assert!(rolled_out_and_available(&deployment(2, 2, all(2))));
+        assert!(
+            !rolled_out_and_available(&deployment(3, 2, all(2))),
+            "one replica short"
+        );
+        let unavailable = json!({
+            "replicas": 2, "updatedReplicas": 2, "readyReplicas": 2, "availableReplicas": 1,
+        });
+        assert!(rolled_out(&deployment(2, 2, unavailable.clone()), 2));
+        assert!(
+            !rolled_out_and_available(&deployment(2, 2, unavailable)),
+            "a replica is not available yet"
+        );
+    }
+}
