@@ -7,9 +7,7 @@
 //! ServiceAccount may not do, and the API server refuses every Job and workload change
 //! made with its token that is not keyward's own.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
@@ -18,7 +16,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keyward::crd::EncryptionKey;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
 use serde_json::json;
 
 use crate::support::ciphertext::write_ciphertexts;
@@ -72,12 +70,7 @@ impl Install {
 
     /// A client that authenticates with the operator's token, as a thief of it would.
     async fn client(&self) -> kube::Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("the kubeconfig parses");
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .expect("a client config");
-        kube::Client::try_from(config).expect("a client")
+        support::client_for(&self.kubeconfig).await
     }
 }
 
@@ -187,28 +180,14 @@ async fn install(cluster: &TestCluster, namespace: &str, values: &[&str]) -> Ins
 
 /// `kubectl apply --server-side` of `manifests` as the cluster's admin.
 fn kubectl_apply(manifests: &str) {
-    let mut kubectl = Command::new(jobs::kubectl())
-        .arg("--kubeconfig")
-        .arg(&support::control_plane().kubeconfig)
-        .args([
-            "apply",
-            "--server-side",
-            "--field-manager=keyward-tests",
-            "-f",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    kubectl
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(manifests.as_bytes())
-        .expect("manifests written");
-    let output = kubectl.wait_with_output().expect("kubectl exits");
+    let args = [
+        "apply",
+        "--server-side",
+        "--field-manager=keyward-tests",
+        "-f",
+        "-",
+    ];
+    let output = support::kubectl(&args, manifests.as_bytes());
     assert!(
         output.status.success(),
         "the chart's RBAC does not apply: {}",
@@ -300,14 +279,10 @@ fn assert_answers(user: &str, expected: &str, questions: &[String]) {
     let wrong: Vec<String> = questions
         .iter()
         .filter_map(|question| {
-            let output = Command::new(jobs::kubectl())
-                .arg("--kubeconfig")
-                .arg(&support::control_plane().kubeconfig)
-                .args(["auth", "can-i"])
-                .args(question.split_whitespace())
-                .arg(format!("--as={user}"))
-                .output()
-                .expect("kubectl runs");
+            let mut args = vec!["auth".to_owned(), "can-i".to_owned()];
+            args.extend(question.split_whitespace().map(str::to_owned));
+            args.push(format!("--as={user}"));
+            let output = support::kubectl(&args, &[]);
             let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
             let warning = String::from_utf8_lossy(&output.stderr).trim().to_owned();
             (answer != expected || !warning.is_empty())

@@ -20,7 +20,7 @@ pub mod wait;
 pub mod workload;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -139,12 +139,17 @@ impl ControlPlane {
 
     /// A client with cluster-admin rights.
     pub async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig is valid");
-        Client::try_from(config).expect("client builds")
+        client_for(&self.kubeconfig).await
     }
+}
+
+/// A client that authenticates as the kubeconfig at `path` says.
+pub async fn client_for(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig parses");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    Client::try_from(config).expect("client builds")
 }
 
 /// Runs the `keyward` binary with `args` against the test cluster, `stdin` piped in;
@@ -174,6 +179,27 @@ pub fn keyward_on(
         .write_all(stdin)
         .expect("stdin written");
     child.wait_with_output().expect("keyward exits")
+}
+
+/// Runs the control plane's `kubectl` with `args` as the cluster's admin, `stdin` piped
+/// in (`-f -` reads manifests from it); returns its exit status and output.
+pub fn kubectl<S: AsRef<std::ffi::OsStr>>(args: &[S], stdin: &[u8]) -> std::process::Output {
+    let mut child = Command::new(jobs::kubectl())
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("stdin written");
+    child.wait_with_output().expect("kubectl exits")
 }
 
 /// What one test works in: an admin client and a namespace of its own.
