@@ -20,10 +20,7 @@ use crate::support::{self, manifest, wait};
 
 /// Condition `type_` of `key`, as (status, reason, message).
 fn condition(key: &EncryptionKey, type_: &str) -> (String, String, String) {
-    key.status
-        .iter()
-        .flat_map(|status| &status.conditions)
-        .find(|condition| condition.type_ == type_)
+    wait::find_condition(key, type_)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
         .unwrap_or_default()
 }

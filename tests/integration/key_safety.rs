@@ -57,22 +57,14 @@ fn encrypted_under(key: &str) -> serde_json::Value {
 
 /// The message of condition `type_`.
 fn message<K: wait::Conditioned>(object: &K, type_: &str) -> String {
-    object
-        .conditions()
-        .unwrap_or_default()
-        .iter()
-        .find(|condition| condition.type_ == type_)
+    wait::find_condition(object, type_)
         .map(|condition| condition.message.clone())
         .unwrap_or_default()
 }
 
 /// When condition `type_` last changed status.
 fn transition<K: wait::Conditioned>(object: &K, type_: &str) -> Option<Time> {
-    object
-        .conditions()?
-        .iter()
-        .find(|condition| condition.type_ == type_)
-        .map(|condition| condition.last_transition_time.clone())
+    wait::find_condition(object, type_).map(|condition| condition.last_transition_time.clone())
 }
 
 /// `(version, fingerprint)` of every key version the status lists.
