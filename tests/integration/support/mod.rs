@@ -5,6 +5,13 @@
 //! The control plane lives as long as the test binary: the script watches its standard
 //! input, which closes when this process exits for any reason, and then stops every
 //! component and removes its directory.
+//!
+//! What more than one test file needs is here, once, in the module of what it works on:
+//! `api` (the test namespace's handles), `encryption_key` and `oauth_client` (applying
+//! the resources and waiting on them), `workload` (the Deployments keys reach),
+//! `events`, `operator`, `jobs` (the job runner and what runs on it), `ciphertext`,
+//! `manifest`, `chart`, `http` and `wait`. A test file keeps only what its own tests
+//! share.
 
 pub mod api;
 pub mod chart;
