@@ -3,8 +3,7 @@
 //! --dry-run=server`: the API server decodes, defaults, validates and admits every
 //! object (CRDs, RBAC rules, the pod template) and stores nothing.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
@@ -13,7 +12,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::wait::{await_condition, conditions};
 
-use crate::support::{self, chart, jobs, manifest};
+use crate::support::{self, chart, manifest};
 
 /// The namespaces `ci/full-values.yaml` watches; the first also holds its Lease.
 const FULL_VALUES_NAMESPACES: [&str; 2] = ["keyward-chart-team-a", "keyward-chart-team-b"];
@@ -218,22 +217,10 @@ fn rendered_args(manifests: &str) -> Vec<String> {
 
 /// `kubectl apply --dry-run=server` of `manifests`; every object must be accepted.
 fn apply_dry_run(manifests: &str) {
-    let mut kubectl = Command::new(jobs::kubectl())
-        .arg("--kubeconfig")
-        .arg(&support::control_plane().kubeconfig)
-        .args(["apply", "--dry-run=server", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    kubectl
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(manifests.as_bytes())
-        .expect("manifests written");
-    let output = kubectl.wait_with_output().expect("kubectl exits");
+    let output = support::kubectl(
+        &["apply", "--dry-run=server", "-f", "-"],
+        manifests.as_bytes(),
+    );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),

@@ -7,24 +7,23 @@
 //! ServiceAccount may not do, and the API server refuses every Job and workload change
 //! made with its token that is not keyward's own.
 
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-use keyward::crd::{EncryptionKey, OAuthClient};
+use keyward::crd::EncryptionKey;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::config::Kubeconfig;
 use serde_json::json;
 
-use crate::encryption_key::deploy;
-use crate::oauth_client::{delivered_secret, keyward_verify};
-use crate::rotation::{bump, job_placement, until_rotated, write_ciphertexts};
-use crate::support::{self, Operator, TestCluster, chart, jobs, manifest, wait};
+use crate::support::ciphertext::write_ciphertexts;
+use crate::support::encryption_key::{bump, until_distributed, until_rotated};
+use crate::support::oauth_client::{client_until, delivered_secret, keyward_verify};
+use crate::support::workload::deploy;
+use crate::support::{self, Operator, TestCluster, chart, jobs, manifest};
 
 /// How long the operator's token lives: longer than any test here runs.
 const TOKEN_SECONDS: i64 = 3600;
@@ -62,7 +61,7 @@ impl Install {
     /// The operator as the ServiceAccount, watching `namespace`, with re-encryption Jobs
     /// on the job runner's node, the chart's Job image and the chart's leader election.
     fn operator(&self, namespace: &str) -> Operator {
-        let mut args: Vec<String> = job_placement().into();
+        let mut args: Vec<String> = jobs::job_placement().into();
         args.push(format!("--job-image={}", self.job_image));
         args.extend(self.leader_election_args.iter().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -71,12 +70,7 @@ impl Install {
 
     /// A client that authenticates with the operator's token, as a thief of it would.
     async fn client(&self) -> kube::Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("the kubeconfig parses");
-        let config =
-            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                .await
-                .expect("a client config");
-        kube::Client::try_from(config).expect("a client")
+        support::client_for(&self.kubeconfig).await
     }
 }
 
@@ -186,28 +180,14 @@ async fn install(cluster: &TestCluster, namespace: &str, values: &[&str]) -> Ins
 
 /// `kubectl apply --server-side` of `manifests` as the cluster's admin.
 fn kubectl_apply(manifests: &str) {
-    let mut kubectl = Command::new(jobs::kubectl())
-        .arg("--kubeconfig")
-        .arg(&support::control_plane().kubeconfig)
-        .args([
-            "apply",
-            "--server-side",
-            "--field-manager=keyward-tests",
-            "-f",
-            "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl runs");
-    kubectl
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(manifests.as_bytes())
-        .expect("manifests written");
-    let output = kubectl.wait_with_output().expect("kubectl exits");
+    let args = [
+        "apply",
+        "--server-side",
+        "--field-manager=keyward-tests",
+        "-f",
+        "-",
+    ];
+    let output = support::kubectl(&args, manifests.as_bytes());
     assert!(
         output.status.success(),
         "the chart's RBAC does not apply: {}",
@@ -299,14 +279,10 @@ fn assert_answers(user: &str, expected: &str, questions: &[String]) {
     let wrong: Vec<String> = questions
         .iter()
         .filter_map(|question| {
-            let output = Command::new(jobs::kubectl())
-                .arg("--kubeconfig")
-                .arg(&support::control_plane().kubeconfig)
-                .args(["auth", "can-i"])
-                .args(question.split_whitespace())
-                .arg(format!("--as={user}"))
-                .output()
-                .expect("kubectl runs");
+            let mut args = vec!["auth".to_owned(), "can-i".to_owned()];
+            args.extend(question.split_whitespace().map(str::to_owned));
+            args.push(format!("--as={user}"));
+            let output = support::kubectl(&args, &[]);
             let answer = String::from_utf8_lossy(&output.stdout).trim().to_owned();
             let warning = String::from_utf8_lossy(&output.stderr).trim().to_owned();
             (answer != expected || !warning.is_empty())
@@ -320,27 +296,11 @@ fn assert_answers(user: &str, expected: &str, questions: &[String]) {
     );
 }
 
-async fn until_issued(cluster: &TestCluster, name: &str) {
-    let clients: Api<OAuthClient> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    wait::until(&clients, name, "the client is issued", |client| {
-        wait::ready(client) == Some(("True".into(), "Issued".into()))
-    })
-    .await;
-}
-
-async fn until_distributed(cluster: &TestCluster, name: &str) {
-    let keys: Api<EncryptionKey> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    wait::until(&keys, name, "the key is distributed", |key| {
-        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
-    })
-    .await;
-}
-
 /// Applies an OAuthClient, waits until it is issued and checks that its delivered
 /// secret verifies.
 async fn issue_and_verify(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
     manifest::apply_keyward(cluster, "OAuthClient", name, spec).await;
-    until_issued(cluster, name).await;
+    client_until(cluster, name, "True", "Issued").await;
     let secret = delivered_secret(cluster, &format!("{name}-credentials")).await;
     assert_eq!(
         keyward_verify(cluster, &format!("{name}-verifier"), &secret),

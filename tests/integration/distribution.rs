@@ -6,57 +6,21 @@
 //! clients are not `Ready`; fixing the spec clears it.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{Event, Pod, PodSpec};
-use keyward::crd::{EncryptionKey, OAuthClient};
-use kube::api::{Api, ListParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use k8s_openapi::api::core::v1::PodSpec;
+use keyward::crd::EncryptionKey;
 use serde_json::json;
 
-use crate::encryption_key::{deploy, deployment_manifest};
-use crate::support::{self, Operator, TestCluster, WAIT, manifest, wait};
-
-fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn clients(cluster: &TestCluster) -> Api<OAuthClient> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn deployments(cluster: &TestCluster) -> Api<Deployment> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn operator(cluster: &TestCluster) -> Operator {
-    Operator::start(
-        &support::control_plane().kubeconfig,
-        &cluster.namespace,
-        &[],
-    )
-}
-
-async fn apply_key(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    manifest::apply_keyward(cluster, "EncryptionKey", name, spec).await;
-}
-
-/// Waits until `name` reports `Ready=status` with `reason` for its current generation.
-async fn until_ready<K>(api: &Api<K>, name: &str, status: &str, reason: &str) -> K
-where
-    K: wait::Conditioned + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let what = format!("{name} is Ready={status} ({reason})");
-    wait::until(api, name, &what, |object| {
-        wait::ready(object) == Some((status.to_owned(), reason.to_owned()))
-    })
-    .await
-}
+use crate::support::api::{clients, deployments, keys};
+use crate::support::encryption_key::apply_key;
+use crate::support::events::until_event;
+use crate::support::operator::operator;
+use crate::support::wait::until_ready;
+use crate::support::workload::{deploy, deployment_manifest, rolled_out, running_pods};
+use crate::support::{self, manifest, wait};
 
 /// Condition `type_` of `key`, as (status, reason, message).
 fn condition(key: &EncryptionKey, type_: &str) -> (String, String, String) {
-    key.status
-        .iter()
-        .flat_map(|status| &status.conditions)
-        .find(|condition| condition.type_ == type_)
+    wait::find_condition(key, type_)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
         .unwrap_or_default()
 }
@@ -77,30 +41,6 @@ fn assert_refused(key: &EncryptionKey, reason: &str, named: &[&str]) {
     for name in named {
         assert!(message.contains(name), "{name:?} is named in {message:?}");
     }
-}
-
-/// Waits until a Warning event about `object` with `reason` exists.
-async fn until_warning(cluster: &TestCluster, object: &str, reason: &str) -> Event {
-    use futures::TryStreamExt;
-    let events: Api<Event> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let stream = watcher(events, watcher::Config::default())
-        .default_backoff()
-        .applied_objects();
-    let found = async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.try_next().await.expect("events watch") {
-            if event.involved_object.name.as_deref() == Some(object)
-                && event.reason.as_deref() == Some(reason)
-                && event.type_.as_deref() == Some("Warning")
-            {
-                return event;
-            }
-        }
-        panic!("the events watch ended")
-    };
-    tokio::time::timeout(WAIT, found).await.unwrap_or_else(|_| {
-        panic!("timed out after {WAIT:?} waiting for a Warning event {reason} about {object}")
-    })
 }
 
 fn template(deployment: &Deployment) -> PodSpec {
@@ -141,29 +81,6 @@ fn projects(spec: &PodSpec, secret: &str) -> bool {
             .and_then(|s| s.secret_name.as_deref())
             == Some(secret)
     })
-}
-
-/// Whether every pod of `deployment` runs its current template and is ready.
-fn rolled_out(deployment: &Deployment, replicas: i32) -> bool {
-    let Some(status) = deployment.status.as_ref() else {
-        return false;
-    };
-    status.observed_generation == deployment.metadata.generation
-        && status.replicas == Some(replicas)
-        && status.updated_replicas == Some(replicas)
-        && status.ready_replicas == Some(replicas)
-}
-
-/// The pods of Deployment `app` that are not being deleted.
-async fn running_pods(cluster: &TestCluster, app: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    pods.list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
-        .collect()
 }
 
 #[tokio::test]
@@ -207,7 +124,7 @@ async fn a_second_key_at_a_mount_path_another_key_holds_is_refused_and_takes_not
             "spec.distribution.mountPath",
         ],
     );
-    until_warning(&cluster, "second", "DistributionConflict").await;
+    until_event(&cluster, "second", Some("Warning"), "DistributionConflict").await;
     until_ready(&clients(&cluster), "portal", "False", "KeyNotDistributed").await;
 
     // Nothing of the first key's changed: its mount, its pods, its status.
@@ -444,7 +361,7 @@ async fn a_containers_entry_naming_no_container_is_an_error_until_it_is_correcte
     assert_refused(&key, "ContainerNotFound", &["\"apmi\"", "Deployment apim"]);
     let (_, _, message) = condition(&key, "Degraded");
     assert!(!message.contains("more"), "said once: {message}");
-    until_warning(&cluster, "apim", "ContainerNotFound").await;
+    until_event(&cluster, "apim", Some("Warning"), "ContainerNotFound").await;
     let after = deployments(&cluster).get("apim").await.expect("Deployment");
     assert_eq!(
         after.metadata.generation, before.metadata.generation,

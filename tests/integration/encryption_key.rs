@@ -3,115 +3,20 @@
 //! a Deployment exactly once, user keys are used verbatim or refused with a reason, a
 //! wrapped keyring holds no raw key, and a lost keyring is never silently replaced.
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, Secret};
-use keyward::crd::EncryptionKey;
 use keyward::crypto::{KeyMaterial, Keyring};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::support::{self, Operator, TestCluster, manifest, wait};
-
-fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn secrets(cluster: &TestCluster) -> Api<Secret> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn deployments(cluster: &TestCluster) -> Api<Deployment> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-pub fn deployment_manifest(name: &str, replicas: i32) -> serde_json::Value {
-    json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "apim", "image": "wso2/wso2am:4.3.0"}]},
-            },
-        },
-    })
-}
-
-/// Applies the Deployment as a GitOps tool does (its own field manager) and waits until
-/// all its pods are ready on the simulated nodes.
-pub async fn deploy(cluster: &TestCluster, name: &str, replicas: i32) -> Deployment {
-    manifest::apply(
-        &cluster.client,
-        &cluster.namespace,
-        "argocd",
-        &deployment_manifest(name, replicas),
-    )
-    .await
-    .expect("Deployment applies");
-    wait::until(
-        &deployments(cluster),
-        name,
-        "the Deployment's pods are ready",
-        |deployment| {
-            deployment
-                .status
-                .as_ref()
-                .and_then(|status| status.ready_replicas)
-                == Some(replicas)
-        },
-    )
-    .await
-}
-
-async fn apply_key(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    manifest::apply_keyward(cluster, "EncryptionKey", name, spec).await;
-}
-
-async fn until_ready(
-    cluster: &TestCluster,
-    name: &str,
-    status: &str,
-    reason: &str,
-) -> EncryptionKey {
-    let what = format!("{name} is Ready={status} ({reason})");
-    wait::until(&keys(cluster), name, &what, |key| {
-        wait::ready(key) == Some((status.to_owned(), reason.to_owned()))
-    })
-    .await
-}
-
-fn operator(cluster: &TestCluster) -> Operator {
-    Operator::start(
-        &support::control_plane().kubeconfig,
-        &cluster.namespace,
-        &[],
-    )
-}
-
-pub async fn user_secret(cluster: &TestCluster, name: &str, key: &str, value: &[u8]) {
-    let secret = Secret {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..ObjectMeta::default()
-        },
-        data: Some(BTreeMap::from([(
-            key.into(),
-            k8s_openapi::ByteString(value.to_vec()),
-        )])),
-        ..Secret::default()
-    };
-    secrets(cluster)
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("user Secret created");
-}
+use crate::support::api::{deployments, secrets};
+use crate::support::encryption_key::{apply_key, key_until, user_secret};
+use crate::support::operator::operator;
+use crate::support::workload::{deploy, deployment_manifest};
+use crate::support::{self, manifest, wait};
 
 #[tokio::test]
 async fn a_generated_key_reaches_every_pod_of_a_deployment_in_one_rollout() {
@@ -124,7 +29,7 @@ async fn a_generated_key_reaches_every_pod_of_a_deployment_in_one_rollout() {
         json!({"targets": [{"kind": "Deployment", "name": "apim"}]}),
     )
     .await;
-    let key = until_ready(&cluster, "apim", "True", "KeyDistributed").await;
+    let key = key_until(&cluster, "apim", "True", "KeyDistributed").await;
     let status = key.status.as_ref().expect("status");
     let distribution = status.distribution.as_ref().expect("distribution status");
     assert_eq!((distribution.pods_in_sync, distribution.pods_total), (3, 3));
@@ -212,7 +117,7 @@ async fn a_generated_key_reaches_every_pod_of_a_deployment_in_one_rollout() {
         .await;
     }
     apply_key(&cluster, "barrier", json!({})).await;
-    until_ready(&cluster, "barrier", "True", "KeyDistributed").await;
+    key_until(&cluster, "barrier", "True", "KeyDistributed").await;
     let again = deployments(&cluster).get("apim").await.expect("deployment");
     assert_eq!(
         again.metadata.generation, after.metadata.generation,
@@ -240,7 +145,7 @@ async fn a_generated_key_reaches_every_pod_of_a_deployment_in_one_rollout() {
     .await
     .expect("re-applied");
     apply_key(&cluster, "barrier-2", json!({})).await;
-    until_ready(&cluster, "barrier-2", "True", "KeyDistributed").await;
+    key_until(&cluster, "barrier-2", "True", "KeyDistributed").await;
     let reapplied = deployments(&cluster).get("apim").await.expect("deployment");
     assert_eq!(
         reapplied.metadata.generation, after.metadata.generation,
@@ -281,7 +186,7 @@ async fn a_user_supplied_key_is_used_verbatim_and_a_malformed_or_missing_one_is_
         json!({"source": {"secretRef": {"name": "apim-key", "key": "key"}}}),
     )
     .await;
-    let key = until_ready(&cluster, "supplied", "True", "KeyDistributed").await;
+    let key = key_until(&cluster, "supplied", "True", "KeyDistributed").await;
     let expected = KeyMaterial::parse(hex_key.as_bytes())
         .expect("hex key")
         .fingerprint();
@@ -298,7 +203,7 @@ async fn a_user_supplied_key_is_used_verbatim_and_a_malformed_or_missing_one_is_
         json!({"source": {"secretRef": {"name": "short-key", "key": "key"}}}),
     )
     .await;
-    let refused = until_ready(&cluster, "malformed", "False", "SourceKeyInvalid").await;
+    let refused = key_until(&cluster, "malformed", "False", "SourceKeyInvalid").await;
     let message = &refused
         .status
         .as_ref()
@@ -323,7 +228,7 @@ async fn a_user_supplied_key_is_used_verbatim_and_a_malformed_or_missing_one_is_
         json!({"source": {"secretRef": {"name": "not-there", "key": "key"}}}),
     )
     .await;
-    until_ready(&cluster, "missing", "False", "SourceSecretMissing").await;
+    key_until(&cluster, "missing", "False", "SourceSecretMissing").await;
     for name in ["malformed-keyring", "missing-keyring"] {
         assert!(
             secrets(&cluster)
@@ -358,7 +263,7 @@ async fn a_wrapped_keyring_holds_no_raw_key_and_a_lost_keyring_is_never_replaced
         }),
     )
     .await;
-    until_ready(&cluster, "wrapped", "True", "KeyDistributed").await;
+    key_until(&cluster, "wrapped", "True", "KeyDistributed").await;
     let stored = secrets(&cluster)
         .get("wrapped-keyring")
         .await
@@ -396,7 +301,7 @@ async fn a_wrapped_keyring_holds_no_raw_key_and_a_lost_keyring_is_never_replaced
         .delete("wrapped-keyring", &DeleteParams::default())
         .await
         .expect("keyring deleted");
-    let degraded = until_ready(&cluster, "wrapped", "False", "KeyringMissing").await;
+    let degraded = key_until(&cluster, "wrapped", "False", "KeyringMissing").await;
     let conditions = &degraded.status.as_ref().expect("status").conditions;
     assert!(
         conditions
@@ -428,7 +333,7 @@ async fn a_wrapped_keyring_holds_no_raw_key_and_a_lost_keyring_is_never_replaced
         .create(&PostParams::default(), &restored)
         .await
         .expect("backup restored");
-    let recovered = until_ready(&cluster, "wrapped", "True", "KeyDistributed").await;
+    let recovered = key_until(&cluster, "wrapped", "True", "KeyDistributed").await;
     let fingerprint = &recovered.status.as_ref().expect("status").versions[0].fingerprint;
     let expected = KeyMaterial::parse(hex::encode(raw).as_bytes())
         .expect("raw key")
@@ -443,7 +348,7 @@ async fn a_wrapped_keyring_holds_no_raw_key_and_a_lost_keyring_is_never_replaced
 #[tokio::test]
 async fn an_encrypted_oauth_client_waits_for_its_key_then_verifies_and_its_ciphertext_cannot_move()
 {
-    use crate::oauth_client::{delivered_secret, keyward_verify, secrets_holding};
+    use crate::support::oauth_client::{delivered_secret, keyward_verify, secrets_holding};
     let cluster = support::cluster("key-encrypted-client").await;
     let _operator = operator(&cluster);
     let client = json!({"apiVersion": "keyward.io/v1alpha1", "kind": "OAuthClient", "metadata": {"name": "introspection"},
@@ -577,7 +482,7 @@ async fn a_selector_target_reaches_a_stateful_set_through_an_environment_variabl
         "distribution": {"projection": "Env", "format": "Hex", "envName": "GATEWAY_KEY", "containers": ["gateway"]},
     }))
     .await;
-    let key = until_ready(&cluster, "gateway-key", "True", "KeyDistributed").await;
+    let key = key_until(&cluster, "gateway-key", "True", "KeyDistributed").await;
     let distribution = key
         .status
         .as_ref()

@@ -18,6 +18,7 @@ use kube::discovery::pinned_kind;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use crate::support::workload::rolled_out_and_available;
 use crate::support::{self, Operator, TestCluster, jobs, manifest, wait};
 
 /// The field manager Argo CD's server-side sync writes as.
@@ -101,20 +102,6 @@ async fn sync(cluster: &TestCluster, documents: &[serde_json::Value]) {
 
 fn is_ready<K: wait::Conditioned>(object: &K) -> bool {
     wait::ready(object).is_some_and(|(status, _)| status == "True")
-}
-
-/// Whether the Deployment has rolled out its current template to every replica and no
-/// pod of an older one is left.
-fn rolled_out(deployment: &Deployment) -> bool {
-    let wanted = deployment.spec.as_ref().and_then(|spec| spec.replicas);
-    let Some(status) = deployment.status.as_ref() else {
-        return false;
-    };
-    status.observed_generation == deployment.metadata.generation
-        && status.updated_replicas == wanted
-        && status.ready_replicas == wanted
-        && status.available_replicas == wanted
-        && status.replicas == wanted
 }
 
 /// What a rollout would change: the Deployment's generation, its ReplicaSets and the
@@ -264,7 +251,7 @@ async fn syncing_the_examples_again_and_again_rewrites_no_secret_rolls_no_pod_an
             &deployments,
             name,
             "the Deployment has rolled out",
-            rolled_out,
+            rolled_out_and_available,
         )
         .await;
     }

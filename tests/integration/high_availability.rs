@@ -10,13 +10,15 @@ use k8s_openapi::api::admissionregistration::v1::{
 };
 use k8s_openapi::api::coordination::v1::Lease;
 use keyward::crd::encryption_key::RotationPhase;
-use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-use crate::encryption_key::deploy;
-use crate::oauth_client::{delivered_secret, keyward_verify, until_ready};
-use crate::rotation::{ROTATION, bump, operator_with, until_rotated, write_ciphertexts};
+use crate::support::api::{clients, keys};
+use crate::support::ciphertext::write_ciphertexts;
+use crate::support::encryption_key::{ROTATION, apply_key, bump, until_distributed, until_rotated};
+use crate::support::oauth_client::{delivered_secret, keyward_verify, until_client_ready};
+use crate::support::operator::operator_running_jobs;
+use crate::support::workload::deploy;
 use crate::support::{self, Operator, TestCluster, http, jobs, manifest, wait};
 
 /// The Lease's timings in these tests: held 4s after a renewal, renewed every second,
@@ -36,7 +38,7 @@ const TAKEOVER: Duration = Duration::from_secs(4 + 3);
 fn replica(cluster: &TestCluster, name: &str) -> Operator {
     let mut args = vec!["--instance", name];
     args.extend(LEASE_FLAGS);
-    operator_with(cluster, &args)
+    operator_running_jobs(cluster, &args)
 }
 
 /// Waits until `replica`'s `/readyz` says `expected`, polling it like a kubelet does.
@@ -60,14 +62,6 @@ fn metrics(replica: &Operator) -> String {
     page
 }
 
-fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn clients(cluster: &TestCluster) -> Api<OAuthClient> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
 /// A Deployment of two pods and a key distributed to them in the `Keyring` format.
 async fn distributed_key(cluster: &TestCluster) -> serde_json::Value {
     deploy(cluster, "apim", 2).await;
@@ -76,11 +70,8 @@ async fn distributed_key(cluster: &TestCluster) -> serde_json::Value {
         "distribution": {"format": "Keyring"},
         "reencryption": {"writesPerSecond": 200},
     });
-    manifest::apply_keyward(cluster, "EncryptionKey", "apim", spec.clone()).await;
-    wait::until(&keys(cluster), "apim", "the key is distributed", |key| {
-        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
-    })
-    .await;
+    apply_key(cluster, "apim", spec.clone()).await;
+    until_distributed(cluster, "apim").await;
     spec
 }
 
@@ -106,7 +97,7 @@ async fn one_replica_leads_the_other_stands_by_and_takes_over_an_in_flight_rotat
         json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"}}),
     )
     .await;
-    until_ready(&cluster, "portal", "Issued", None).await;
+    until_client_ready(&cluster, "portal", "Issued", None).await;
 
     // Only the leader reconciles; the standby's metrics show it waiting.
     let (leading, standing_by) = (metrics(&first), metrics(&second));
@@ -153,7 +144,7 @@ async fn one_replica_leads_the_other_stands_by_and_takes_over_an_in_flight_rotat
     drop(first);
     until_role(&second, "leader", TAKEOVER).await;
     until_rotated(&cluster, "apim", 2).await;
-    until_ready(&cluster, "portal", "Issued", None).await;
+    until_client_ready(&cluster, "portal", "Issued", None).await;
     let secret = delivered_secret(&cluster, "portal-credentials").await;
     assert_eq!(keyward_verify(&cluster, "portal-verifier", &secret), 0);
 }
@@ -171,7 +162,7 @@ async fn a_leader_paused_past_its_renew_deadline_finds_itself_fenced_when_it_res
     first.signal("STOP");
     until_role(&second, "leader", TAKEOVER).await;
     manifest::apply_keyward(&cluster, "OAuthClient", "portal", json!({})).await;
-    until_ready(&cluster, "portal", "Issued", None).await;
+    until_client_ready(&cluster, "portal", "Issued", None).await;
     let issued_by_second = clients(&cluster).get("portal").await.expect("get");
 
     // Resumed, the old leader finds its renew deadline long past and stops its
@@ -192,7 +183,7 @@ async fn a_leader_paused_past_its_renew_deadline_finds_itself_fenced_when_it_res
         "the resumed replica reconciled nothing: its controllers stopped before acting"
     );
     manifest::apply_keyward(&cluster, "OAuthClient", "barrier", json!({})).await;
-    until_ready(&cluster, "barrier", "Issued", None).await;
+    until_client_ready(&cluster, "barrier", "Issued", None).await;
     let portal = clients(&cluster).get("portal").await.expect("get");
     assert_eq!(
         portal.status, issued_by_second.status,

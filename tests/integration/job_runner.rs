@@ -6,10 +6,10 @@
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
-use kube::api::{Api, ListParams};
+use kube::api::ListParams;
 use serde_json::json;
 
-use crate::support::{self, TestCluster, jobs, manifest, wait};
+use crate::support::{self, TestCluster, api, jobs, manifest, wait};
 
 /// The service account the Jobs run as: it may only `get` ConfigMaps.
 const ACCOUNT: &str = "reader";
@@ -79,14 +79,6 @@ async fn run_job(cluster: &TestCluster, name: &str, script: &str) {
     .expect("Job applies");
 }
 
-fn jobs_api(cluster: &TestCluster) -> Api<Job> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn pods_api(cluster: &TestCluster) -> Api<Pod> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
 /// Whether the Job has the condition `type_` with status `True`.
 fn job_is(job: &Job, type_: &str) -> bool {
     job.status
@@ -102,7 +94,7 @@ fn job_is(job: &Job, type_: &str) -> bool {
 /// The pods of the Job `name`, oldest first.
 async fn job_pods(cluster: &TestCluster, name: &str) -> Vec<Pod> {
     let selector = format!("batch.kubernetes.io/job-name={name}");
-    let mut pods = pods_api(cluster)
+    let mut pods = api::pods(cluster)
         .list(&ListParams::default().labels(&selector))
         .await
         .expect("pods list")
@@ -137,7 +129,7 @@ async fn a_job_runs_as_its_service_account_and_completes() {
         cluster.namespace
     );
     run_job(&cluster, "read", &script).await;
-    let job = wait::until(&jobs_api(&cluster), "read", "the Job completes", |job| {
+    let job = wait::until(&api::jobs(&cluster), "read", "the Job completes", |job| {
         job_is(job, "Complete")
     })
     .await;
@@ -175,7 +167,7 @@ async fn a_job_is_refused_what_its_service_account_may_not_do_and_fails_after_it
     let script = format!(r#""$KUBECTL" get secrets -n {}"#, cluster.namespace);
     run_job(&cluster, "list-secrets", &script).await;
     let job = wait::until(
-        &jobs_api(&cluster),
+        &api::jobs(&cluster),
         "list-secrets",
         "the Job fails",
         |job| job_is(job, "Failed"),
@@ -216,8 +208,8 @@ async fn a_killed_job_pod_fails_with_exit_code_137_and_the_job_controller_starts
     let runner = jobs::runner();
     let _log = runner.log_on_failure(&cluster.namespace);
     reader_account(&cluster).await;
-    let jobs = jobs_api(&cluster);
-    let pods = pods_api(&cluster);
+    let jobs = api::jobs(&cluster);
+    let pods = api::pods(&cluster);
 
     run_job(&cluster, "sleeper", "sleep 30").await;
     wait::until(&jobs, "sleeper", "the Job has a pod", |job| {

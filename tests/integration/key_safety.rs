@@ -14,10 +14,9 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use futures::TryStreamExt;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{OwnerReference, Time};
 use keyward::crd::{EncryptionKey, OAuthClient};
 use keyward::crypto::secret::generate_client_id;
@@ -25,14 +24,17 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams,
     PostParams,
 };
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 use serde::Serialize;
 use serde_json::json;
 
-use crate::encryption_key::{deploy, deployment_manifest, user_secret};
-use crate::oauth_client::{delivered_secret, keyward_verify};
-use crate::support::{self, Operator, TestCluster, WAIT, manifest, wait};
+use crate::support::api::{clients, deployments, keys, secrets};
+use crate::support::encryption_key::{apply_key, key_until, user_secret};
+use crate::support::events::until_event;
+use crate::support::oauth_client::{apply_client, client_until, delivered_secret, keyward_verify};
+use crate::support::operator::operator;
+use crate::support::workload::{deploy, deployment_manifest, rolled_out, running_pods};
+use crate::support::{self, TestCluster, manifest, wait};
 
 /// How long kube-controller-manager's garbage collector may take to collect what an
 /// EncryptionKey owned: it notices a kind created after it started only at its next
@@ -49,85 +51,20 @@ const BEFORE_YEAR_ONE: &str = "-000001-06-01T00:00:00Z";
 /// An instant past the end of that range.
 const BEYOND_LAST_INSTANT: &str = "9999-12-31T23:59:59Z";
 
-fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn clients(cluster: &TestCluster) -> Api<OAuthClient> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn secrets(cluster: &TestCluster) -> Api<Secret> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn deployments(cluster: &TestCluster) -> Api<Deployment> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn operator(cluster: &TestCluster) -> Operator {
-    Operator::start(
-        &support::control_plane().kubeconfig,
-        &cluster.namespace,
-        &[],
-    )
-}
-
-async fn apply_key(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    manifest::apply_keyward(cluster, "EncryptionKey", name, spec).await;
-}
-
-async fn apply_client(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    manifest::apply_keyward(cluster, "OAuthClient", name, spec).await;
-}
-
 fn encrypted_under(key: &str) -> serde_json::Value {
     json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": key}})
 }
 
-/// Waits until `name` reports `Ready=status` with `reason` for its current generation.
-async fn until_ready<K>(api: &Api<K>, name: &str, status: &str, reason: &str) -> K
-where
-    K: wait::Conditioned + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-{
-    let what = format!("{name} is Ready={status} ({reason})");
-    wait::until(api, name, &what, |object| {
-        wait::ready(object) == Some((status.to_owned(), reason.to_owned()))
-    })
-    .await
-}
-
-async fn key_until(cluster: &TestCluster, name: &str, status: &str, reason: &str) -> EncryptionKey {
-    until_ready(&keys(cluster), name, status, reason).await
-}
-
-async fn client_until(
-    cluster: &TestCluster,
-    name: &str,
-    status: &str,
-    reason: &str,
-) -> OAuthClient {
-    until_ready(&clients(cluster), name, status, reason).await
-}
-
 /// The message of condition `type_`.
 fn message<K: wait::Conditioned>(object: &K, type_: &str) -> String {
-    object
-        .conditions()
-        .unwrap_or_default()
-        .iter()
-        .find(|condition| condition.type_ == type_)
+    wait::find_condition(object, type_)
         .map(|condition| condition.message.clone())
         .unwrap_or_default()
 }
 
 /// When condition `type_` last changed status.
 fn transition<K: wait::Conditioned>(object: &K, type_: &str) -> Option<Time> {
-    object
-        .conditions()?
-        .iter()
-        .find(|condition| condition.type_ == type_)
-        .map(|condition| condition.last_transition_time.clone())
+    wait::find_condition(object, type_).map(|condition| condition.last_transition_time.clone())
 }
 
 /// `(version, fingerprint)` of every key version the status lists.
@@ -177,34 +114,6 @@ async fn annotate_secret(cluster: &TestCluster, name: &str, annotation: &str, va
         .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap_or_else(|error| panic!("Secret {name} annotated: {error}"));
-}
-
-/// Waits until an event about `object` with `reason` (and `type_`, when given) exists.
-pub async fn until_event(
-    cluster: &TestCluster,
-    object: &str,
-    type_: Option<&str>,
-    reason: &str,
-) -> Event {
-    let events: Api<Event> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    let stream = watcher(events, watcher::Config::default())
-        .default_backoff()
-        .applied_objects();
-    let found = async move {
-        futures::pin_mut!(stream);
-        while let Some(event) = stream.try_next().await.expect("events watch") {
-            if event.involved_object.name.as_deref() == Some(object)
-                && event.reason.as_deref() == Some(reason)
-                && type_.is_none_or(|type_| event.type_.as_deref() == Some(type_))
-            {
-                return event;
-            }
-        }
-        panic!("the events watch ended")
-    };
-    tokio::time::timeout(WAIT, found).await.unwrap_or_else(|_| {
-        panic!("timed out after {WAIT:?} waiting for a {type_:?} event {reason} about {object}")
-    })
 }
 
 /// A string that appears nowhere unless a test put it there.
@@ -285,17 +194,6 @@ async fn surviving_keyring(cluster: &TestCluster, key: &str) -> Secret {
     keyring
 }
 
-/// Whether every pod of `deployment` runs its current template and is ready.
-fn rolled_out(deployment: &Deployment, replicas: i32) -> bool {
-    let Some(status) = deployment.status.as_ref() else {
-        return false;
-    };
-    status.observed_generation == deployment.metadata.generation
-        && status.replicas == Some(replicas)
-        && status.updated_replicas == Some(replicas)
-        && status.ready_replicas == Some(replicas)
-}
-
 /// Where the pod template's containers mount the volume of EncryptionKey `key`.
 fn mount_paths(deployment: &Deployment, key: &str) -> Vec<String> {
     let volume = format!("keyward-{key}");
@@ -317,18 +215,6 @@ fn template_volumes(deployment: &Deployment) -> Vec<String> {
         .filter_map(|spec| spec.template.spec.as_ref())
         .flat_map(|spec| spec.volumes.iter().flatten())
         .map(|volume| volume.name.clone())
-        .collect()
-}
-
-/// The pods of Deployment `app` that are not being deleted.
-async fn running_pods(cluster: &TestCluster, app: &str) -> Vec<Pod> {
-    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    pods.list(&ListParams::default().labels(&format!("app={app}")))
-        .await
-        .expect("pods")
-        .items
-        .into_iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
         .collect()
 }
 

@@ -5,16 +5,18 @@
 use kube::api::Api;
 use serde_json::json;
 
-use crate::encryption_key::deploy;
-use crate::oauth_client::{delivered_secret, until_ready};
-use crate::rotation::{bump, operator_with, until_rotated, write_ciphertexts};
+use crate::support::ciphertext::write_ciphertexts;
+use crate::support::encryption_key::{bump, stored_keyring, until_rotated};
+use crate::support::oauth_client::{delivered_secret, until_client_ready};
+use crate::support::operator::operator_running_jobs;
+use crate::support::workload::deploy;
 use crate::support::{self, http, jobs, manifest, wait};
 
 #[tokio::test]
 async fn metrics_count_a_scenario_and_never_carry_a_secret() {
     let cluster = support::cluster("metrics").await;
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
-    let operator = operator_with(&cluster, &[]);
+    let operator = operator_running_jobs(&cluster, &[]);
     let namespace = cluster.namespace.clone();
 
     deploy(&cluster, "apim", 2).await;
@@ -45,7 +47,7 @@ async fn metrics_count_a_scenario_and_never_carry_a_secret() {
     let mut secrets: Vec<String> = plaintexts.into_values().collect();
     for (name, spec) in &specs {
         manifest::apply_keyward(&cluster, "OAuthClient", name, spec.clone()).await;
-        let client = until_ready(&cluster, name, "Issued", None).await;
+        let client = until_client_ready(&cluster, name, "Issued", None).await;
         secrets.push(delivered_secret(&cluster, &format!("{name}-credentials")).await);
         secrets.extend(client.status.and_then(|status| status.client_id));
     }
@@ -56,14 +58,14 @@ async fn metrics_count_a_scenario_and_never_carry_a_secret() {
         json!({"rotation": {"generation": 1}}),
     )
     .await;
-    until_ready(&cluster, "portal", "Issued", Some(2)).await;
+    until_client_ready(&cluster, "portal", "Issued", Some(2)).await;
     secrets.push(delivered_secret(&cluster, "portal-credentials").await);
     bump(&cluster, "apim", &spec, 1).await;
     until_rotated(&cluster, "apim", 2).await;
     for (name, _) in &specs {
-        until_ready(&cluster, name, "Issued", None).await;
+        until_client_ready(&cluster, name, "Issued", None).await;
     }
-    let keyring = crate::rotation::stored_keyring(&cluster, "apim").await;
+    let keyring = stored_keyring(&cluster, "apim").await;
     secrets.extend(
         keyring
             .versions

@@ -6,59 +6,17 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Event, Secret};
 use k8s_openapi::jiff::Timestamp;
-use keyward::crd::OAuthClient;
 use keyward::crypto::{Verdict, VerifierRecord};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use serde_json::json;
 
-use crate::support::{self, Operator, TestCluster, manifest, wait};
-
-fn clients(cluster: &TestCluster) -> Api<OAuthClient> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn secrets(cluster: &TestCluster) -> Api<Secret> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-async fn apply_client(cluster: &TestCluster, name: &str, spec: serde_json::Value) {
-    manifest::apply_keyward(cluster, "OAuthClient", name, spec).await;
-}
-
-/// Waits until the client is `Ready` with `reason` and `want_version` (when given).
-pub async fn until_ready(
-    cluster: &TestCluster,
-    name: &str,
-    reason: &str,
-    want_version: Option<i64>,
-) -> OAuthClient {
-    let status = if reason.ends_with("NotAllowed")
-        || reason.ends_with("Missing")
-        || reason.ends_with("NotReady")
-    {
-        "False"
-    } else {
-        "True"
-    };
-    let what = format!("{name} is Ready={status} ({reason}) at version {want_version:?}");
-    wait::until(&clients(cluster), name, &what, |client| {
-        wait::ready(client) == Some((status.to_owned(), reason.to_owned()))
-            && want_version.is_none_or(|version| {
-                client.status.as_ref().and_then(|s| s.secret_version) == Some(version)
-            })
-    })
-    .await
-}
-
-pub async fn delivered_secret(cluster: &TestCluster, name: &str) -> String {
-    let secret = secrets(cluster)
-        .get(name)
-        .await
-        .expect("delivery Secret exists");
-    let data = secret.data.expect("delivery data");
-    String::from_utf8(data["clientSecret"].0.clone()).expect("UTF-8 secret")
-}
+use crate::support::api::{clients, secrets};
+use crate::support::oauth_client::{
+    apply_client, delivered_secret, keyward_verify, secrets_holding, until_client_ready,
+};
+use crate::support::operator::{operator, operator_with_args};
+use crate::support::{self, Operator, TestCluster, wait};
 
 async fn verifier_record(cluster: &TestCluster, name: &str) -> VerifierRecord {
     let secret = secrets(cluster)
@@ -66,39 +24,6 @@ async fn verifier_record(cluster: &TestCluster, name: &str) -> VerifierRecord {
         .await
         .expect("verifier Secret exists");
     VerifierRecord::from_data(&secret.data.expect("verifier data")).expect("verifier record parses")
-}
-
-/// Runs `keyward verify --secret NAME -n NAMESPACE` with `presented` on stdin; returns the
-/// exit code.
-pub fn keyward_verify(cluster: &TestCluster, verifier: &str, presented: &str) -> i32 {
-    let args = ["verify", "--secret", verifier, "-n", &cluster.namespace];
-    let output = support::keyward(&args, presented.as_bytes());
-    output.status.code().expect("exit code")
-}
-
-/// Every Secret in the cluster whose data contains `plaintext`, as namespace/name.
-pub async fn secrets_holding(cluster: &TestCluster, plaintext: &str) -> Vec<String> {
-    let all: Api<Secret> = Api::all(cluster.client.clone());
-    all.list(&ListParams::default())
-        .await
-        .expect("secrets list")
-        .into_iter()
-        .filter(|secret| {
-            secret.data.iter().flatten().any(|(_, value)| {
-                value
-                    .0
-                    .windows(plaintext.len())
-                    .any(|window| window == plaintext.as_bytes())
-            })
-        })
-        .map(|secret| {
-            format!(
-                "{}/{}",
-                secret.namespace().unwrap_or_default(),
-                secret.name_any()
-            )
-        })
-        .collect()
 }
 
 /// Asserts that no plaintext appears in the operator's log or in any event of the
@@ -137,21 +62,13 @@ async fn assert_never_logged(cluster: &TestCluster, operator: &Operator, plainte
     }
 }
 
-fn operator(cluster: &TestCluster, args: &[&str]) -> Operator {
-    Operator::start(
-        &support::control_plane().kubeconfig,
-        &cluster.namespace,
-        args,
-    )
-}
-
 #[tokio::test]
 async fn an_issued_secret_verifies_lives_only_in_the_delivery_secret_and_reapplying_changes_nothing()
  {
     let cluster = support::cluster("oauth-issue").await;
-    let operator = operator(&cluster, &[]);
+    let operator = operator(&cluster);
     apply_client(&cluster, "portal", json!({})).await;
-    let client = until_ready(&cluster, "portal", "Issued", Some(1)).await;
+    let client = until_client_ready(&cluster, "portal", "Issued", Some(1)).await;
     let status = client.status.clone().expect("status");
     assert_eq!(
         status.verifier_secret_name.as_deref(),
@@ -226,7 +143,7 @@ async fn an_issued_secret_verifies_lives_only_in_the_delivery_secret_and_reapply
     }
     // Barrier: once a later object is issued, the operator has handled every earlier event.
     apply_client(&cluster, "barrier", json!({})).await;
-    until_ready(&cluster, "barrier", "Issued", Some(1)).await;
+    until_client_ready(&cluster, "barrier", "Issued", Some(1)).await;
     assert_eq!(
         versions().await,
         before,
@@ -264,14 +181,14 @@ async fn an_issued_secret_verifies_lives_only_in_the_delivery_secret_and_reapply
 #[tokio::test]
 async fn rotating_with_a_grace_period_verifies_both_secrets_until_the_previous_expires() {
     let cluster = support::cluster("oauth-rotation").await;
-    let operator = operator(&cluster, &[]);
+    let operator = operator(&cluster);
     apply_client(
         &cluster,
         "portal",
         json!({"rotation": {"generation": 0, "gracePeriod": "8s"}}),
     )
     .await;
-    until_ready(&cluster, "portal", "Issued", Some(1)).await;
+    until_client_ready(&cluster, "portal", "Issued", Some(1)).await;
     let first = delivered_secret(&cluster, "portal-credentials").await;
 
     apply_client(
@@ -280,7 +197,7 @@ async fn rotating_with_a_grace_period_verifies_both_secrets_until_the_previous_e
         json!({"rotation": {"generation": 1, "gracePeriod": "8s"}}),
     )
     .await;
-    let rotated = until_ready(&cluster, "portal", "Issued", Some(2)).await;
+    let rotated = until_client_ready(&cluster, "portal", "Issued", Some(2)).await;
     let second = delivered_secret(&cluster, "portal-credentials").await;
     assert_ne!(first, second, "rotation issued a new secret");
     let expires_at = rotated
@@ -333,7 +250,7 @@ async fn rotating_with_a_grace_period_verifies_both_secrets_until_the_previous_e
         "old secret rejected after grace"
     );
     assert_eq!(keyward_verify(&cluster, "portal-verifier", &second), 0);
-    let client = until_ready(&cluster, "portal", "Issued", Some(2)).await;
+    let client = until_client_ready(&cluster, "portal", "Issued", Some(2)).await;
     assert!(
         client
             .status
@@ -366,7 +283,7 @@ async fn rotating_with_a_grace_period_verifies_both_secrets_until_the_previous_e
 #[tokio::test]
 async fn every_algorithm_and_plaintext_round_trip_when_the_policy_allows_them() {
     let cluster = support::cluster("oauth-algorithms").await;
-    let operator = operator(
+    let operator = operator_with_args(
         &cluster,
         &["--allow-legacy-algorithms", "--allow-plaintext-secrets"],
     );
@@ -382,7 +299,7 @@ async fn every_algorithm_and_plaintext_round_trip_when_the_policy_allows_them() 
     let mut plaintexts = Vec::new();
     for algorithm in algorithms {
         let name = algorithm.to_lowercase();
-        let client = until_ready(&cluster, &name, "Issued", Some(1)).await;
+        let client = until_client_ready(&cluster, &name, "Issued", Some(1)).await;
         let status = client.status.as_ref().expect("status");
         assert_eq!(status.hash_algorithm.as_deref(), Some(algorithm));
         let legacy = status
@@ -423,7 +340,7 @@ async fn every_algorithm_and_plaintext_round_trip_when_the_policy_allows_them() 
     }
     // Plaintext, allowed by policy: the verifier keeps the secret itself.
     apply_client(&cluster, "plain", json!({"secretType": "Plaintext"})).await;
-    let plain = until_ready(&cluster, "plain", "Issued", Some(1)).await;
+    let plain = until_client_ready(&cluster, "plain", "Issued", Some(1)).await;
     assert!(
         plain
             .status
@@ -466,7 +383,7 @@ async fn every_algorithm_and_plaintext_round_trip_when_the_policy_allows_them() 
 #[tokio::test]
 async fn legacy_algorithms_plaintext_and_a_missing_encryption_key_are_refused_with_named_reasons() {
     let cluster = support::cluster("oauth-policy").await;
-    let _operator = operator(&cluster, &[]);
+    let _operator = operator(&cluster);
     apply_client(&cluster, "legacy", json!({"hashAlgorithm": "MD5"})).await;
     apply_client(&cluster, "plain", json!({"secretType": "Plaintext"})).await;
     apply_client(
@@ -475,14 +392,14 @@ async fn legacy_algorithms_plaintext_and_a_missing_encryption_key_are_refused_wi
         json!({"secretType": "Encrypted", "encryptionKeyRef": {"name": "apim"}}),
     )
     .await;
-    let legacy = until_ready(&cluster, "legacy", "LegacyAlgorithmNotAllowed", None).await;
+    let legacy = until_client_ready(&cluster, "legacy", "LegacyAlgorithmNotAllowed", None).await;
     let message = &legacy.status.as_ref().expect("status").conditions[0].message;
     assert!(
         message.contains("spec.hashAlgorithm") && message.contains("--allow-legacy-algorithms"),
         "{message}"
     );
-    until_ready(&cluster, "plain", "PlaintextNotAllowed", None).await;
-    until_ready(&cluster, "encrypted", "EncryptionKeyNotReady", None).await;
+    until_client_ready(&cluster, "plain", "PlaintextNotAllowed", None).await;
+    until_client_ready(&cluster, "encrypted", "EncryptionKeyNotReady", None).await;
     let issued = secrets(&cluster)
         .list(&ListParams::default().labels("app.kubernetes.io/managed-by=keyward"))
         .await
@@ -501,14 +418,14 @@ async fn legacy_algorithms_plaintext_and_a_missing_encryption_key_are_refused_wi
 #[tokio::test]
 async fn importing_waits_for_the_source_then_hashes_it_and_follows_its_changes() {
     let cluster = support::cluster("oauth-import").await;
-    let operator = operator(&cluster, &[]);
+    let operator = operator(&cluster);
     apply_client(
         &cluster,
         "legacy-app",
         json!({"importFrom": {"secretName": "legacy-app-source", "clientIdKey": "clientId"}}),
     )
     .await;
-    let waiting = until_ready(&cluster, "legacy-app", "ImportSourceMissing", None).await;
+    let waiting = until_client_ready(&cluster, "legacy-app", "ImportSourceMissing", None).await;
     let message = &waiting.status.as_ref().expect("status").conditions[0].message;
     assert!(
         message.contains("legacy-app-source"),
@@ -539,7 +456,7 @@ async fn importing_waits_for_the_source_then_hashes_it_and_follows_its_changes()
         .create(&PostParams::default(), &source(&first))
         .await
         .expect("source created");
-    let imported = until_ready(&cluster, "legacy-app", "Imported", Some(1)).await;
+    let imported = until_client_ready(&cluster, "legacy-app", "Imported", Some(1)).await;
     let status = imported.status.as_ref().expect("status");
     assert_eq!(status.client_id.as_deref(), Some("legacy-app-0001"));
     assert_eq!(status.import_source_removable, Some(true));
@@ -566,7 +483,7 @@ async fn importing_waits_for_the_source_then_hashes_it_and_follows_its_changes()
         )
         .await
         .expect("source changed");
-    until_ready(&cluster, "legacy-app", "Imported", Some(2)).await;
+    until_client_ready(&cluster, "legacy-app", "Imported", Some(2)).await;
     assert_eq!(keyward_verify(&cluster, "legacy-app-verifier", &second), 0);
     assert_eq!(keyward_verify(&cluster, "legacy-app-verifier", &first), 1);
 
@@ -581,7 +498,7 @@ async fn importing_waits_for_the_source_then_hashes_it_and_follows_its_changes()
         "the source is deleted",
     )
     .await;
-    until_ready(&cluster, "legacy-app", "Imported", Some(2)).await;
+    until_client_ready(&cluster, "legacy-app", "Imported", Some(2)).await;
     assert_eq!(keyward_verify(&cluster, "legacy-app-verifier", &second), 0);
     assert_never_logged(&cluster, &operator, &[first, second]).await;
 }
@@ -589,14 +506,14 @@ async fn importing_waits_for_the_source_then_hashes_it_and_follows_its_changes()
 #[tokio::test]
 async fn the_delivery_secret_expires_after_its_ttl_and_deletion_removes_everything() {
     let cluster = support::cluster("oauth-ttl").await;
-    let operator = operator(&cluster, &[]);
+    let operator = operator(&cluster);
     apply_client(
         &cluster,
         "short-lived",
         json!({"deliverySecret": {"ttl": "10s"}}),
     )
     .await;
-    until_ready(&cluster, "short-lived", "Issued", Some(1)).await;
+    until_client_ready(&cluster, "short-lived", "Issued", Some(1)).await;
     let plaintext = delivered_secret(&cluster, "short-lived-credentials").await;
     wait::until_gone(
         &secrets(&cluster),
@@ -655,16 +572,16 @@ async fn the_delivery_secret_expires_after_its_ttl_and_deletion_removes_everythi
 #[tokio::test]
 async fn deleted_squatted_and_re_created_secrets_are_each_seen_and_never_overwritten() {
     let cluster = support::cluster("oauth-hostile").await;
-    let _operator = operator(&cluster, &[]);
+    let _operator = operator(&cluster);
     apply_client(&cluster, "portal", json!({})).await;
-    until_ready(&cluster, "portal", "Issued", Some(1)).await;
+    until_client_ready(&cluster, "portal", "Issued", Some(1)).await;
 
     // The verifier deleted: a new secret is issued under the next version, and verifies.
     secrets(&cluster)
         .delete("portal-verifier", &DeleteParams::default())
         .await
         .expect("verifier deleted");
-    until_ready(&cluster, "portal", "Issued", Some(2)).await;
+    until_client_ready(&cluster, "portal", "Issued", Some(2)).await;
     let plaintext = delivered_secret(&cluster, "portal-credentials").await;
     assert_eq!(
         keyward_verify(&cluster, "portal-verifier", &plaintext),

@@ -8,39 +8,22 @@ use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::rbac::v1::RoleBinding;
+use keyward::crd::OAuthClient;
 use keyward::crd::encryption_key::RotationPhase;
-use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::encryption_key::deploy;
-use crate::oauth_client::{delivered_secret, keyward_verify, until_ready};
-use crate::rotation::{
-    ROTATION, bump, external_template, operator_with, until_rotated, write_ciphertexts,
-};
-use crate::support::{self, TestCluster, jobs, manifest, wait};
-
-fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn secrets(cluster: &TestCluster) -> Api<Secret> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn bindings(cluster: &TestCluster) -> Api<RoleBinding> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-async fn until_key_ready(cluster: &TestCluster, key: &str) -> EncryptionKey {
-    wait::until(&keys(cluster), key, "the key is ready", |key| {
-        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
-    })
-    .await
-}
+use crate::support::api::{keys, role_bindings, secrets};
+use crate::support::ciphertext::write_ciphertexts;
+use crate::support::encryption_key::{ROTATION, bump, until_distributed, until_rotated};
+use crate::support::jobs::external_template;
+use crate::support::oauth_client::{delivered_secret, keyward_verify, until_client_ready};
+use crate::support::operator::operator_running_jobs;
+use crate::support::workload::deploy;
+use crate::support::{self, jobs, manifest, wait};
 
 fn longest_admitted(kind: &str) -> usize {
     keyward::crd::longest_admitted_name(kind).expect("a kind keyward serves")
@@ -90,7 +73,7 @@ async fn may_update_secrets(client: &Client, namespace: &str, account: &str) -> 
 #[tokio::test]
 async fn a_clients_verifier_named_like_a_rotations_versions_secret_is_never_deleted() {
     let cluster = support::cluster("owned-versions-secret").await;
-    let _operator = operator_with(&cluster, &["--allow-job-templates"]);
+    let _operator = operator_running_jobs(&cluster, &["--allow-job-templates"]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     manifest::apply_keyward(
         &cluster,
@@ -99,7 +82,7 @@ async fn a_clients_verifier_named_like_a_rotations_versions_secret_is_never_dele
         json!({"verifierSecret": {"name": "apim-versions-v2"}}),
     )
     .await;
-    let issued = until_ready(&cluster, "portal", "Issued", Some(1)).await;
+    let issued = until_client_ready(&cluster, "portal", "Issued", Some(1)).await;
     let verifier = secrets(&cluster)
         .get("apim-versions-v2")
         .await
@@ -112,7 +95,7 @@ async fn a_clients_verifier_named_like_a_rotations_versions_secret_is_never_dele
         "reencryption": {"jobTemplate": external_template(&cluster, "true").await},
     });
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
-    until_key_ready(&cluster, "apim").await;
+    until_distributed(&cluster, "apim").await;
     bump(&cluster, "apim", &spec, 1).await;
 
     let stopped = wait::until_within(
@@ -192,7 +175,7 @@ async fn a_clients_verifier_named_like_a_rotations_versions_secret_is_never_dele
 #[tokio::test]
 async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() {
     let cluster = support::cluster("owned-reencrypt-binding").await;
-    let operator = operator_with(&cluster, &["--allow-job-templates"]);
+    let operator = operator_running_jobs(&cluster, &["--allow-job-templates"]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     // The external Job holds the rotation in re-encryption until the test says go.
     let wait_for_go = r#"until "$KUBECTL" get configmap go >/dev/null 2>&1; do sleep 1; done"#;
@@ -201,13 +184,13 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
         "reencryption": {"jobTemplate": external_template(&cluster, wait_for_go).await},
     });
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
-    until_key_ready(&cluster, "apim").await;
+    until_distributed(&cluster, "apim").await;
     write_ciphertexts(&cluster, "apim", 5).await;
     assert!(!may_update_secrets(&cluster.client, &cluster.namespace, "apim-reencrypt").await);
     bump(&cluster, "apim", &spec, 1).await;
 
     wait::until_within(
-        &bindings(&cluster),
+        &role_bindings(&cluster),
         "apim-reencrypt",
         "the re-encryption identity is bound while its Job runs",
         ROTATION,
@@ -236,13 +219,13 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
     )
     .await;
     drop(operator);
-    bindings(&cluster)
+    role_bindings(&cluster)
         .delete("apim-reencrypt", &DeleteParams::default())
         .await
         .expect("the binding is deleted");
-    let _operator = operator_with(&cluster, &["--allow-job-templates"]);
+    let _operator = operator_running_jobs(&cluster, &["--allow-job-templates"]);
     wait::until(
-        &bindings(&cluster),
+        &role_bindings(&cluster),
         "apim-reencrypt",
         "the resumed rotation restores the binding",
         |_| true,
@@ -262,7 +245,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
         .expect("go");
     until_rotated(&cluster, "apim", 2).await;
     assert!(
-        bindings(&cluster)
+        role_bindings(&cluster)
             .get_opt("apim-reencrypt")
             .await
             .expect("get")
@@ -288,7 +271,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
         "subjects": [{"kind": "ServiceAccount", "name": "apim-reencrypt", "namespace": cluster.namespace}],
     }))
     .expect("a RoleBinding");
-    bindings(&cluster)
+    role_bindings(&cluster)
         .create(&PostParams::default(), &leftover)
         .await
         .expect("the leftover binding");
@@ -297,7 +280,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
     touched["reencryption"]["batchSize"] = json!(50);
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", touched).await;
     wait::until_gone(
-        &bindings(&cluster),
+        &role_bindings(&cluster),
         "apim-reencrypt",
         "the leftover binding is taken away",
     )
@@ -310,7 +293,7 @@ async fn the_reencryption_identity_may_update_secrets_only_while_its_job_runs() 
 #[tokio::test]
 async fn a_template_running_as_a_reencrypt_account_through_the_deprecated_field_is_refused() {
     let cluster = support::cluster("owned-template-account").await;
-    let _operator = operator_with(&cluster, &["--allow-job-templates"]);
+    let _operator = operator_running_jobs(&cluster, &["--allow-job-templates"]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let mut borrowing = external_template(&cluster, "true").await;
     let pod = &mut borrowing["spec"]["template"]["spec"];
@@ -325,7 +308,7 @@ async fn a_template_running_as_a_reencrypt_account_through_the_deprecated_field_
         "reencryption": {"jobTemplate": borrowing},
     });
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
-    until_key_ready(&cluster, "apim").await;
+    until_distributed(&cluster, "apim").await;
     bump(&cluster, "apim", &spec, 1).await;
 
     let refused = wait::until_within(
@@ -361,7 +344,7 @@ async fn a_template_running_as_a_reencrypt_account_through_the_deprecated_field_
 #[tokio::test]
 async fn a_key_with_the_longest_name_the_crd_admits_rotates_to_succeeded() {
     let cluster = support::cluster("owned-longest-key").await;
-    let _operator = operator_with(&cluster, &["--allow-job-templates"]);
+    let _operator = operator_running_jobs(&cluster, &["--allow-job-templates"]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let name = name_of_length("longest-key-name-", longest_admitted("EncryptionKey"));
     deploy(&cluster, "apim", 1).await;
@@ -371,7 +354,7 @@ async fn a_key_with_the_longest_name_the_crd_admits_rotates_to_succeeded() {
         "reencryption": {"jobTemplate": external_template(&cluster, "true").await},
     });
     manifest::apply_keyward(&cluster, "EncryptionKey", &name, spec.clone()).await;
-    until_key_ready(&cluster, &name).await;
+    until_distributed(&cluster, &name).await;
     write_ciphertexts(&cluster, &name, 5).await;
     bump(&cluster, &name, &spec, 1).await;
 
@@ -391,7 +374,7 @@ async fn a_key_with_the_longest_name_the_crd_admits_rotates_to_succeeded() {
             job.name_any()
         );
     }
-    until_key_ready(&cluster, &name).await;
+    until_distributed(&cluster, &name).await;
 }
 
 /// An OAuthClient with the longest name its CRD admits is issued: its Secrets' default
@@ -406,7 +389,7 @@ async fn a_client_with_the_longest_name_the_crd_admits_becomes_ready() {
     );
     let name = name_of_length("longest-client-name-", longest_admitted("OAuthClient"));
     manifest::apply_keyward(&cluster, "OAuthClient", &name, json!({})).await;
-    until_ready(&cluster, &name, "Issued", Some(1)).await;
+    until_client_ready(&cluster, &name, "Issued", Some(1)).await;
     let presented = delivered_secret(&cluster, &format!("{name}-credentials")).await;
     assert_eq!(
         keyward_verify(&cluster, &format!("{name}-verifier"), &presented),
@@ -427,7 +410,7 @@ async fn a_key_whose_name_has_a_dot_reaches_the_pods_of_its_target() {
     deploy(&cluster, "apim", 1).await;
     let spec = json!({"targets": [{"kind": "Deployment", "name": "apim"}]});
     manifest::apply_keyward(&cluster, "EncryptionKey", "api.manager", spec).await;
-    let key = until_key_ready(&cluster, "api.manager").await;
+    let key = until_distributed(&cluster, "api.manager").await;
     let distribution = key
         .status
         .as_ref()

@@ -11,7 +11,6 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::jiff::Timestamp;
-use keyward::crd::EncryptionKey;
 use keyward::crypto::envelope::{Context, Envelope};
 use keyward::crypto::hash::keys;
 use keyward::crypto::keyring::KeyVersion;
@@ -21,14 +20,15 @@ use kube::runtime::wait::await_condition;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::support::{self, Operator, TestCluster, ciphertext, manifest, wait};
+use crate::support::api::{self, secrets};
+use crate::support::encryption_key::{
+    apply_key, stored_keyring, stored_keyring_and_secret, until_distributed,
+};
+use crate::support::operator::operator;
+use crate::support::{self, Operator, TestCluster, ciphertext, wait};
 
 const KEY: &str = "apim";
 const PROGRESS: &str = "apim-reencrypt";
-
-fn secrets(cluster: &TestCluster) -> Api<Secret> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
 
 /// A value a test wrote and expects back: where it lives and its plaintext.
 #[derive(Clone, Debug)]
@@ -53,40 +53,16 @@ impl Written {
 /// Starts the operator, makes EncryptionKey `apim` and waits until it is ready; returns
 /// the operator and the keyring (version 1).
 async fn key(cluster: &TestCluster) -> (Operator, Keyring) {
-    let operator = Operator::start(
-        &support::control_plane().kubeconfig,
-        &cluster.namespace,
-        &[],
-    );
-    let document = json!({"apiVersion": "keyward.io/v1alpha1", "kind": "EncryptionKey", "metadata": {"name": KEY}, "spec": {}});
-    manifest::apply(&cluster.client, &cluster.namespace, "gitops", &document)
-        .await
-        .expect("EncryptionKey applies");
-    let keys: Api<EncryptionKey> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    wait::until(&keys, KEY, "the key is ready", |key| {
-        wait::ready(key) == Some(("True".into(), "KeyDistributed".into()))
-    })
-    .await;
-    (operator, keyring(cluster).await.0)
-}
-
-/// The keyring as stored, and its Secret.
-async fn keyring(cluster: &TestCluster) -> (Keyring, Secret) {
-    let secret = secrets(cluster)
-        .get(&format!("{KEY}-keyring"))
-        .await
-        .expect("keyring Secret");
-    let json = &secret.data.as_ref().expect("data")["keyring.json"].0;
-    (
-        Keyring::from_json(json, None).expect("keyring parses"),
-        secret,
-    )
+    let operator = operator(cluster);
+    apply_key(cluster, KEY, json!({})).await;
+    until_distributed(cluster, KEY).await;
+    (operator, stored_keyring(cluster, KEY).await)
 }
 
 /// Adds version 2 as the primary, version 1 decrypt-only, by rewriting the keyring
 /// Secret; waits until the operator has taken it up. Returns the new keyring.
 async fn add_primary_version(cluster: &TestCluster) -> Keyring {
-    let (mut keyring, mut secret) = keyring(cluster).await;
+    let (mut keyring, mut secret) = stored_keyring_and_secret(cluster, KEY).await;
     for version in &mut keyring.versions {
         version.state = VersionState::DecryptOnly;
     }
@@ -105,7 +81,7 @@ async fn add_primary_version(cluster: &TestCluster) -> Keyring {
         .replace(&secret.name_any(), &PostParams::default(), &secret)
         .await
         .expect("keyring rewritten");
-    let keys: Api<EncryptionKey> = Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let keys = api::keys(cluster);
     wait::until(&keys, KEY, "status shows primary version 2", |key| {
         key.status
             .as_ref()

@@ -12,68 +12,20 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod, Secret};
 use keyward::crd::EncryptionKey;
 use keyward::crd::encryption_key::RotationPhase;
-use keyward::crypto::Keyring;
 use keyward::crypto::envelope::{Context, Envelope};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, PostParams};
 use serde_json::json;
 
-use crate::encryption_key::deploy;
-use crate::oauth_client::{delivered_secret, keyward_verify};
+use crate::support::api::{keys, secrets};
+use crate::support::ciphertext::{FIELD, ciphertext_secret, rand_suffix, write_ciphertexts};
+use crate::support::encryption_key::{ROTATION, bump, stored_keyring, until_rotated};
+use crate::support::events::until_event;
+use crate::support::jobs::external_template;
+use crate::support::oauth_client::{delivered_secret, keyward_verify};
+use crate::support::operator::operator_running_jobs;
+use crate::support::workload::deploy;
 use crate::support::{self, Operator, TestCluster, ciphertext, jobs, manifest, wait};
-
-/// How long a whole rotation may take: two rollouts on simulated nodes, a Job the Job
-/// controller schedules and the runner starts, a scan and a third rollout.
-pub const ROTATION: Duration = Duration::from_secs(240);
-
-/// The data key of the test Secrets' ciphertext.
-const FIELD: &str = "value";
-
-fn keys(cluster: &TestCluster) -> Api<EncryptionKey> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-fn secrets(cluster: &TestCluster) -> Api<Secret> {
-    Api::namespaced(cluster.client.clone(), &cluster.namespace)
-}
-
-/// The operator, with re-encryption Jobs placed on the job runner's node.
-fn operator(cluster: &TestCluster) -> Operator {
-    operator_with(cluster, &[])
-}
-
-pub fn operator_with(cluster: &TestCluster, extra: &[&str]) -> Operator {
-    let placement = job_placement();
-    let mut args: Vec<&str> = placement.iter().map(String::as_str).collect();
-    args.extend_from_slice(extra);
-    Operator::start(
-        &support::control_plane().kubeconfig,
-        &cluster.namespace,
-        &args,
-    )
-}
-
-/// The operator's flags that place re-encryption Jobs on the job runner's node, which
-/// is started if it is not yet.
-pub fn job_placement() -> [String; 4] {
-    jobs::runner();
-    [
-        "--job-node-selector".to_owned(),
-        format!("{}=true", jobs::LABEL),
-        "--job-toleration".to_owned(),
-        format!("{}=true:NoSchedule", jobs::LABEL),
-    ]
-}
-
-/// The keyring as stored (unwrapped: these keys have no key-encryption key).
-pub async fn stored_keyring(cluster: &TestCluster, key: &str) -> Keyring {
-    let secret = secrets(cluster)
-        .get(&format!("{key}-keyring"))
-        .await
-        .expect("keyring Secret");
-    let json = &secret.data.expect("data")["keyring.json"].0;
-    Keyring::from_json(json, None).expect("keyring parses")
-}
 
 fn context<'a>(namespace: &'a str, name: &'a str) -> Context<'a> {
     Context {
@@ -81,67 +33,6 @@ fn context<'a>(namespace: &'a str, name: &'a str) -> Context<'a> {
         name,
         field: FIELD,
     }
-}
-
-fn ciphertext_secret(key: &str, name: &str, envelope: &Envelope) -> Secret {
-    let data = BTreeMap::from([(
-        FIELD.to_owned(),
-        ByteString(envelope.to_string().into_bytes()),
-    )]);
-    ciphertext::labelled_secret(key, name, data)
-}
-
-/// Writes `count` Secrets, each holding one value encrypted with `keyward encrypt` under
-/// the key's current primary (a few reading the keyring from the cluster with `--key`,
-/// the rest from a copy of it in a file, which spares the API server a thousand reads);
-/// returns the plaintexts by Secret name.
-pub async fn write_ciphertexts(
-    cluster: &TestCluster,
-    key: &str,
-    count: usize,
-) -> BTreeMap<String, String> {
-    let stored = secrets(cluster)
-        .get(&format!("{key}-keyring"))
-        .await
-        .expect("keyring Secret");
-    let keyring_file = std::env::temp_dir().join(format!(
-        "keyward-test-keyring-{}-{}.json",
-        cluster.namespace,
-        rand_suffix()
-    ));
-    std::fs::write(&keyring_file, &stored.data.expect("data")["keyring.json"].0)
-        .expect("keyring file written");
-    let keyring_path = keyring_file.to_string_lossy().into_owned();
-    let namespace = cluster.namespace.clone();
-    let mut plaintexts = BTreeMap::new();
-    for index in 0..count {
-        plaintexts.insert(
-            format!("data-{index:04}"),
-            format!("plaintext-{index}-{}", rand_suffix()),
-        );
-    }
-    let mut documents = Vec::new();
-    for (position, (name, plaintext)) in plaintexts.iter().enumerate() {
-        let context = format!("{namespace}/{name}/{FIELD}");
-        let source = if position < 5 {
-            ["--key", key]
-        } else {
-            ["--keyring", keyring_path.as_str()]
-        };
-        let args = ["encrypt", source[0], source[1], "--context", &context];
-        let output = support::keyward(&args, plaintext.as_bytes());
-        assert!(output.status.success(), "keyward encrypt: {output:?}");
-        let text = String::from_utf8(output.stdout).expect("UTF-8");
-        let envelope = Envelope::parse(text.trim()).expect("keyward encrypt prints an envelope");
-        documents.push(ciphertext_secret(key, name, &envelope));
-    }
-    let _ = std::fs::remove_file(&keyring_file);
-    ciphertext::create_all(&secrets(cluster), documents, 16).await;
-    plaintexts
-}
-
-fn rand_suffix() -> String {
-    keyward::crypto::secret::generate_client_id().expect("randomness")
 }
 
 /// The envelope each test Secret holds now.
@@ -158,34 +49,10 @@ async fn envelopes(cluster: &TestCluster, key: &str) -> BTreeMap<String, Envelop
         .collect()
 }
 
-pub async fn until_rotated(cluster: &TestCluster, key: &str, target: i64) -> EncryptionKey {
-    wait::until_within(
-        &keys(cluster),
-        key,
-        &format!("the rotation of {key} to version {target} has succeeded"),
-        ROTATION,
-        |key| {
-            key.status
-                .as_ref()
-                .and_then(|status| status.rotation.as_ref())
-                .is_some_and(|rotation| {
-                    rotation.target_version == target && rotation.phase == RotationPhase::Succeeded
-                })
-        },
-    )
-    .await
-}
-
-pub async fn bump(cluster: &TestCluster, key: &str, spec: &serde_json::Value, generation: i64) {
-    let mut spec = spec.clone();
-    spec["rotation"]["generation"] = json!(generation);
-    manifest::apply_keyward(cluster, "EncryptionKey", key, spec).await;
-}
-
 #[tokio::test]
 async fn rotating_a_key_reencrypts_every_secret_and_retires_the_old_version() {
     let cluster = support::cluster("rotation").await;
-    let _operator = operator(&cluster);
+    let _operator = operator_running_jobs(&cluster, &[]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     deploy(&cluster, "apim", 2).await;
     let spec = json!({
@@ -394,7 +261,7 @@ async fn rotating_a_key_reencrypts_every_secret_and_retires_the_old_version() {
 #[tokio::test]
 async fn re_encryption_honours_its_write_rate_limit() {
     let cluster = support::cluster("rotation-throttle").await;
-    let _operator = operator(&cluster);
+    let _operator = operator_running_jobs(&cluster, &[]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let spec = json!({"reencryption": {"writesPerSecond": 20, "batchSize": 25}});
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
@@ -501,7 +368,7 @@ async fn rotations_survive_the_operator_being_killed_at_every_step() {
         .unwrap_or(5);
     let cluster = support::cluster("rotation-chaos").await;
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
-    let mut operator = Some(operator(&cluster));
+    let mut operator = Some(operator_running_jobs(&cluster, &[]));
     deploy(&cluster, "apim", 2).await;
     let spec = json!({
         "targets": [{"kind": "Deployment", "name": "apim"}],
@@ -549,7 +416,7 @@ async fn rotations_survive_the_operator_being_killed_at_every_step() {
                 last_phase = Some(status.phase);
                 drop(operator.take());
                 observations.kills += 1;
-                operator = Some(self::operator(&cluster));
+                operator = Some(operator_running_jobs(&cluster, &[]));
             }
             if status.phase == RotationPhase::Reencrypting
                 && !job_killed
@@ -587,55 +454,13 @@ async fn rotations_survive_the_operator_being_killed_at_every_step() {
     );
 }
 
-/// `spec.reencryption.jobTemplate` for a Job of one `sh -c script` container on the job
-/// runner's node, run as the ServiceAccount `external`, which may read the Secrets that
-/// hand over key versions and the ConfigMaps a test signals the script with.
-pub async fn external_template(cluster: &TestCluster, script: &str) -> serde_json::Value {
-    let documents = [
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "external"}}),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-            "metadata": {"name": "external"},
-            "rules": [{"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]}],
-        }),
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-            "metadata": {"name": "external"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "external"},
-            "subjects": [{"kind": "ServiceAccount", "name": "external", "namespace": cluster.namespace}],
-        }),
-    ];
-    for document in &documents {
-        manifest::apply(&cluster.client, &cluster.namespace, "gitops", document)
-            .await
-            .expect("applies");
-    }
-    let kubectl = jobs::kubectl().to_string_lossy().into_owned();
-    json!({"spec": {
-        "backoffLimit": 0,
-        "template": {"spec": {
-            "restartPolicy": "Never",
-            "serviceAccountName": "external",
-            "nodeSelector": jobs::node_selector(),
-            "tolerations": [jobs::toleration()],
-            "containers": [{
-                "name": "database",
-                "image": "example.com/apim-db-reencrypt:1",
-                "command": ["sh"],
-                "args": ["-c", script],
-                "env": [{"name": "KUBECTL", "value": kubectl}],
-            }],
-        }},
-    }})
-}
-
 /// An external Job (an API manager's database) gets both key versions and gates the
 /// rotation: its success lets the rotation finish, its failure stops it before any
 /// version is retired.
 #[tokio::test]
 async fn an_external_job_receives_both_versions_and_its_outcome_gates_retirement() {
     let cluster = support::cluster("rotation-external").await;
-    let _operator = operator_with(&cluster, &["--allow-job-templates"]);
+    let _operator = operator_running_jobs(&cluster, &["--allow-job-templates"]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     // Checks what it was handed: the versions in its environment and in the Secret it
     // names, and a keyring holding both.
@@ -727,7 +552,7 @@ echo external re-encryption done"#;
 #[tokio::test]
 async fn an_undecryptable_value_stops_the_rotation_before_retirement() {
     let cluster = support::cluster("rotation-undecryptable").await;
-    let _operator = operator(&cluster);
+    let _operator = operator_running_jobs(&cluster, &[]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let spec = json!({"distribution": {"format": "Keyring"}});
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
@@ -790,7 +615,7 @@ async fn an_undecryptable_value_stops_the_rotation_before_retirement() {
 #[tokio::test]
 async fn a_job_squatting_a_rotations_name_is_reported_and_never_taken_for_keywards() {
     let cluster = support::cluster("rotation-squatter").await;
-    let _operator = operator(&cluster);
+    let _operator = operator_running_jobs(&cluster, &[]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let spec = json!({"distribution": {"format": "Keyring"}});
     manifest::apply_keyward(&cluster, "EncryptionKey", "apim", spec.clone()).await;
@@ -966,7 +791,7 @@ async fn hostile_counts_in_the_progress_config_map_are_reported_and_never_stop_t
         assert_eq!(degraded.map(|(status, _)| status), Some("True".to_owned()));
         assert!(stalled.is_running(), "the operator stopped on {data:?}");
     }
-    crate::key_safety::until_event(&cluster, "apim", Some("Warning"), "ProgressInvalid").await;
+    until_event(&cluster, "apim", Some("Warning"), "ProgressInvalid").await;
 
     // The operator goes on serving the rest of the namespace.
     manifest::apply_keyward(&cluster, "OAuthClient", "bystander", json!({})).await;
@@ -993,7 +818,7 @@ async fn hostile_counts_in_the_progress_config_map_are_reported_and_never_stop_t
         )
         .await
         .expect("the stalled Job is removed");
-    let _operator = operator(&cluster);
+    let _operator = operator_running_jobs(&cluster, &[]);
     until_rotated(&cluster, "apim", 2).await;
     let keyring = stored_keyring(&cluster, "apim").await;
     let found = envelopes(&cluster, "apim").await;
@@ -1023,7 +848,7 @@ async fn unlabel(cluster: &TestCluster, name: &str) {
 #[tokio::test]
 async fn an_encrypted_verifier_that_lost_its_keys_label_is_relabelled_and_rotated_with_the_rest() {
     let cluster = support::cluster("unlabelled-verifier").await;
-    let _operator = operator(&cluster);
+    let _operator = operator_running_jobs(&cluster, &[]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     // Nothing retired is kept: a record left under version 1 would no longer decrypt.
     let spec = json!({"rotation": {"keepRetiredVersions": 0}});
@@ -1109,7 +934,7 @@ const VERIFYING_MEMORY: u64 = 96 * 1024 * 1024;
 #[tokio::test]
 async fn verifying_a_namespace_of_600_large_labelled_secrets_keeps_the_operator_under_96_mib() {
     let cluster = support::cluster("scan-memory").await;
-    let mut operator = operator(&cluster);
+    let mut operator = operator_running_jobs(&cluster, &[]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     deploy(&cluster, "apim", 1).await;
     let spec = json!({

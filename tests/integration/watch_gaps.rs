@@ -15,7 +15,7 @@ use keyward::crd::{EncryptionKey, OAuthClient};
 use kube::api::Api;
 use serde_json::json;
 
-use crate::oauth_client::delivered_secret;
+use crate::support::oauth_client::delivered_secret;
 use crate::support::{self, ControlPlane, Operator, TestCluster, manifest, wait};
 
 /// How long what follows an outage may take: each watch backs off while the API server

@@ -51,6 +51,10 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
+
+use super::{TestCluster, manifest};
+
 /// The node the job runner plays.
 pub const NODE: &str = "keyward-job-runner";
 
@@ -65,6 +69,18 @@ pub fn node_selector() -> serde_json::Value {
 /// The toleration a pod needs for [`NODE`]'s taint.
 pub fn toleration() -> serde_json::Value {
     serde_json::json!({"key": LABEL, "operator": "Equal", "value": "true", "effect": "NoSchedule"})
+}
+
+/// The operator's flags that place re-encryption Jobs on the job runner's node, which
+/// is started if it is not yet.
+pub fn job_placement() -> [String; 4] {
+    runner();
+    [
+        "--job-node-selector".to_owned(),
+        format!("{LABEL}=true"),
+        "--job-toleration".to_owned(),
+        format!("{LABEL}=true:NoSchedule"),
+    ]
 }
 
 /// The `kubectl` of the control plane's binaries: from `$KUBEBUILDER_ASSETS`, else
@@ -82,6 +98,48 @@ pub fn kubectl() -> PathBuf {
         }
     };
     assets.join("kubectl")
+}
+
+/// `spec.reencryption.jobTemplate` for a Job of one `sh -c script` container on the job
+/// runner's node, run as the ServiceAccount `external`, which may read the Secrets that
+/// hand over key versions and the ConfigMaps a test signals the script with.
+pub async fn external_template(cluster: &TestCluster, script: &str) -> serde_json::Value {
+    let documents = [
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "external"}}),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": "external"},
+            "rules": [{"apiGroups": [""], "resources": ["secrets", "configmaps"], "verbs": ["get"]}],
+        }),
+        json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": "external"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "external"},
+            "subjects": [{"kind": "ServiceAccount", "name": "external", "namespace": cluster.namespace}],
+        }),
+    ];
+    for document in &documents {
+        manifest::apply(&cluster.client, &cluster.namespace, "gitops", document)
+            .await
+            .expect("applies");
+    }
+    let kubectl = kubectl().to_string_lossy().into_owned();
+    json!({"spec": {
+        "backoffLimit": 0,
+        "template": {"spec": {
+            "restartPolicy": "Never",
+            "serviceAccountName": "external",
+            "nodeSelector": node_selector(),
+            "tolerations": [toleration()],
+            "containers": [{
+                "name": "database",
+                "image": "example.com/apim-db-reencrypt:1",
+                "command": ["sh"],
+                "args": ["-c", script],
+                "env": [{"name": "KUBECTL", "value": kubectl}],
+            }],
+        }},
+    }})
 }
 
 /// A running `hack/job-runner.py`.

@@ -5,17 +5,29 @@
 //! The control plane lives as long as the test binary: the script watches its standard
 //! input, which closes when this process exits for any reason, and then stops every
 //! component and removes its directory.
+//!
+//! What more than one test file needs is here, once, in the module of what it works on:
+//! `api` (the test namespace's handles), `encryption_key` and `oauth_client` (applying
+//! the resources and waiting on them), `workload` (the Deployments keys reach),
+//! `events`, `operator`, `jobs` (the job runner and what runs on it), `ciphertext`,
+//! `manifest`, `chart`, `http` and `wait`. A test file keeps only what its own tests
+//! share.
 
+pub mod api;
 pub mod chart;
 pub mod ciphertext;
+pub mod encryption_key;
+pub mod events;
 pub mod http;
 pub mod jobs;
 pub mod manifest;
+pub mod oauth_client;
 pub mod operator;
 pub mod wait;
+pub mod workload;
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -134,12 +146,17 @@ impl ControlPlane {
 
     /// A client with cluster-admin rights.
     pub async fn client(&self) -> Client {
-        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("kubeconfig parses");
-        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-            .await
-            .expect("kubeconfig is valid");
-        Client::try_from(config).expect("client builds")
+        client_for(&self.kubeconfig).await
     }
+}
+
+/// A client that authenticates as the kubeconfig at `path` says.
+pub async fn client_for(path: &Path) -> Client {
+    let kubeconfig = Kubeconfig::read_from(path).expect("kubeconfig parses");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig is valid");
+    Client::try_from(config).expect("client builds")
 }
 
 /// Runs the `keyward` binary with `args` against the test cluster, `stdin` piped in;
@@ -169,6 +186,27 @@ pub fn keyward_on(
         .write_all(stdin)
         .expect("stdin written");
     child.wait_with_output().expect("keyward exits")
+}
+
+/// Runs the control plane's `kubectl` with `args` as the cluster's admin, `stdin` piped
+/// in (`-f -` reads manifests from it); returns its exit status and output.
+pub fn kubectl<S: AsRef<std::ffi::OsStr>>(args: &[S], stdin: &[u8]) -> std::process::Output {
+    let mut child = Command::new(jobs::kubectl())
+        .arg("--kubeconfig")
+        .arg(&control_plane().kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin)
+        .expect("stdin written");
+    child.wait_with_output().expect("kubectl exits")
 }
 
 /// What one test works in: an admin client and a namespace of its own.

@@ -8,6 +8,29 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::{TestCluster, control_plane, jobs};
+
+/// The operator watching the test's namespace on the shared control plane, with its
+/// defaults.
+pub fn operator(cluster: &TestCluster) -> Operator {
+    operator_with_args(cluster, &[])
+}
+
+/// The operator watching the test's namespace on the shared control plane, with `args`
+/// appended.
+pub fn operator_with_args(cluster: &TestCluster, args: &[&str]) -> Operator {
+    Operator::start(&control_plane().kubeconfig, &cluster.namespace, args)
+}
+
+/// The operator watching the test's namespace, with re-encryption Jobs placed on the job
+/// runner's node (see [`jobs::job_placement`]) and `extra` arguments appended.
+pub fn operator_running_jobs(cluster: &TestCluster, extra: &[&str]) -> Operator {
+    let placement = jobs::job_placement();
+    let mut args: Vec<&str> = placement.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
+    operator_with_args(cluster, &args)
+}
+
 /// How many lines of the operator's log a failing test prints.
 const LOG_TAIL_ON_FAILURE: usize = 40;
 

@@ -49,6 +49,18 @@ where
     }
 }
 
+/// Waits until `name` reports `Ready=status` with `reason` for its current generation.
+pub async fn until_ready<K>(api: &Api<K>, name: &str, status: &str, reason: &str) -> K
+where
+    K: Conditioned + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let what = format!("{name} is Ready={status} ({reason})");
+    until(api, name, &what, |object| {
+        ready(object) == Some((status.to_owned(), reason.to_owned()))
+    })
+    .await
+}
+
 /// Waits until `name` no longer exists.
 pub async fn until_gone<K>(api: &Api<K>, name: &str, what: &str)
 where
@@ -123,7 +135,52 @@ pub fn condition<K: Conditioned>(object: &K, type_: &str) -> Option<(String, Str
         .map(|condition| (condition.status.clone(), condition.reason.clone()))
 }
 
+/// The condition of `type_`, whatever generation it was written for (unlike
+/// [`condition`]): for what a test reads of it beyond status and reason.
+pub fn find_condition<'a, K: Conditioned>(object: &'a K, type_: &str) -> Option<&'a Condition> {
+    object
+        .conditions()?
+        .iter()
+        .find(|condition| condition.type_ == type_)
+}
+
 /// The `Ready` reason of `object`, as [`ready`] finds it.
 pub fn ready_reason<K: Conditioned>(object: &K) -> Option<String> {
     ready(object).map(|(_, reason)| reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An EncryptionKey at generation 2 whose `Ready` condition was written for
+    /// `observed`.
+    fn key_ready_for(observed: i64) -> EncryptionKey {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "keyward.io/v1alpha1", "kind": "EncryptionKey",
+            "metadata": {"name": "apim", "generation": 2},
+            "spec": {},
+            "status": {"conditions": [{
+                "type": "Ready", "status": "False", "reason": "KeyringMissing",
+                "message": "the keyring Secret apim-keyring is gone",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+                "observedGeneration": observed,
+            }]},
+        }))
+        .expect("an EncryptionKey")
+    }
+
+    #[test]
+    fn a_condition_counts_for_the_current_generation_only_but_can_be_found_for_any() {
+        let current = key_ready_for(2);
+        let expected = Some(("False".to_owned(), "KeyringMissing".to_owned()));
+        assert_eq!(ready(&current), expected);
+        assert_eq!(ready_reason(&current).as_deref(), Some("KeyringMissing"));
+
+        let stale = key_ready_for(1);
+        assert_eq!(ready(&stale), None, "written for an older generation");
+        let found = find_condition(&stale, "Ready").expect("found whatever its generation");
+        assert_eq!(found.message, "the keyring Secret apim-keyring is gone");
+        assert!(find_condition(&stale, "Distributed").is_none());
+    }
 }
