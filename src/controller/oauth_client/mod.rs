@@ -12,6 +12,7 @@ pub mod index;
 mod secrets;
 pub mod settled;
 pub mod state;
+pub mod world;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -29,11 +30,12 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
-use self::decide::{IssueCause, Observed, Step, Verifier};
+use self::decide::{IssueCause, Step};
 use self::index::{SecretIndex, named_for};
 use self::secrets::{Existing, Known};
 use self::settled::{Kind, Settled};
 pub use self::state::State;
+use self::world::{Observed, Verifier};
 use crate::controller::context::{Context, Notice};
 use crate::controller::kit::{
     apply_status, in_namespace_of, latest, lean_controller, namespaced_api, owners_of,
@@ -495,7 +497,7 @@ async fn take(
             .await;
         }
         Step::Import { version, client_id } => {
-            let decide::ImportSource::Present { secret, .. } = &observed.import_source else {
+            let world::ImportSource::Present { secret, .. } = &observed.import_source else {
                 return Ok(());
             };
             let client_id = if client_id.is_empty() {
@@ -716,7 +718,7 @@ fn status(
             .rotation
             .as_ref()
             .map_or(0, |rotation| rotation.generation);
-        status.rotation_generation = decide::known_generation(spec_generation, issued, observed);
+        status.rotation_generation = world::known_generation(spec_generation, issued, observed);
         status.hash_algorithm = record
             .current
             .algorithm()
