@@ -21,8 +21,7 @@ use super::world::{
 };
 use crate::controller::options::Policy;
 use crate::crd::oauth_client::{OAuthClientSpec, SecretNames, SecretType};
-use crate::crypto::envelope::EnvelopeError;
-use crate::crypto::{Credential, HashAlgorithm, Keyring, RecordError, SecretBytes};
+use crate::crypto::{Credential, HashAlgorithm, RecordError};
 
 /// How far a recorded time may lie ahead of the operator's clock (clock skew between
 /// replicas); anything later was not written by keyward.
@@ -104,6 +103,22 @@ pub enum Step {
         recheck_in: Option<Duration>,
         not_ready: Option<(&'static str, String)>,
     },
+}
+
+impl Step {
+    /// The step's name in logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Refuse { .. } => "refuse",
+            Step::Wait { .. } => "wait",
+            Step::Issue { .. } => "issue",
+            Step::CompleteIssue => "complete-issue",
+            Step::Import { .. } => "import",
+            Step::ExpirePrevious => "expire-previous",
+            Step::DeleteDelivery => "delete-delivery",
+            Step::UpToDate { .. } => "up-to-date",
+        }
+    }
 }
 
 /// Decides the next step for `spec` given what the cluster holds at `now`.
@@ -556,31 +571,6 @@ fn not_distributed(issued: &IssuedRecord, observed: &Observed) -> Option<(&'stat
     })
 }
 
-/// The credential the spec asks the verifier to keep for `secret`; `Encrypted` seals it
-/// under `keyring`, bound to the verifier Secret `verifier` in `namespace`.
-pub fn credential_for(
-    spec: &OAuthClientSpec,
-    secret: &SecretBytes,
-    keyring: Option<&Keyring>,
-    namespace: &str,
-    verifier: &str,
-) -> Result<Credential, EnvelopeError> {
-    Ok(match (spec.secret_type, keyring) {
-        (SecretType::Plaintext, _) => Credential::Plaintext(secret.clone()),
-        (SecretType::Hashed, _) => {
-            Credential::hashed(HashAlgorithm::from(spec.hash_algorithm), secret.expose())
-        }
-        (SecretType::Encrypted, Some(keyring)) => {
-            Credential::encrypted(keyring, namespace, verifier, secret.expose())?
-        }
-        (SecretType::Encrypted, None) => {
-            return Err(EnvelopeError::Encrypt(
-                "the EncryptionKey's keyring is not loaded",
-            ));
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -588,7 +578,7 @@ mod tests {
     use super::*;
     use crate::controller::oauth_client::world::fixtures::{at, issued, observed, spec};
     use crate::controller::oauth_client::world::{Delivered, RecordedGeneration, parse_annotation};
-    use crate::crypto::PreviousCredential;
+    use crate::crypto::{PreviousCredential, SecretBytes};
 
     fn issue_of(step: Step) -> (i64, IssueCause) {
         match step {

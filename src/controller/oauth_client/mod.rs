@@ -7,6 +7,7 @@
 //! The plaintext secret goes only into the delivery Secret (and, under the plaintext
 //! policy, the verifier record); it never reaches a log line, an event or status.
 
+mod act;
 pub mod decide;
 pub mod index;
 mod secrets;
@@ -21,7 +22,7 @@ use std::time::Duration;
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -30,9 +31,9 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
-use self::decide::{IssueCause, Step};
+use self::act::{Actor, Next};
 use self::index::{SecretIndex, named_for};
-use self::secrets::{Existing, Known};
+use self::secrets::{Known, SecretWriter};
 use self::settled::{Kind, Settled};
 pub use self::state::State;
 use self::world::{Observed, Verifier};
@@ -41,14 +42,12 @@ use crate::controller::kit::{
     apply_status, in_namespace_of, latest, lean_controller, namespaced_api, owners_of,
     watcher_config,
 };
-use crate::crd::oauth_client::{DELIVERY_SUFFIX, SecretNames, SecretType, VERIFIER_SUFFIX};
+use crate::crd::oauth_client::{DELIVERY_SUFFIX, SecretNames, VERIFIER_SUFFIX};
 use crate::crd::{
     ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, find_condition,
     set_condition,
 };
-use crate::crypto::secret::{generate_client_id, generate_client_secret};
-use crate::crypto::{PreviousCredential, VerifierRecord};
-use crate::store::{self, OAUTH_CLIENT_MANAGER};
+use crate::store::OAUTH_CLIENT_MANAGER;
 use crate::{Error, Result};
 
 /// The OAuthClient controller, watching `api` and the Secrets of `secrets`' scope.
@@ -253,52 +252,28 @@ pub async fn reconcile(
         .await?;
         let now = Timestamp::now();
         let step = decide::next_step(&client.spec, &observed, state.policy, now);
-        tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");
-
-        let (recheck_in, written) = match step {
-            Step::Refuse { reason, message } => {
-                let problem = (EventType::Warning, reason, message);
-                let written =
-                    report(&context, &client, &observed, &names, Some(problem), now).await?;
-                // A time refused as lying ahead is accepted once the clock passes it.
-                (decide::clock_recheck(&observed, now), written)
-            }
-            Step::Wait { reason, message } => {
-                let problem = (EventType::Normal, reason, message);
-                let written =
-                    report(&context, &client, &observed, &names, Some(problem), now).await?;
-                (None, written)
-            }
-            Step::UpToDate {
-                recheck_in,
-                not_ready,
-            } => {
-                if let Some(key) =
-                    secrets::missing_key_label(&observed.verifier, existing.verifier.as_ref())
-                {
-                    // Rotations find the record by that label; the next step starts from
-                    // the relabelled Secret.
-                    secrets::relabel_verifier(&secrets, &names, &existing, &key, &known).await?;
-                    continue;
-                }
-                let problem =
-                    not_ready.map(|(reason, message)| (EventType::Normal, reason, message));
-                let written = report(&context, &client, &observed, &names, problem, now).await?;
-                (recheck_in, written)
-            }
-            step => {
-                let writer = SecretWriter {
-                    api: &secrets,
-                    names: &names,
-                    existing: &existing,
-                    known: &known,
-                };
-                take(step, &context, &client, &writer, observed, now).await?;
-                // The next step (or the status) follows from what was just written and
-                // fresh reads of the rest.
-                continue;
-            }
+        tracing::debug!(namespace, name = %client.name_any(), step = step.name(), "reconciling OAuthClient");
+        let writer = SecretWriter {
+            api: &secrets,
+            client: &client,
+            names: &names,
+            existing: &existing,
+            known: &known,
         };
+        let actor = Actor {
+            context: &context,
+            client: &client,
+            writer: &writer,
+            now,
+        };
+        let Next::Report {
+            problem,
+            recheck_in,
+        } = act::take(step, &actor, &observed).await?
+        else {
+            continue;
+        };
+        let written = report(&context, &client, &observed, &names, problem, now).await?;
         context.record_success(client.as_ref());
         if let Some(inputs) = &existing.inputs {
             remember(&state.settled, &client, written, inputs, recheck_in);
@@ -338,281 +313,6 @@ fn remember(
         Written::FromNewerSpec => return,
     };
     settled.remember(client, written, &inputs, recheck_in);
-}
-
-fn step_name(step: &Step) -> &'static str {
-    match step {
-        Step::Refuse { .. } => "refuse",
-        Step::Wait { .. } => "wait",
-        Step::Issue { .. } => "issue",
-        Step::CompleteIssue => "complete-issue",
-        Step::Import { .. } => "import",
-        Step::ExpirePrevious => "expire-previous",
-        Step::DeleteDelivery => "delete-delivery",
-        Step::UpToDate { .. } => "up-to-date",
-    }
-}
-
-/// The client's Secrets, as read, where to write them, and what was written.
-struct SecretWriter<'a> {
-    api: &'a Api<Secret>,
-    names: &'a SecretNames,
-    existing: &'a Existing,
-    known: &'a Known<'a>,
-}
-
-impl SecretWriter<'_> {
-    async fn delivery(
-        &self,
-        client: &OAuthClient,
-        client_id: &str,
-        secret: &crate::crypto::SecretBytes,
-        version: i64,
-        now: Timestamp,
-    ) -> Result<()> {
-        let (api, names, existing) = (self.api, self.names, self.existing);
-        secrets::write_delivery(
-            api, client, names, existing, client_id, secret, version, now, self.known,
-        )
-        .await
-    }
-
-    async fn verifier(
-        &self,
-        client: &OAuthClient,
-        record: &VerifierRecord,
-        bookkeeping: &secrets::Bookkeeping,
-    ) -> Result<()> {
-        let (api, names, existing) = (self.api, self.names, self.existing);
-        secrets::write_verifier(
-            api,
-            client,
-            names,
-            existing,
-            record,
-            bookkeeping,
-            self.known,
-        )
-        .await
-    }
-}
-
-/// Performs a step that changes Secrets.
-async fn take(
-    step: Step,
-    context: &Context,
-    client: &OAuthClient,
-    writer: &SecretWriter<'_>,
-    observed: Observed,
-    now: Timestamp,
-) -> Result<()> {
-    let spec = &client.spec;
-    let names = writer.names;
-    let namespace = client.namespace().unwrap_or_default();
-    let key = observed.key.and_then(Result::ok);
-    let keyring = key.as_ref().map(|key| &key.keyring);
-    let credential_for = |secret: &crate::crypto::SecretBytes| {
-        decide::credential_for(spec, secret, keyring, &namespace, &names.verifier)
-            .map_err(Error::Envelope)
-    };
-    let issued = match observed.verifier {
-        Verifier::Present(issued) => Some(issued),
-        Verifier::Absent | Verifier::Damaged(_) => None,
-    };
-    let rotation_generation = spec
-        .rotation
-        .as_ref()
-        .map_or(0, |rotation| rotation.generation);
-    let grace = spec
-        .rotation
-        .as_ref()
-        .and_then(|rotation| rotation.grace_period)
-        .map(Duration::from);
-    let previous_after_rotation = || {
-        let grace = grace.filter(|grace| !grace.is_zero())?;
-        let old = issued.as_ref()?;
-        let expires_at = now
-            .checked_add(SignedDuration::try_from(grace).ok()?)
-            .ok()?;
-        Some(PreviousCredential {
-            credential: old.record.current.clone(),
-            expires_at,
-        })
-    };
-    match step {
-        Step::Issue {
-            version,
-            client_id,
-            cause,
-        } => {
-            let client_id = if client_id.is_empty() {
-                generate_client_id().map_err(Error::Random)?
-            } else {
-                client_id
-            };
-            // Within SECRET_LENGTHS: the decision refuses any other length.
-            let length = usize::try_from(spec.secret_length).unwrap_or_default();
-            let secret = generate_client_secret(length).map_err(Error::Random)?;
-            writer
-                .delivery(client, &client_id, &secret, version, now)
-                .await?;
-            let record = VerifierRecord {
-                client_id: client_id.clone(),
-                secret_version: version,
-                current: credential_for(&secret)?,
-                previous: previous_after_rotation(),
-            };
-            let bookkeeping = secrets::Bookkeeping {
-                rotation_generation,
-                issued_at: now,
-                delivery_deleted_at: None,
-            };
-            writer.verifier(client, &record, &bookkeeping).await?;
-            announce_issue(context, client, cause.reason(), version, &client_id).await;
-        }
-        Step::CompleteIssue => {
-            let delivered = observed.delivery.ok_or(Error::MissingObjectField {
-                kind: "delivery Secret",
-                field: "data",
-            })?;
-            let record = VerifierRecord {
-                client_id: delivered.client_id.clone(),
-                secret_version: delivered.secret_version,
-                current: credential_for(&delivered.secret)?,
-                previous: previous_after_rotation(),
-            };
-            let bookkeeping = secrets::Bookkeeping {
-                rotation_generation,
-                issued_at: delivered.written_at,
-                delivery_deleted_at: None,
-            };
-            writer.verifier(client, &record, &bookkeeping).await?;
-            announce_issue(
-                context,
-                client,
-                IssueCause::Initial.reason(),
-                delivered.secret_version,
-                &delivered.client_id,
-            )
-            .await;
-        }
-        Step::Import { version, client_id } => {
-            let world::ImportSource::Present { secret, .. } = &observed.import_source else {
-                return Ok(());
-            };
-            let client_id = if client_id.is_empty() {
-                generate_client_id().map_err(Error::Random)?
-            } else {
-                client_id
-            };
-            let record = VerifierRecord {
-                client_id: client_id.clone(),
-                secret_version: version,
-                current: credential_for(secret)?,
-                previous: None,
-            };
-            let bookkeeping = secrets::Bookkeeping {
-                rotation_generation,
-                issued_at: now,
-                delivery_deleted_at: None,
-            };
-            writer.verifier(client, &record, &bookkeeping).await?;
-            let source = spec
-                .import_from
-                .as_ref()
-                .map(|import| import.secret_name.as_str())
-                .unwrap_or_default();
-            let note = format!(
-                "stored the secret of Secret {source:?} as version {version} for client id {client_id}; the source Secret may now be deleted"
-            );
-            context.metrics.client_secret_written("Imported");
-            context
-                .publish(client, Notice::normal("Imported", "Import", note))
-                .await;
-        }
-        Step::ExpirePrevious => {
-            let Some(mut issued) = issued else {
-                return Ok(());
-            };
-            issued.record.previous = None;
-            writer
-                .verifier(client, &issued.record, &secrets::Bookkeeping::of(&issued))
-                .await?;
-            let note = format!(
-                "the grace period of the secret before version {} is over; it no longer verifies",
-                issued.record.secret_version
-            );
-            context
-                .publish(
-                    client,
-                    Notice::normal("PreviousSecretExpired", "Expire", note),
-                )
-                .await;
-        }
-        Step::DeleteDelivery => {
-            let (Some(issued), Some(delivered)) = (issued, &observed.delivery) else {
-                return Ok(());
-            };
-            // Only the very Secret that expired: one re-created in between stays.
-            let expired = Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(names.delivery.clone()),
-                    uid: delivered.uid.clone(),
-                    resource_version: delivered.resource_version.clone(),
-                    ..Default::default()
-                },
-                ..Secret::default()
-            };
-            if !store::delete_unchanged(writer.api, &expired).await? {
-                return Ok(());
-            }
-            let bookkeeping = secrets::Bookkeeping {
-                delivery_deleted_at: Some(now),
-                ..secrets::Bookkeeping::of(&issued)
-            };
-            writer
-                .verifier(client, &issued.record, &bookkeeping)
-                .await?;
-            let note = format!("deleted delivery Secret {:?} after its TTL", names.delivery);
-            context
-                .publish(
-                    client,
-                    Notice::normal("DeliverySecretDeleted", "Delete", note),
-                )
-                .await;
-        }
-        Step::Refuse { .. } | Step::Wait { .. } | Step::UpToDate { .. } => {}
-    }
-    Ok(())
-}
-
-/// Counts a secret written and tells of it. A client's first secret gets no event: the
-/// Ready condition's transition and `status.issuedAt` record it, and at thousands of
-/// clients an event each would be a third of the API writes. Rotations and re-issues,
-/// which replace a working secret, are always told.
-async fn announce_issue(
-    context: &Context,
-    client: &OAuthClient,
-    reason: &'static str,
-    version: i64,
-    client_id: &str,
-) {
-    context.metrics.client_secret_written(reason);
-    if reason != IssueCause::Initial.reason() {
-        let note = format!("issued secret version {version} for client id {client_id}");
-        context
-            .publish(client, Notice::normal(reason, "Issue", note))
-            .await;
-    }
-    if client.spec.secret_type == SecretType::Hashed && client.spec.hash_algorithm.is_legacy() {
-        let note = format!(
-            "verifier record uses the legacy algorithm {}",
-            client.spec.hash_algorithm.as_str()
-        );
-        context
-            .publish(client, Notice::warning("LegacyAlgorithm", "Issue", note))
-            .await;
-    }
 }
 
 /// What a status report left of the client.

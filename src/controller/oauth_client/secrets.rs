@@ -12,7 +12,8 @@ use kube::{Client, ResourceExt};
 
 use super::settled::{Kind, Settled, WriteTicket};
 use super::world::{
-    self, ImportSource, IssuedRecord, Observed, RecordedGeneration, Verifier, annotations,
+    self, Delivered, ImportSource, IssuedRecord, Observed, RecordedGeneration, Verifier,
+    annotations,
 };
 use crate::crd::OAuthClient;
 use crate::crd::oauth_client::{OAuthClientSpec, SecretNames, SecretType};
@@ -256,99 +257,6 @@ impl Read<'_> {
     }
 }
 
-/// Writes the delivery Secret: the client id and the plaintext secret, for the client
-/// application.
-#[allow(clippy::too_many_arguments)]
-pub async fn write_delivery(
-    secrets: &Api<Secret>,
-    client: &OAuthClient,
-    names: &SecretNames,
-    existing: &Existing,
-    client_id: &str,
-    secret: &SecretBytes,
-    version: i64,
-    now: Timestamp,
-    known: &Known<'_>,
-) -> Result<()> {
-    let data = BTreeMap::from([
-        (
-            keys::CLIENT_ID.to_owned(),
-            ByteString(client_id.as_bytes().to_vec()),
-        ),
-        (
-            keys::CLIENT_SECRET.to_owned(),
-            ByteString(secret.expose().to_vec()),
-        ),
-    ]);
-    let annotations = BTreeMap::from([
-        (annotations::SECRET_VERSION.to_owned(), version.to_string()),
-        (annotations::WRITTEN_AT.to_owned(), now.to_string()),
-    ]);
-    let ticket = known.settled.begin_write();
-    let written = write(
-        secrets,
-        client,
-        &names.delivery,
-        existing.delivery.as_ref(),
-        "delivery",
-        None,
-        annotations,
-        data,
-    )
-    .await;
-    known.record(ticket, &names.delivery, existing.delivery.as_ref(), written)
-}
-
-/// Writes the verifier record and its bookkeeping.
-pub async fn write_verifier(
-    secrets: &Api<Secret>,
-    client: &OAuthClient,
-    names: &SecretNames,
-    existing: &Existing,
-    record: &VerifierRecord,
-    bookkeeping: &Bookkeeping,
-    known: &Known<'_>,
-) -> Result<()> {
-    let mut annotations = BTreeMap::from([
-        (
-            annotations::ROTATION_GENERATION.to_owned(),
-            bookkeeping.rotation_generation.to_string(),
-        ),
-        (
-            annotations::ISSUED_AT.to_owned(),
-            bookkeeping.issued_at.to_string(),
-        ),
-        (
-            annotations::SECRET_VERSION.to_owned(),
-            record.secret_version.to_string(),
-        ),
-    ]);
-    if let Some(deleted_at) = bookkeeping.delivery_deleted_at {
-        annotations.insert(
-            annotations::DELIVERY_DELETED_AT.to_owned(),
-            deleted_at.to_string(),
-        );
-    }
-    // Encrypted records carry their key's label, the default selector of the Secrets a
-    // key rotation re-encrypts.
-    let key_label = record
-        .encryption_key()
-        .map(|key| (KEY_LABEL, key.to_owned()));
-    let ticket = known.settled.begin_write();
-    let written = write(
-        secrets,
-        client,
-        &names.verifier,
-        existing.verifier.as_ref(),
-        "verifier",
-        key_label,
-        annotations,
-        record.to_data(),
-    )
-    .await;
-    known.record(ticket, &names.verifier, existing.verifier.as_ref(), written)
-}
-
 /// The EncryptionKey an encrypted verifier record is sealed under, when its Secret no
 /// longer carries that key's label: rotations find the ciphertext they must re-encrypt
 /// and count by that label, so a verifier that lost it (anyone who may edit Secrets can
@@ -365,61 +273,171 @@ pub fn missing_key_label(verifier: &Verifier, meta: Option<&ObjectMeta>) -> Opti
     (!labelled).then(|| key.to_owned())
 }
 
-/// Puts the label of `key` back on the verifier, at the resourceVersion it was read at
-/// (a change since fails the write, and the retry reads again).
-pub async fn relabel_verifier(
-    secrets: &Api<Secret>,
-    names: &SecretNames,
-    existing: &Existing,
-    key: &str,
-    known: &Known<'_>,
-) -> Result<()> {
-    let Some(meta) = existing.verifier.as_ref() else {
-        return Ok(());
-    };
-    let patch = serde_json::json!({
-        "metadata": {
-            "labels": { KEY_LABEL: key },
-            "resourceVersion": meta.resource_version,
-        }
-    });
-    let params = kube::api::PatchParams {
-        field_manager: Some(OAUTH_CLIENT_MANAGER.to_owned()),
-        ..kube::api::PatchParams::default()
-    };
-    let ticket = known.settled.begin_write();
-    let written = secrets
-        .patch(&names.verifier, &params, &kube::api::Patch::Merge(&patch))
-        .await
-        .map(store::Read)
-        .map_err(Error::from);
-    known.record(ticket, &names.verifier, Some(meta), written)
+/// Where one step writes the client's Secrets: their names, what was read of them (the
+/// write path checks ownership and preconditions on it), and what the reconcile keeps of
+/// what it wrote.
+pub struct SecretWriter<'a> {
+    pub api: &'a Api<Secret>,
+    pub client: &'a OAuthClient,
+    pub names: &'a SecretNames,
+    pub existing: &'a Existing,
+    pub known: &'a Known<'a>,
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn write(
-    secrets: &Api<Secret>,
-    client: &OAuthClient,
-    name: &str,
-    existing: Option<&ObjectMeta>,
-    role: &str,
-    extra_label: Option<(&'static str, String)>,
-    annotations: BTreeMap<String, String>,
-    data: BTreeMap<String, ByteString>,
-) -> Result<store::Read> {
-    let labels = store::labels(
-        role,
-        [(CLIENT_LABEL, client.name_any())]
-            .into_iter()
-            .chain(extra_label),
-    );
-    let secret = store::secret(name, Some(client), labels, annotations, data)?;
-    let owns = |meta: &ObjectMeta| store::is_owned_by(meta, client);
-    store::write_owned_read_back(secrets, OAUTH_CLIENT_MANAGER, secret, existing, owns)
-        .await?
-        .ok_or_else(|| Error::SecretNotOwned {
-            name: name.to_owned(),
-        })
+impl SecretWriter<'_> {
+    /// Writes the delivery Secret: the client id and the plaintext secret, for the client
+    /// application.
+    pub async fn delivery(
+        &self,
+        client_id: &str,
+        secret: &SecretBytes,
+        version: i64,
+        now: Timestamp,
+    ) -> Result<()> {
+        let data = BTreeMap::from([
+            (
+                keys::CLIENT_ID.to_owned(),
+                ByteString(client_id.as_bytes().to_vec()),
+            ),
+            (
+                keys::CLIENT_SECRET.to_owned(),
+                ByteString(secret.expose().to_vec()),
+            ),
+        ]);
+        let annotations = BTreeMap::from([
+            (annotations::SECRET_VERSION.to_owned(), version.to_string()),
+            (annotations::WRITTEN_AT.to_owned(), now.to_string()),
+        ]);
+        let existing = self.existing.delivery.as_ref();
+        let ticket = self.known.settled.begin_write();
+        let written = self
+            .write(
+                &self.names.delivery,
+                existing,
+                "delivery",
+                None,
+                annotations,
+                data,
+            )
+            .await;
+        self.known
+            .record(ticket, &self.names.delivery, existing, written)
+    }
+
+    /// Writes the verifier record and its bookkeeping.
+    pub async fn verifier(&self, record: &VerifierRecord, bookkeeping: &Bookkeeping) -> Result<()> {
+        let mut annotations = BTreeMap::from([
+            (
+                annotations::ROTATION_GENERATION.to_owned(),
+                bookkeeping.rotation_generation.to_string(),
+            ),
+            (
+                annotations::ISSUED_AT.to_owned(),
+                bookkeeping.issued_at.to_string(),
+            ),
+            (
+                annotations::SECRET_VERSION.to_owned(),
+                record.secret_version.to_string(),
+            ),
+        ]);
+        if let Some(deleted_at) = bookkeeping.delivery_deleted_at {
+            annotations.insert(
+                annotations::DELIVERY_DELETED_AT.to_owned(),
+                deleted_at.to_string(),
+            );
+        }
+        // Encrypted records carry their key's label, the default selector of the Secrets a
+        // key rotation re-encrypts.
+        let key_label = record
+            .encryption_key()
+            .map(|key| (KEY_LABEL, key.to_owned()));
+        let existing = self.existing.verifier.as_ref();
+        let ticket = self.known.settled.begin_write();
+        let written = self
+            .write(
+                &self.names.verifier,
+                existing,
+                "verifier",
+                key_label,
+                annotations,
+                record.to_data(),
+            )
+            .await;
+        self.known
+            .record(ticket, &self.names.verifier, existing, written)
+    }
+
+    /// Puts the label of `key` back on the verifier, at the resourceVersion it was read at
+    /// (a change since fails the write, and the retry reads again).
+    pub async fn relabel_verifier(&self, key: &str) -> Result<()> {
+        let Some(meta) = self.existing.verifier.as_ref() else {
+            return Ok(());
+        };
+        let patch = serde_json::json!({
+            "metadata": {
+                "labels": { KEY_LABEL: key },
+                "resourceVersion": meta.resource_version,
+            }
+        });
+        let params = kube::api::PatchParams {
+            field_manager: Some(OAUTH_CLIENT_MANAGER.to_owned()),
+            ..kube::api::PatchParams::default()
+        };
+        let ticket = self.known.settled.begin_write();
+        let written = self
+            .api
+            .patch(
+                &self.names.verifier,
+                &params,
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .map(store::Read)
+            .map_err(Error::from);
+        self.known
+            .record(ticket, &self.names.verifier, Some(meta), written)
+    }
+
+    /// Deletes the delivery Secret `delivered` was read from, and only that very Secret:
+    /// one re-created in between stays. `false`: it was gone or had changed.
+    pub async fn delete_delivery(&self, delivered: &Delivered) -> Result<bool> {
+        let expired = Secret {
+            metadata: ObjectMeta {
+                name: Some(self.names.delivery.clone()),
+                uid: delivered.uid.clone(),
+                resource_version: delivered.resource_version.clone(),
+                ..Default::default()
+            },
+            ..Secret::default()
+        };
+        store::delete_unchanged(self.api, &expired).await
+    }
+
+    /// Writes Secret `name` of the client in `role`, over `existing` as it was read.
+    async fn write(
+        &self,
+        name: &str,
+        existing: Option<&ObjectMeta>,
+        role: &str,
+        extra_label: Option<(&'static str, String)>,
+        annotations: BTreeMap<String, String>,
+        data: BTreeMap<String, ByteString>,
+    ) -> Result<store::Read> {
+        let client = self.client;
+        let labels = store::labels(
+            role,
+            [(CLIENT_LABEL, client.name_any())]
+                .into_iter()
+                .chain(extra_label),
+        );
+        let secret = store::secret(name, Some(client), labels, annotations, data)?;
+        let owns = |meta: &ObjectMeta| store::is_owned_by(meta, client);
+        store::write_owned_read_back(self.api, OAUTH_CLIENT_MANAGER, secret, existing, owns)
+            .await?
+            .ok_or_else(|| Error::SecretNotOwned {
+                name: name.to_owned(),
+            })
+    }
 }
 
 #[cfg(test)]
