@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
-use kube::runtime::events::EventType;
 
 use super::decide::{self, IssueCause, Step};
 use super::secrets::{self, Bookkeeping, SecretWriter};
+use super::status::Problem;
 use super::world::{Delivered, ImportSource, IssuedRecord, Observed, Verifier};
 use crate::controller::context::{Context, Notice};
 use crate::crd::OAuthClient;
@@ -30,11 +30,10 @@ pub enum Next {
     /// Secrets were written: the next step (or the status) follows from what was just
     /// written and fresh reads of the rest.
     LookAgain,
-    /// Nothing to write: report status, with `problem` (its Event type, reason and
-    /// message) keeping the client from being ready, and look again after `recheck_in`
-    /// or on a change.
+    /// Nothing to write: report status, with `problem` keeping the client from being
+    /// ready, and look again after `recheck_in` or on a change.
     Report {
-        problem: Option<(EventType, &'static str, String)>,
+        problem: Option<Problem>,
         recheck_in: Option<Duration>,
     },
 }
@@ -53,12 +52,12 @@ pub async fn take(step: Step, actor: &Actor<'_>, observed: &Observed) -> Result<
     let wrote = |()| Next::LookAgain;
     match step {
         Step::Refuse { reason, message } => Ok(Next::Report {
-            problem: Some((EventType::Warning, reason, message)),
+            problem: Some(Problem::warning(reason, message)),
             // A time refused as lying ahead is accepted once the clock passes it.
             recheck_in: decide::clock_recheck(observed, actor.now),
         }),
         Step::Wait { reason, message } => Ok(Next::Report {
-            problem: Some((EventType::Normal, reason, message)),
+            problem: Some(Problem::normal(reason, message)),
             recheck_in: None,
         }),
         Step::UpToDate {
@@ -98,7 +97,7 @@ impl Actor<'_> {
             return Ok(Next::LookAgain);
         }
         Ok(Next::Report {
-            problem: not_ready.map(|(reason, message)| (EventType::Normal, reason, message)),
+            problem: not_ready.map(|(reason, message)| Problem::normal(reason, message)),
             recheck_in,
         })
     }

@@ -1,9 +1,11 @@
 //! Reconciler of `OAuthClient`: issues client credentials, keeps the verifier record,
 //! delivers the plaintext once, rotates, imports, and expires what has run out.
 //!
-//! Each reconcile takes one step chosen by [`decide::next_step`] from fresh reads of the
-//! Secrets it manages (or the Secrets as its previous step wrote them), then looks again;
-//! status is written once nothing is left to do.
+//! Each reconcile loads what the cluster holds ([`secrets::load`], into the
+//! [`world`]), takes the one step [`decide::next_step`] chooses ([`act::take`]), and
+//! looks again, from fresh reads of the Secrets it manages (or the Secrets as its
+//! previous step wrote them); once nothing is left to do, it reports status
+//! ([`status::report`]), once.
 //! The plaintext secret goes only into the delivery Secret (and, under the plaintext
 //! policy, the verifier record); it never reaches a log line, an event or status.
 
@@ -13,6 +15,7 @@ pub mod index;
 mod secrets;
 pub mod settled;
 pub mod state;
+mod status;
 pub mod world;
 
 use std::collections::BTreeSet;
@@ -21,12 +24,10 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -36,18 +37,11 @@ use self::index::{SecretIndex, named_for};
 use self::secrets::{Known, SecretWriter};
 use self::settled::{Kind, Settled};
 pub use self::state::State;
-use self::world::{Observed, Verifier};
-use crate::controller::context::{Context, Notice};
-use crate::controller::kit::{
-    apply_status, in_namespace_of, latest, lean_controller, namespaced_api, owners_of,
-    watcher_config,
-};
+use self::status::{Written, report};
+use crate::controller::context::Context;
+use crate::controller::kit::{in_namespace_of, lean_controller, owners_of, watcher_config};
 use crate::crd::oauth_client::{DELIVERY_SUFFIX, SecretNames, VERIFIER_SUFFIX};
-use crate::crd::{
-    ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, find_condition,
-    set_condition,
-};
-use crate::store::OAUTH_CLIENT_MANAGER;
+use crate::crd::{EncryptionKey, OAuthClient};
 use crate::{Error, Result};
 
 /// The OAuthClient controller, watching `api` and the Secrets of `secrets`' scope.
@@ -313,222 +307,4 @@ fn remember(
         Written::FromNewerSpec => return,
     };
     settled.remember(client, written, &inputs, recheck_in);
-}
-
-/// What a status report left of the client.
-enum Written {
-    /// Its status already said so: nothing was written.
-    Unchanged,
-    /// Its status was written; the client is now at this resourceVersion.
-    At(String),
-    /// The spec had changed since the decision: the client had to be read again, or the
-    /// status write's response carried a newer one.
-    FromNewerSpec,
-}
-
-/// Writes status from what the cluster holds; `problem` is a reason and message that
-/// keep the client from being ready, published as an event of its type when the client
-/// turns not ready for that reason.
-async fn report(
-    context: &Context,
-    decided_from: &OAuthClient,
-    observed: &Observed,
-    names: &SecretNames,
-    problem: Option<(EventType, &'static str, String)>,
-    now: Timestamp,
-) -> Result<Written> {
-    let api: Api<OAuthClient> = namespaced_api(&context.client, decided_from)?;
-    let fresh = latest(context, &api, decided_from, decided_from.status.as_ref()).await?;
-    let client = fresh.as_ref().unwrap_or(decided_from);
-    let was_ready = client
-        .status
-        .as_ref()
-        .and_then(|status| find_condition(&status.conditions, ConditionType::Ready))
-        .map(|ready| (ready.status.clone(), ready.reason.clone()));
-    let (event, problem) = match problem {
-        Some((type_, reason, message)) => (
-            Some((type_, reason, message.clone())),
-            Some((reason, message)),
-        ),
-        None => (None, None),
-    };
-    let status = status(client, observed, names, problem, now);
-    let written = apply_status(
-        context,
-        &api,
-        OAUTH_CLIENT_MANAGER,
-        client,
-        client.status.as_ref(),
-        &status,
-    )
-    .await?;
-    if let Some((type_, reason, message)) = event
-        && was_ready != Some(("False".to_owned(), reason.to_owned()))
-    {
-        context
-            .publish(
-                client,
-                Notice {
-                    type_,
-                    reason,
-                    action: "Reconcile",
-                    note: message,
-                },
-            )
-            .await;
-    }
-    let decided = decided_from.meta().generation;
-    let newer_spec = client.meta().generation != decided
-        || written
-            .as_ref()
-            .is_some_and(|written| written.generation != decided);
-    if newer_spec {
-        return Ok(Written::FromNewerSpec);
-    }
-    Ok(match written.and_then(|written| written.resource_version) {
-        Some(version) => Written::At(version),
-        None => Written::Unchanged,
-    })
-}
-
-/// The status of `client` given what the cluster holds.
-fn status(
-    client: &OAuthClient,
-    observed: &Observed,
-    names: &SecretNames,
-    problem: Option<(&'static str, String)>,
-    now: Timestamp,
-) -> OAuthClientStatus {
-    let generation = client.meta().generation;
-    let mut status = client.status.clone().unwrap_or_default();
-    status.observed_generation = generation;
-    status.verifier_secret_name = Some(names.verifier.clone());
-    status.delivery_secret_name =
-        (client.spec.import_from.is_none()).then(|| names.delivery.clone());
-    let issued = match &observed.verifier {
-        Verifier::Present(issued) => Some(issued),
-        _ => None,
-    };
-    if let Some(issued) = issued {
-        let record = &issued.record;
-        status.client_id = Some(record.client_id.clone());
-        status.secret_version = Some(record.secret_version);
-        let spec_generation = client
-            .spec
-            .rotation
-            .as_ref()
-            .map_or(0, |rotation| rotation.generation);
-        status.rotation_generation = world::known_generation(spec_generation, issued, observed);
-        status.hash_algorithm = record
-            .current
-            .algorithm()
-            .map(|algorithm| algorithm.as_str().to_owned());
-        // Times come from the Secret: one the API server cannot store (before year 1)
-        // would make every status write fail, so only plausible ones are shown.
-        let shown = |at: Timestamp| (at >= Timestamp::UNIX_EPOCH).then_some(Time(at));
-        status.issued_at = shown(issued.issued_at);
-        status.previous_secret_expires_at = record
-            .previous
-            .as_ref()
-            .and_then(|previous| shown(previous.expires_at));
-        status.delivery_secret_deleted_at = issued.delivery_deleted_at.and_then(shown);
-        status.import_source_removable =
-            client.spec.import_from.as_ref().map(|_| problem.is_none());
-    }
-    let conditions = &mut status.conditions;
-    // SecretIssued says whether a secret exists; Ready whether it can be used now.
-    if let Some(issued) = issued {
-        let version = issued.record.secret_version;
-        let (reason, message) = match &client.spec.import_from {
-            Some(import) => (
-                "Imported",
-                format!(
-                    "secret version {version} imported from Secret {:?}, which may now be deleted",
-                    import.secret_name
-                ),
-            ),
-            None => (
-                "Issued",
-                format!(
-                    "secret version {version} issued; the client application reads it from Secret {:?}",
-                    names.delivery
-                ),
-            ),
-        };
-        set_condition(
-            conditions,
-            ConditionType::SecretIssued,
-            ConditionStatus::True,
-            reason,
-            message,
-            generation,
-            now,
-        );
-        if problem.is_none() {
-            set_condition(
-                conditions,
-                ConditionType::Ready,
-                ConditionStatus::True,
-                reason,
-                format!("verifier record in Secret {:?} is current", names.verifier),
-                generation,
-                now,
-            );
-        }
-    }
-    if let Some((reason, message)) = &problem {
-        set_condition(
-            conditions,
-            ConditionType::Ready,
-            ConditionStatus::False,
-            reason,
-            message.clone(),
-            generation,
-            now,
-        );
-        if issued.is_none() {
-            set_condition(
-                conditions,
-                ConditionType::SecretIssued,
-                ConditionStatus::False,
-                reason,
-                message.clone(),
-                generation,
-                now,
-            );
-        }
-    }
-    let legacy = issued
-        .and_then(|issued| issued.record.current.algorithm())
-        .filter(|algorithm| algorithm.is_legacy());
-    match legacy {
-        Some(algorithm) => set_condition(
-            conditions,
-            ConditionType::LegacyAlgorithm,
-            ConditionStatus::True,
-            "LegacyAlgorithmInUse",
-            format!(
-                "the verifier record is hashed with {}; move to SHA-256 or stronger",
-                algorithm.as_str()
-            ),
-            generation,
-            now,
-        ),
-        None if conditions
-            .iter()
-            .any(|c| c.type_ == ConditionType::LegacyAlgorithm.as_str()) =>
-        {
-            set_condition(
-                conditions,
-                ConditionType::LegacyAlgorithm,
-                ConditionStatus::False,
-                "ModernAlgorithm",
-                "the verifier record uses a current algorithm",
-                generation,
-                now,
-            )
-        }
-        None => {}
-    }
-    status
 }
