@@ -12,6 +12,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
 use super::decide::{self, IssueCause, Step};
+use super::reasons::{self, action};
 use super::secrets::{self, Bookkeeping, SecretWriter};
 use super::status::Problem;
 use super::world::{Delivered, ImportSource, IssuedRecord, Observed, Verifier};
@@ -197,9 +198,14 @@ impl Actor<'_> {
         let note = format!(
             "stored the secret of Secret {source:?} as version {version} for client id {client_id}; the source Secret may now be deleted"
         );
-        self.context.metrics.client_secret_written("Imported");
         self.context
-            .publish(self.client, Notice::normal("Imported", "Import", note))
+            .metrics
+            .client_secret_written(reasons::IMPORTED);
+        self.context
+            .publish(
+                self.client,
+                Notice::normal(reasons::IMPORTED, action::IMPORT, note),
+            )
             .await;
         Ok(())
     }
@@ -221,7 +227,7 @@ impl Actor<'_> {
         self.context
             .publish(
                 self.client,
-                Notice::normal("PreviousSecretExpired", "Expire", note),
+                Notice::normal(reasons::PREVIOUS_SECRET_EXPIRED, action::EXPIRE, note),
             )
             .await;
         Ok(())
@@ -246,7 +252,7 @@ impl Actor<'_> {
         self.context
             .publish(
                 self.client,
-                Notice::normal("DeliverySecretDeleted", "Delete", note),
+                Notice::normal(reasons::DELIVERY_SECRET_DELETED, action::DELETE, note),
             )
             .await;
         Ok(())
@@ -308,7 +314,7 @@ impl Actor<'_> {
         if reason != IssueCause::Initial.reason() {
             let note = format!("issued secret version {version} for client id {client_id}");
             context
-                .publish(client, Notice::normal(reason, "Issue", note))
+                .publish(client, Notice::normal(reason, action::ISSUE, note))
                 .await;
         }
         if client.spec.secret_type == SecretType::Hashed && client.spec.hash_algorithm.is_legacy() {
@@ -317,7 +323,10 @@ impl Actor<'_> {
                 client.spec.hash_algorithm.as_str()
             );
             context
-                .publish(client, Notice::warning("LegacyAlgorithm", "Issue", note))
+                .publish(
+                    client,
+                    Notice::warning(reasons::LEGACY_ALGORITHM, action::ISSUE, note),
+                )
                 .await;
         }
     }

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use super::reasons;
 use super::world::{
     ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, Verifier, annotations,
     generation_trusted, known_generation,
@@ -61,9 +62,9 @@ impl IssueCause {
     /// Event reason for this cause.
     pub fn reason(self) -> &'static str {
         match self {
-            Self::Initial => "Issued",
-            Self::VerifierLost => "Reissued",
-            Self::Requested | Self::Scheduled | Self::SpecChanged => "Rotated",
+            Self::Initial => reasons::ISSUED,
+            Self::VerifierLost => reasons::REISSUED,
+            Self::Requested | Self::Scheduled | Self::SpecChanged => reasons::ROTATED,
         }
     }
 }
@@ -152,7 +153,7 @@ fn held_back(
 ) -> Option<Step> {
     if let Some(name) = &observed.foreign_secret {
         return Some(Step::Refuse {
-            reason: "SecretConflict",
+            reason: reasons::SECRET_CONFLICT,
             message: format!(
                 "Secret {name:?} exists and is not owned by this OAuthClient; keyward will not overwrite it"
             ),
@@ -166,7 +167,7 @@ fn held_back(
     }
     if let Some(Err(message)) = &observed.key {
         return Some(Step::Wait {
-            reason: "EncryptionKeyNotReady",
+            reason: reasons::ENCRYPTION_KEY_NOT_READY,
             message: message.clone(),
         });
     }
@@ -246,7 +247,7 @@ fn issued_step(
 /// The record is encrypted under the spec's key and does not decrypt with it.
 fn undecryptable(verifier: &str) -> Step {
     Step::Refuse {
-        reason: "RecordUndecryptable",
+        reason: reasons::RECORD_UNDECRYPTABLE,
         message: format!(
             "the encrypted secret in Secret {verifier:?} does not decrypt with spec.encryptionKeyRef's keyring (altered, copied from another Secret, or its key version is gone); keyward will not issue over it: restore the keyring or the record, or bump spec.rotation.generation to issue a new secret"
         ),
@@ -258,7 +259,7 @@ fn undecryptable(verifier: &str) -> Step {
 /// it could rotate too early, never, or crash on overflowing arithmetic.
 fn untrusted(spec: &OAuthClientSpec, observed: &Observed, now: Timestamp) -> Option<Step> {
     let invalid = |invalid: &InvalidAnnotation| Step::Refuse {
-        reason: "AnnotationInvalid",
+        reason: reasons::ANNOTATION_INVALID,
         message: format!(
             "annotation {} of Secret {:?} {}; keyward did not write it so and will not act on it: remove the annotation or restore its value",
             invalid.annotation, invalid.secret, invalid.problem
@@ -305,7 +306,7 @@ fn untrusted(spec: &OAuthClientSpec, observed: &Observed, now: Timestamp) -> Opt
             && (previous.expires_at > longest_grace || previous.expires_at < Timestamp::UNIX_EPOCH)
         {
             return Some(Step::Refuse {
-                reason: "VerifierRecordInvalid",
+                reason: reasons::VERIFIER_RECORD_INVALID,
                 message: format!(
                     "previousExpiresAt of Secret {verifier:?} lies before 1970 or further ahead than the longest grace period (720h); keyward did not write it so"
                 ),
@@ -367,7 +368,7 @@ fn later(at: Timestamp, by: Duration) -> Option<Timestamp> {
 /// client without anyone deciding so.
 fn damaged(error: &RecordError) -> Step {
     Step::Refuse {
-        reason: "VerifierRecordInvalid",
+        reason: reasons::VERIFIER_RECORD_INVALID,
         message: format!("{error}; delete the verifier Secret to issue a new secret"),
     }
 }
@@ -376,7 +377,7 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
     // The resource's schema refuses both; these guard objects stored before it did.
     if names.verifier == names.delivery {
         return Some(Step::Refuse {
-            reason: "SecretNameConflict",
+            reason: reasons::SECRET_NAME_CONFLICT,
             message: format!(
                 "spec.verifierSecret.name and spec.deliverySecret.name both name Secret {:?}: the verifier must never hold the plaintext",
                 names.verifier
@@ -387,7 +388,7 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
         && import.client_id_key.as_ref() == Some(&import.secret_key)
     {
         return Some(Step::Refuse {
-            reason: "ImportKeysConflict",
+            reason: reasons::IMPORT_KEYS_CONFLICT,
             message: "spec.importFrom.clientIdKey must differ from spec.importFrom.secretKey: the client id is shown in status, the secret must never be".into(),
         });
     }
@@ -396,7 +397,7 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
         && spec.secret_type == SecretType::Hashed
     {
         return Some(Step::Refuse {
-            reason: "LegacyAlgorithmNotAllowed",
+            reason: reasons::LEGACY_ALGORITHM_NOT_ALLOWED,
             message: format!(
                 "spec.hashAlgorithm {} is a legacy algorithm; use SHA-256, SHA-384 or SHA-512, or start the operator with --allow-legacy-algorithms",
                 spec.hash_algorithm.as_str()
@@ -407,7 +408,7 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
     // operator allocate whatever it says.
     if !SECRET_LENGTHS.contains(&spec.secret_length) {
         return Some(Step::Refuse {
-            reason: "SecretLengthInvalid",
+            reason: reasons::SECRET_LENGTH_INVALID,
             message: format!(
                 "spec.secretLength must be from {} to {} bytes",
                 SECRET_LENGTHS.start(),
@@ -417,7 +418,7 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
     }
     match spec.secret_type {
         SecretType::Plaintext if !policy.allow_plaintext_secrets => Some(Step::Refuse {
-            reason: "PlaintextNotAllowed",
+            reason: reasons::PLAINTEXT_NOT_ALLOWED,
             message: "spec.secretType Plaintext is not allowed by the operator's policy; use Hashed, or start the operator with --allow-plaintext-secrets".into(),
         }),
         _ => None,
@@ -443,7 +444,7 @@ fn import_step(
                 // Imported before; the source may be gone on purpose.
                 Some(issued) => housekeeping(issued),
                 None => Step::Wait {
-                    reason: "ImportSourceMissing",
+                    reason: reasons::IMPORT_SOURCE_MISSING,
                     message: format!(
                         "waiting for Secret {source_name:?} named in spec.importFrom.secretName"
                     ),
@@ -452,13 +453,13 @@ fn import_step(
         }
         ImportSource::MissingKey(key) => {
             return Step::Wait {
-                reason: "ImportSourceKeyMissing",
+                reason: reasons::IMPORT_SOURCE_KEY_MISSING,
                 message: format!("Secret {source_name:?} has no key {key:?} (spec.importFrom)"),
             };
         }
         ImportSource::InvalidClientId(key) => {
             return Step::Wait {
-                reason: "ImportClientIdInvalid",
+                reason: reasons::IMPORT_CLIENT_ID_INVALID,
                 message: format!(
                     "key {key:?} of Secret {source_name:?} (spec.importFrom.clientIdKey) does not hold a client id: 8 to 255 characters of A-Z a-z 0-9 . _ ~ -"
                 ),
@@ -562,7 +563,7 @@ fn not_distributed(issued: &IssuedRecord, observed: &Observed) -> Option<(&'stat
     let key = observed.key.as_ref()?.as_ref().ok()?;
     (!key.distributed(envelope.key_version)).then(|| {
         (
-            "KeyNotDistributed",
+            reasons::KEY_NOT_DISTRIBUTED,
             format!(
                 "the secret is sealed under version {} of EncryptionKey {:?}, which not every pod of its targets holds yet",
                 envelope.key_version, envelope.key_name

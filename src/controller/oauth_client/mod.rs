@@ -12,6 +12,7 @@
 mod act;
 pub mod decide;
 pub mod index;
+pub mod reasons;
 mod secrets;
 pub mod settled;
 pub mod state;

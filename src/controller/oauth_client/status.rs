@@ -11,6 +11,7 @@ use kube::Resource;
 use kube::api::Api;
 use kube::runtime::events::EventType;
 
+use super::reasons::{self, action};
 use super::world::{self, IssuedRecord, Observed, Verifier};
 use crate::Result;
 use crate::controller::context::{Context, Notice};
@@ -135,7 +136,7 @@ pub fn computed(
         .map(|problem| Notice {
             type_: problem.type_,
             reason: problem.reason,
-            action: "Reconcile",
+            action: action::RECONCILE,
             note: problem.message,
         });
     (status, notice)
@@ -264,14 +265,14 @@ fn issued_because(
     let version = issued.record.secret_version;
     match &client.spec.import_from {
         Some(import) => (
-            "Imported",
+            reasons::IMPORTED,
             format!(
                 "secret version {version} imported from Secret {:?}, which may now be deleted",
                 import.secret_name
             ),
         ),
         None => (
-            "Issued",
+            reasons::ISSUED,
             format!(
                 "secret version {version} issued; the client application reads it from Secret {:?}",
                 names.delivery
@@ -296,7 +297,7 @@ fn set_legacy_algorithm(
             conditions,
             ConditionType::LegacyAlgorithm,
             ConditionStatus::True,
-            "LegacyAlgorithmInUse",
+            reasons::LEGACY_ALGORITHM_IN_USE,
             format!(
                 "the verifier record is hashed with {}; move to SHA-256 or stronger",
                 algorithm.as_str()
@@ -312,7 +313,7 @@ fn set_legacy_algorithm(
                 conditions,
                 ConditionType::LegacyAlgorithm,
                 ConditionStatus::False,
-                "ModernAlgorithm",
+                reasons::MODERN_ALGORITHM,
                 "the verifier record uses a current algorithm",
                 generation,
                 now,
