@@ -1,6 +1,7 @@
 //! The Secrets an OAuthClient owns — the verifier record and the delivery Secret — and
-//! the import source it reads: what is read of them for the decision, and the Secrets
-//! it writes, through the one write path of [`crate::store`].
+//! the import source it reads: reading them for the decision ([`load`], which hands
+//! them to [`super::world`] to be understood), and writing them ([`SecretWriter`]),
+//! through the one write path of [`crate::store`].
 
 use std::collections::BTreeMap;
 
@@ -153,18 +154,18 @@ pub async fn load(
         Some(import) => store::get(&secrets, &import.secret_name).await?,
         None => None,
     };
-    let read = Read {
+    let loaded = Loaded {
         key,
         verifier: verifier_secret.as_ref(),
         delivery: delivery_secret.as_ref(),
         import_source: import_secret.as_ref(),
     };
     let existing = Existing {
-        verifier: read.verifier.map(|secret| secret.metadata.clone()),
-        delivery: read.delivery.map(|secret| secret.metadata.clone()),
-        inputs: read.inputs(&names, spec),
+        verifier: loaded.verifier.map(|secret| secret.metadata.clone()),
+        delivery: loaded.delivery.map(|secret| secret.metadata.clone()),
+        inputs: loaded.inputs(&names, spec),
     };
-    let observed = read.observed(resource, names, &namespace);
+    let observed = loaded.observed(resource, names, &namespace);
     Ok((observed, existing))
 }
 
@@ -177,14 +178,14 @@ fn owned<'a>(secret: Option<&'a store::Read>, resource: &OAuthClient) -> Option<
 }
 
 /// The objects one [`load`] read (`None`: absent, or not read).
-struct Read<'a> {
+struct Loaded<'a> {
     key: Option<std::result::Result<KeyInUse, String>>,
     verifier: Option<&'a store::Read>,
     delivery: Option<&'a store::Read>,
     import_source: Option<&'a store::Read>,
 }
 
-impl Read<'_> {
+impl Loaded<'_> {
     /// What the decision needs of what was read. Secrets someone else owns are not
     /// read for their content, only named as in the way.
     fn observed(self, resource: &OAuthClient, names: SecretNames, namespace: &str) -> Observed {
