@@ -258,67 +258,96 @@ fn undecryptable(verifier: &str) -> Step {
 /// a time after now (or a previous secret valid longer than any grace period). Acting on
 /// it could rotate too early, never, or crash on overflowing arithmetic.
 fn untrusted(spec: &OAuthClientSpec, observed: &Observed, now: Timestamp) -> Option<Step> {
-    let invalid = |invalid: &InvalidAnnotation| Step::Refuse {
+    if let Some(annotation) = &observed.invalid_annotation {
+        return Some(annotation_invalid(annotation));
+    }
+    let latest = now.checked_add(CLOCK_SKEW).unwrap_or(now);
+    if let Verifier::Present(issued) = &observed.verifier
+        && let Some(refusal) = untrusted_record(spec, issued, observed, latest)
+    {
+        return Some(refusal);
+    }
+    if let Some(delivered) = &observed.delivery
+        && implausible(delivered.written_at, latest)
+    {
+        return Some(in_future(&observed.names.delivery, annotations::WRITTEN_AT));
+    }
+    None
+}
+
+/// The verifier's bookkeeping, when keyward cannot have written it: a rotation
+/// generation from the future, a time later than `latest`, or a previous secret valid
+/// longer than any grace period.
+fn untrusted_record(
+    spec: &OAuthClientSpec,
+    issued: &IssuedRecord,
+    observed: &Observed,
+    latest: Timestamp,
+) -> Option<Step> {
+    let verifier = &observed.names.verifier;
+    let spec_generation = spec
+        .rotation
+        .as_ref()
+        .map_or(0, |rotation| rotation.generation);
+    // A generation from the future would make every bump up to it a no-op. A bump
+    // above what status recorded is still acted on (the new secret rewrites it).
+    if !generation_trusted(spec_generation, issued, observed)
+        && !rotation_requested(spec_generation, issued, observed)
+    {
+        return Some(annotation_invalid(&InvalidAnnotation {
+            secret: verifier.clone(),
+            annotation: annotations::ROTATION_GENERATION,
+            problem: "is above spec.rotation.generation",
+        }));
+    }
+    if implausible(issued.issued_at, latest) {
+        return Some(in_future(verifier, annotations::ISSUED_AT));
+    }
+    if issued
+        .delivery_deleted_at
+        .is_some_and(|at| implausible(at, latest))
+    {
+        return Some(in_future(verifier, annotations::DELIVERY_DELETED_AT));
+    }
+    let longest_grace = latest.checked_add(MAX_GRACE).unwrap_or(latest);
+    if let Some(previous) = &issued.record.previous
+        && (previous.expires_at > longest_grace || previous.expires_at < Timestamp::UNIX_EPOCH)
+    {
+        return Some(Step::Refuse {
+            reason: reasons::VERIFIER_RECORD_INVALID,
+            message: format!(
+                "previousExpiresAt of Secret {verifier:?} lies before 1970 or further ahead than the longest grace period (720h); keyward did not write it so"
+            ),
+        });
+    }
+    None
+}
+
+/// Whether keyward cannot have written time `at`: after `latest` (now and the clock
+/// skew allowed), or before 1970, which is no time keyward wrote either and status
+/// could not even show.
+fn implausible(at: Timestamp, latest: Timestamp) -> bool {
+    at > latest || at < Timestamp::UNIX_EPOCH
+}
+
+/// Refuses to act on a Secret's `annotation`, which keyward did not write so.
+fn annotation_invalid(invalid: &InvalidAnnotation) -> Step {
+    Step::Refuse {
         reason: reasons::ANNOTATION_INVALID,
         message: format!(
             "annotation {} of Secret {:?} {}; keyward did not write it so and will not act on it: remove the annotation or restore its value",
             invalid.annotation, invalid.secret, invalid.problem
         ),
-    };
-    if let Some(annotation) = &observed.invalid_annotation {
-        return Some(invalid(annotation));
     }
-    let latest = now.checked_add(CLOCK_SKEW).unwrap_or(now);
-    // Before 1970 is no time keyward wrote either, and status could not even show it.
-    let implausible = |at: Timestamp| at > latest || at < Timestamp::UNIX_EPOCH;
-    let in_future = |secret: &str, annotation: &'static str| {
-        invalid(&InvalidAnnotation {
-            secret: secret.to_owned(),
-            annotation,
-            problem: "lies in the future or before 1970",
-        })
-    };
-    if let Verifier::Present(issued) = &observed.verifier {
-        let verifier = &observed.names.verifier;
-        let spec_generation = spec
-            .rotation
-            .as_ref()
-            .map_or(0, |rotation| rotation.generation);
-        // A generation from the future would make every bump up to it a no-op. A bump
-        // above what status recorded is still acted on (the new secret rewrites it).
-        if !generation_trusted(spec_generation, issued, observed)
-            && !rotation_requested(spec_generation, issued, observed)
-        {
-            return Some(invalid(&InvalidAnnotation {
-                secret: verifier.clone(),
-                annotation: annotations::ROTATION_GENERATION,
-                problem: "is above spec.rotation.generation",
-            }));
-        }
-        if implausible(issued.issued_at) {
-            return Some(in_future(verifier, annotations::ISSUED_AT));
-        }
-        if issued.delivery_deleted_at.is_some_and(implausible) {
-            return Some(in_future(verifier, annotations::DELIVERY_DELETED_AT));
-        }
-        let longest_grace = latest.checked_add(MAX_GRACE).unwrap_or(latest);
-        if let Some(previous) = &issued.record.previous
-            && (previous.expires_at > longest_grace || previous.expires_at < Timestamp::UNIX_EPOCH)
-        {
-            return Some(Step::Refuse {
-                reason: reasons::VERIFIER_RECORD_INVALID,
-                message: format!(
-                    "previousExpiresAt of Secret {verifier:?} lies before 1970 or further ahead than the longest grace period (720h); keyward did not write it so"
-                ),
-            });
-        }
-    }
-    if let Some(delivered) = &observed.delivery
-        && implausible(delivered.written_at)
-    {
-        return Some(in_future(&observed.names.delivery, annotations::WRITTEN_AT));
-    }
-    None
+}
+
+/// Refuses to act on a time `annotation` of `secret` that keyward cannot have written.
+fn in_future(secret: &str, annotation: &'static str) -> Step {
+    annotation_invalid(&InvalidAnnotation {
+        secret: secret.to_owned(),
+        annotation,
+        problem: "lies in the future or before 1970",
+    })
 }
 
 /// The longest a refusal that the clock may lift waits before it is looked at again: a
@@ -373,6 +402,7 @@ fn damaged(error: &RecordError) -> Step {
     }
 }
 
+/// What the operator's policy or the schema refuses of `spec`, whatever the cluster holds.
 fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Option<Step> {
     // The resource's schema refuses both; these guard objects stored before it did.
     if names.verifier == names.delivery {
@@ -425,6 +455,8 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
     }
 }
 
+/// An imported client: wait for what its source lacks, keep house while the record
+/// holds the source's secret as the spec asks, else import it (again).
 fn import_step(
     spec: &OAuthClientSpec,
     observed: &Observed,
@@ -488,6 +520,8 @@ fn import_step(
     }
 }
 
+/// The version an import writes: after the record's, or after the last status showed
+/// when the record is gone, so a version number is never reused.
 fn next_import_version(issued: Option<&IssuedRecord>, observed: &Observed) -> i64 {
     issued
         .map(|issued| issued.record.secret_version)
@@ -511,6 +545,8 @@ fn credential_fits(credential: &Credential, spec: &OAuthClientSpec) -> bool {
     }
 }
 
+/// An issued record nothing asks to replace: drop an expired previous secret, delete a
+/// delivery past its TTL, else nothing until the nearest deadline.
 fn up_to_date_or_housekeeping(
     spec: &OAuthClientSpec,
     issued: &IssuedRecord,
