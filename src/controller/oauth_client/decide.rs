@@ -1,5 +1,6 @@
 //! The OAuthClient reconciler's decisions, as a pure function of the spec, what the
-//! cluster holds and the time: [`next_step`].
+//! cluster holds ([`super::world`]) and the time: [`next_step`]. It never reads or
+//! writes the cluster.
 //!
 //! The verifier Secret is the source of truth for what has been issued (its data and
 //! `keyward.io/*` annotations), never the resource's status, which may be stale in the
@@ -10,30 +11,18 @@
 //! records that no longer decrypt, are reported and left alone — never a panic, never a
 //! silent re-issue. All time arithmetic is checked.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use super::reasons;
+use super::world::{
+    ImportSource, InvalidAnnotation, IssuedRecord, Observed, Opened, Verifier, annotations,
+    generation_trusted, known_generation,
+};
 use crate::controller::options::Policy;
 use crate::crd::oauth_client::{OAuthClientSpec, SecretNames, SecretType};
-use crate::crypto::envelope::EnvelopeError;
-use crate::crypto::{Credential, HashAlgorithm, Keyring, RecordError, SecretBytes, VerifierRecord};
-use crate::store::keyring::KeyInUse;
-
-/// Annotations keyward keeps on its Secrets.
-pub mod annotations {
-    /// Secret version a delivery Secret holds.
-    pub const SECRET_VERSION: &str = "keyward.io/secret-version";
-    /// `spec.rotation.generation` when the current secret was issued.
-    pub const ROTATION_GENERATION: &str = "keyward.io/rotation-generation";
-    /// When the current secret was issued.
-    pub const ISSUED_AT: &str = "keyward.io/issued-at";
-    /// When a delivery Secret was written.
-    pub const WRITTEN_AT: &str = "keyward.io/written-at";
-    /// When the delivery Secret was deleted after its TTL.
-    pub const DELIVERY_DELETED_AT: &str = "keyward.io/delivery-deleted-at";
-}
+use crate::crypto::{Credential, HashAlgorithm, RecordError};
 
 /// How far a recorded time may lie ahead of the operator's clock (clock skew between
 /// replicas); anything later was not written by keyward.
@@ -46,172 +35,12 @@ const MAX_RECHECK: Duration = Duration::from_secs(24 * 3600);
 /// The entropy a generated secret may have, in bytes (as `spec.secretLength` allows).
 pub const SECRET_LENGTHS: std::ops::RangeInclusive<i32> = 16..=128;
 
-/// An annotation keyward did not write as it is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct InvalidAnnotation {
-    /// The Secret that carries it.
-    pub secret: String,
-    pub annotation: &'static str,
-    /// What is wrong, without the value.
-    pub problem: &'static str,
-}
-
-/// Reads annotation `key` of `secret` as `T`: absent is `None`, unparsable an error
-/// that names the annotation, never its value.
-pub fn parse_annotation<T: std::str::FromStr>(
-    secret: &str,
-    annotations: &BTreeMap<String, String>,
-    key: &'static str,
-    what: &'static str,
-) -> Result<Option<T>, InvalidAnnotation> {
-    annotations
-        .get(key)
-        .map(|value| {
-            value.parse().map_err(|_| InvalidAnnotation {
-                secret: secret.to_owned(),
-                annotation: key,
-                problem: what,
-            })
-        })
-        .transpose()
-}
-
-/// The verifier Secret as found.
-#[derive(Debug)]
-pub enum Verifier {
-    Absent,
-    Damaged(RecordError),
-    Present(Box<IssuedRecord>),
-}
-
-/// An encrypted record, decrypted with its key.
-#[derive(Debug)]
-pub enum Opened {
-    /// Not encrypted, or under another key than the spec names (a spec change).
-    NotEncrypted,
-    /// Decrypted; comparisons use it.
-    Opened(VerifierRecord),
-    /// Encrypted under the spec's key, which cannot decrypt it: altered, moved from
-    /// another Secret, or its key version is gone.
-    Undecryptable,
-}
-
-/// A readable verifier record and the bookkeeping kept beside it.
-#[derive(Debug)]
-pub struct IssuedRecord {
-    pub record: VerifierRecord,
-    pub opened: Opened,
-    /// `spec.rotation.generation` when the current secret was issued.
-    pub rotation_generation: i64,
-    pub issued_at: Timestamp,
-    /// When the delivery Secret was deleted after its TTL.
-    pub delivery_deleted_at: Option<Timestamp>,
-}
-
-/// The delivery Secret as found.
-#[derive(Debug)]
-pub struct Delivered {
-    pub secret_version: i64,
-    pub client_id: String,
-    pub secret: SecretBytes,
-    pub written_at: Timestamp,
-    /// The Secret's uid and resourceVersion: deleting it after its TTL is conditional on
-    /// them, so a Secret re-created in between is never deleted.
-    pub uid: Option<String>,
-    pub resource_version: Option<String>,
-}
-
-/// The import source as found.
-#[derive(Debug)]
-pub enum ImportSource {
-    NotConfigured,
-    /// The Secret does not exist (yet).
-    Missing,
-    /// The Secret exists but lacks the key.
-    MissingKey(String),
-    /// The client id key holds no valid client id (the key's name).
-    InvalidClientId(String),
-    Present {
-        secret: SecretBytes,
-        client_id: Option<String>,
-    },
-}
-
-/// Everything the decision needs from the cluster.
-pub struct Observed {
-    /// The names of the Secrets the client writes.
-    pub names: SecretNames,
-    pub verifier: Verifier,
-    pub delivery: Option<Delivered>,
-    pub import_source: ImportSource,
-    /// Last `status.secretVersion`, so a re-issue after the verifier was deleted never
-    /// reuses a version number.
-    pub status_secret_version: Option<i64>,
-    /// Last `status.rotationGeneration`, with the `status.secretVersion` it was recorded
-    /// for: what keyward itself knew the current secret answers.
-    pub status_rotation_generation: Option<RecordedGeneration>,
-    /// A Secret keyward would write exists but belongs to someone else.
-    pub foreign_secret: Option<String>,
-    /// An annotation of the verifier or delivery Secret that keyward did not write.
-    pub invalid_annotation: Option<InvalidAnnotation>,
-    /// For `Encrypted` secrets: the referenced EncryptionKey and its keyring, or why it
-    /// is not usable yet.
-    pub key: Option<Result<KeyInUse, String>>,
-}
-
-/// The `spec.rotation.generation` status recorded as answered by one secret version.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecordedGeneration {
-    pub secret_version: i64,
-    pub rotation_generation: i64,
-}
-
-/// The `spec.rotation.generation` that `issued` is known to answer: as status recorded it
-/// for this very secret version, else as the verifier's annotation says when that can be
-/// keyward's (see [`generation_trusted`]). `None` when neither can be trusted.
-pub fn known_generation(
-    spec_generation: i64,
-    issued: &IssuedRecord,
-    observed: &Observed,
-) -> Option<i64> {
-    recorded_generation(issued, observed)
-        .or(generation_trusted(spec_generation, issued, observed)
-            .then_some(issued.rotation_generation))
-}
-
-/// What status recorded as answered by `issued`'s secret version, if it did.
-fn recorded_generation(issued: &IssuedRecord, observed: &Observed) -> Option<i64> {
-    observed
-        .status_rotation_generation
-        .filter(|recorded| recorded.secret_version == issued.record.secret_version)
-        .map(|recorded| recorded.rotation_generation)
-}
-
-/// Whether the verifier's rotation-generation annotation can be keyward's: keyward writes
-/// the spec's counter, which only grows, so it is no later than the spec, or (when the
-/// user dropped the counter from the manifest, which the schema cannot refuse) it is what
-/// status recorded for this secret.
-fn generation_trusted(spec_generation: i64, issued: &IssuedRecord, observed: &Observed) -> bool {
-    issued.rotation_generation <= spec_generation
-        || recorded_generation(issued, observed) == Some(issued.rotation_generation)
-}
-
 /// Whether the user asked for a rotation that `issued` does not answer yet: the spec's
 /// counter is above the generation the secret is known to answer. A verifier annotated
 /// from the future never hides such a request, since what status recorded wins.
 fn rotation_requested(spec_generation: i64, issued: &IssuedRecord, observed: &Observed) -> bool {
     known_generation(spec_generation, issued, observed)
         .is_some_and(|answered| spec_generation > answered)
-}
-
-impl Observed {
-    /// The keyring of the referenced EncryptionKey, when usable.
-    pub fn keyring(&self) -> Option<&Keyring> {
-        self.key
-            .as_ref()
-            .and_then(|key| key.as_ref().ok())
-            .map(|key| &key.keyring)
-    }
 }
 
 /// Why a new secret is issued.
@@ -233,9 +62,9 @@ impl IssueCause {
     /// Event reason for this cause.
     pub fn reason(self) -> &'static str {
         match self {
-            Self::Initial => "Issued",
-            Self::VerifierLost => "Reissued",
-            Self::Requested | Self::Scheduled | Self::SpecChanged => "Rotated",
+            Self::Initial => reasons::ISSUED,
+            Self::VerifierLost => reasons::REISSUED,
+            Self::Requested | Self::Scheduled | Self::SpecChanged => reasons::ROTATED,
         }
     }
 }
@@ -277,6 +106,22 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The step's name in logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Step::Refuse { .. } => "refuse",
+            Step::Wait { .. } => "wait",
+            Step::Issue { .. } => "issue",
+            Step::CompleteIssue => "complete-issue",
+            Step::Import { .. } => "import",
+            Step::ExpirePrevious => "expire-previous",
+            Step::DeleteDelivery => "delete-delivery",
+            Step::UpToDate { .. } => "up-to-date",
+        }
+    }
+}
+
 /// Decides the next step for `spec` given what the cluster holds at `now`.
 pub fn next_step(
     spec: &OAuthClientSpec,
@@ -284,54 +129,84 @@ pub fn next_step(
     policy: Policy,
     now: Timestamp,
 ) -> Step {
-    if let Some(name) = &observed.foreign_secret {
-        return Step::Refuse {
-            reason: "SecretConflict",
-            message: format!(
-                "Secret {name:?} exists and is not owned by this OAuthClient; keyward will not overwrite it"
-            ),
-        };
-    }
-    if let Some(refusal) = refusal(spec, &observed.names, policy) {
-        return refusal;
-    }
-    if let Some(refusal) = untrusted(spec, observed, now) {
-        return refusal;
-    }
-    if let Some(Err(message)) = &observed.key {
-        return Step::Wait {
-            reason: "EncryptionKeyNotReady",
-            message: message.clone(),
-        };
+    if let Some(held) = held_back(spec, observed, policy, now) {
+        return held;
     }
     if let Some(import) = &spec.import_from {
         return import_step(spec, observed, &import.secret_name, now);
     }
-    let issued = match &observed.verifier {
-        Verifier::Present(issued) => issued,
-        Verifier::Damaged(error) => return damaged(error),
-        Verifier::Absent => {
-            let last = observed.status_secret_version.unwrap_or(0);
-            if observed
-                .delivery
-                .as_ref()
-                .is_some_and(|delivered| delivered.secret_version > last)
-            {
-                return Step::CompleteIssue;
-            }
-            let cause = if last == 0 {
-                IssueCause::Initial
-            } else {
-                IssueCause::VerifierLost
-            };
-            let client_id = spec.client_id.clone().unwrap_or_default();
-            return Step::Issue {
-                version: last.saturating_add(1),
-                client_id,
-                cause,
-            };
-        }
+    match &observed.verifier {
+        Verifier::Present(issued) => issued_step(spec, issued, observed, now),
+        Verifier::Damaged(error) => damaged(error),
+        Verifier::Absent => first_issue(spec, observed),
+    }
+}
+
+/// What keeps any step from being taken, in the order it is reported: a Secret in the
+/// way, a spec the policy refuses, bookkeeping keyward cannot have written, a key not
+/// ready yet.
+fn held_back(
+    spec: &OAuthClientSpec,
+    observed: &Observed,
+    policy: Policy,
+    now: Timestamp,
+) -> Option<Step> {
+    if let Some(name) = &observed.foreign_secret {
+        return Some(Step::Refuse {
+            reason: reasons::SECRET_CONFLICT,
+            message: format!(
+                "Secret {name:?} exists and is not owned by this OAuthClient; keyward will not overwrite it"
+            ),
+        });
+    }
+    if let Some(refusal) = refusal(spec, &observed.names, policy) {
+        return Some(refusal);
+    }
+    if let Some(refusal) = untrusted(spec, observed, now) {
+        return Some(refusal);
+    }
+    if let Some(Err(message)) = &observed.key {
+        return Some(Step::Wait {
+            reason: reasons::ENCRYPTION_KEY_NOT_READY,
+            message: message.clone(),
+        });
+    }
+    None
+}
+
+/// No verifier record: complete the issue the delivery Secret shows was interrupted, or
+/// issue the client's first secret (or, when status shows one was issued before and the
+/// verifier is lost, the next version, never one reused).
+fn first_issue(spec: &OAuthClientSpec, observed: &Observed) -> Step {
+    let last = observed.status_secret_version.unwrap_or(0);
+    if observed
+        .delivery
+        .as_ref()
+        .is_some_and(|delivered| delivered.secret_version > last)
+    {
+        return Step::CompleteIssue;
+    }
+    let cause = if last == 0 {
+        IssueCause::Initial
+    } else {
+        IssueCause::VerifierLost
     };
+    let client_id = spec.client_id.clone().unwrap_or_default();
+    Step::Issue {
+        version: last.saturating_add(1),
+        client_id,
+        cause,
+    }
+}
+
+/// A verifier record is in place: complete an interrupted issue, rotate when asked, when
+/// the spec needs a new secret or when the period is over; else keep house.
+fn issued_step(
+    spec: &OAuthClientSpec,
+    issued: &IssuedRecord,
+    observed: &Observed,
+    now: Timestamp,
+) -> Step {
     let record = &issued.record;
     if let Some(delivered) = &observed.delivery
         && delivered.secret_version > record.secret_version
@@ -344,12 +219,13 @@ pub fn next_step(
         .clone()
         .unwrap_or_else(|| record.client_id.clone());
     let rotation = spec.rotation.clone().unwrap_or_default();
+    let issue = |cause| Step::Issue {
+        version: next_version,
+        client_id: client_id.clone(),
+        cause,
+    };
     if rotation_requested(rotation.generation, issued, observed) {
-        return Step::Issue {
-            version: next_version,
-            client_id,
-            cause: IssueCause::Requested,
-        };
+        return issue(IssueCause::Requested);
     }
     // Only an explicit rotation (above) may replace a record that no longer decrypts:
     // anything else would lock the client out without anyone deciding so.
@@ -357,21 +233,13 @@ pub fn next_step(
         return undecryptable(&observed.names.verifier);
     }
     if !credential_fits(&record.current, spec) || client_id != record.client_id {
-        return Step::Issue {
-            version: next_version,
-            client_id,
-            cause: IssueCause::SpecChanged,
-        };
+        return issue(IssueCause::SpecChanged);
     }
     let rotate_at = rotation
         .period
         .and_then(|period| later(issued.issued_at, period.into()));
     if rotate_at.is_some_and(|at| at <= now) {
-        return Step::Issue {
-            version: next_version,
-            client_id,
-            cause: IssueCause::Scheduled,
-        };
+        return issue(IssueCause::Scheduled);
     }
     up_to_date_or_housekeeping(spec, issued, observed, rotate_at, now)
 }
@@ -379,7 +247,7 @@ pub fn next_step(
 /// The record is encrypted under the spec's key and does not decrypt with it.
 fn undecryptable(verifier: &str) -> Step {
     Step::Refuse {
-        reason: "RecordUndecryptable",
+        reason: reasons::RECORD_UNDECRYPTABLE,
         message: format!(
             "the encrypted secret in Secret {verifier:?} does not decrypt with spec.encryptionKeyRef's keyring (altered, copied from another Secret, or its key version is gone); keyward will not issue over it: restore the keyring or the record, or bump spec.rotation.generation to issue a new secret"
         ),
@@ -390,67 +258,96 @@ fn undecryptable(verifier: &str) -> Step {
 /// a time after now (or a previous secret valid longer than any grace period). Acting on
 /// it could rotate too early, never, or crash on overflowing arithmetic.
 fn untrusted(spec: &OAuthClientSpec, observed: &Observed, now: Timestamp) -> Option<Step> {
-    let invalid = |invalid: &InvalidAnnotation| Step::Refuse {
-        reason: "AnnotationInvalid",
-        message: format!(
-            "annotation {} of Secret {:?} {}; keyward did not write it so and will not act on it: remove the annotation or restore its value",
-            invalid.annotation, invalid.secret, invalid.problem
-        ),
-    };
     if let Some(annotation) = &observed.invalid_annotation {
-        return Some(invalid(annotation));
+        return Some(annotation_invalid(annotation));
     }
     let latest = now.checked_add(CLOCK_SKEW).unwrap_or(now);
-    // Before 1970 is no time keyward wrote either, and status could not even show it.
-    let implausible = |at: Timestamp| at > latest || at < Timestamp::UNIX_EPOCH;
-    let in_future = |secret: &str, annotation: &'static str| {
-        invalid(&InvalidAnnotation {
-            secret: secret.to_owned(),
-            annotation,
-            problem: "lies in the future or before 1970",
-        })
-    };
-    if let Verifier::Present(issued) = &observed.verifier {
-        let verifier = &observed.names.verifier;
-        let spec_generation = spec
-            .rotation
-            .as_ref()
-            .map_or(0, |rotation| rotation.generation);
-        // A generation from the future would make every bump up to it a no-op. A bump
-        // above what status recorded is still acted on (the new secret rewrites it).
-        if !generation_trusted(spec_generation, issued, observed)
-            && !rotation_requested(spec_generation, issued, observed)
-        {
-            return Some(invalid(&InvalidAnnotation {
-                secret: verifier.clone(),
-                annotation: annotations::ROTATION_GENERATION,
-                problem: "is above spec.rotation.generation",
-            }));
-        }
-        if implausible(issued.issued_at) {
-            return Some(in_future(verifier, annotations::ISSUED_AT));
-        }
-        if issued.delivery_deleted_at.is_some_and(implausible) {
-            return Some(in_future(verifier, annotations::DELIVERY_DELETED_AT));
-        }
-        let longest_grace = latest.checked_add(MAX_GRACE).unwrap_or(latest);
-        if let Some(previous) = &issued.record.previous
-            && (previous.expires_at > longest_grace || previous.expires_at < Timestamp::UNIX_EPOCH)
-        {
-            return Some(Step::Refuse {
-                reason: "VerifierRecordInvalid",
-                message: format!(
-                    "previousExpiresAt of Secret {verifier:?} lies before 1970 or further ahead than the longest grace period (720h); keyward did not write it so"
-                ),
-            });
-        }
+    if let Verifier::Present(issued) = &observed.verifier
+        && let Some(refusal) = untrusted_record(spec, issued, observed, latest)
+    {
+        return Some(refusal);
     }
     if let Some(delivered) = &observed.delivery
-        && implausible(delivered.written_at)
+        && implausible(delivered.written_at, latest)
     {
         return Some(in_future(&observed.names.delivery, annotations::WRITTEN_AT));
     }
     None
+}
+
+/// The verifier's bookkeeping, when keyward cannot have written it: a rotation
+/// generation from the future, a time later than `latest`, or a previous secret valid
+/// longer than any grace period.
+fn untrusted_record(
+    spec: &OAuthClientSpec,
+    issued: &IssuedRecord,
+    observed: &Observed,
+    latest: Timestamp,
+) -> Option<Step> {
+    let verifier = &observed.names.verifier;
+    let spec_generation = spec
+        .rotation
+        .as_ref()
+        .map_or(0, |rotation| rotation.generation);
+    // A generation from the future would make every bump up to it a no-op. A bump
+    // above what status recorded is still acted on (the new secret rewrites it).
+    if !generation_trusted(spec_generation, issued, observed)
+        && !rotation_requested(spec_generation, issued, observed)
+    {
+        return Some(annotation_invalid(&InvalidAnnotation {
+            secret: verifier.clone(),
+            annotation: annotations::ROTATION_GENERATION,
+            problem: "is above spec.rotation.generation",
+        }));
+    }
+    if implausible(issued.issued_at, latest) {
+        return Some(in_future(verifier, annotations::ISSUED_AT));
+    }
+    if issued
+        .delivery_deleted_at
+        .is_some_and(|at| implausible(at, latest))
+    {
+        return Some(in_future(verifier, annotations::DELIVERY_DELETED_AT));
+    }
+    let longest_grace = latest.checked_add(MAX_GRACE).unwrap_or(latest);
+    if let Some(previous) = &issued.record.previous
+        && (previous.expires_at > longest_grace || previous.expires_at < Timestamp::UNIX_EPOCH)
+    {
+        return Some(Step::Refuse {
+            reason: reasons::VERIFIER_RECORD_INVALID,
+            message: format!(
+                "previousExpiresAt of Secret {verifier:?} lies before 1970 or further ahead than the longest grace period (720h); keyward did not write it so"
+            ),
+        });
+    }
+    None
+}
+
+/// Whether keyward cannot have written time `at`: after `latest` (now and the clock
+/// skew allowed), or before 1970, which is no time keyward wrote either and status
+/// could not even show.
+fn implausible(at: Timestamp, latest: Timestamp) -> bool {
+    at > latest || at < Timestamp::UNIX_EPOCH
+}
+
+/// Refuses to act on a Secret's `annotation`, which keyward did not write so.
+fn annotation_invalid(invalid: &InvalidAnnotation) -> Step {
+    Step::Refuse {
+        reason: reasons::ANNOTATION_INVALID,
+        message: format!(
+            "annotation {} of Secret {:?} {}; keyward did not write it so and will not act on it: remove the annotation or restore its value",
+            invalid.annotation, invalid.secret, invalid.problem
+        ),
+    }
+}
+
+/// Refuses to act on a time `annotation` of `secret` that keyward cannot have written.
+fn in_future(secret: &str, annotation: &'static str) -> Step {
+    annotation_invalid(&InvalidAnnotation {
+        secret: secret.to_owned(),
+        annotation,
+        problem: "lies in the future or before 1970",
+    })
 }
 
 /// The longest a refusal that the clock may lift waits before it is looked at again: a
@@ -500,16 +397,17 @@ fn later(at: Timestamp, by: Duration) -> Option<Timestamp> {
 /// client without anyone deciding so.
 fn damaged(error: &RecordError) -> Step {
     Step::Refuse {
-        reason: "VerifierRecordInvalid",
+        reason: reasons::VERIFIER_RECORD_INVALID,
         message: format!("{error}; delete the verifier Secret to issue a new secret"),
     }
 }
 
+/// What the operator's policy or the schema refuses of `spec`, whatever the cluster holds.
 fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Option<Step> {
     // The resource's schema refuses both; these guard objects stored before it did.
     if names.verifier == names.delivery {
         return Some(Step::Refuse {
-            reason: "SecretNameConflict",
+            reason: reasons::SECRET_NAME_CONFLICT,
             message: format!(
                 "spec.verifierSecret.name and spec.deliverySecret.name both name Secret {:?}: the verifier must never hold the plaintext",
                 names.verifier
@@ -520,7 +418,7 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
         && import.client_id_key.as_ref() == Some(&import.secret_key)
     {
         return Some(Step::Refuse {
-            reason: "ImportKeysConflict",
+            reason: reasons::IMPORT_KEYS_CONFLICT,
             message: "spec.importFrom.clientIdKey must differ from spec.importFrom.secretKey: the client id is shown in status, the secret must never be".into(),
         });
     }
@@ -529,7 +427,7 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
         && spec.secret_type == SecretType::Hashed
     {
         return Some(Step::Refuse {
-            reason: "LegacyAlgorithmNotAllowed",
+            reason: reasons::LEGACY_ALGORITHM_NOT_ALLOWED,
             message: format!(
                 "spec.hashAlgorithm {} is a legacy algorithm; use SHA-256, SHA-384 or SHA-512, or start the operator with --allow-legacy-algorithms",
                 spec.hash_algorithm.as_str()
@@ -540,7 +438,7 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
     // operator allocate whatever it says.
     if !SECRET_LENGTHS.contains(&spec.secret_length) {
         return Some(Step::Refuse {
-            reason: "SecretLengthInvalid",
+            reason: reasons::SECRET_LENGTH_INVALID,
             message: format!(
                 "spec.secretLength must be from {} to {} bytes",
                 SECRET_LENGTHS.start(),
@@ -550,13 +448,15 @@ fn refusal(spec: &OAuthClientSpec, names: &SecretNames, policy: Policy) -> Optio
     }
     match spec.secret_type {
         SecretType::Plaintext if !policy.allow_plaintext_secrets => Some(Step::Refuse {
-            reason: "PlaintextNotAllowed",
+            reason: reasons::PLAINTEXT_NOT_ALLOWED,
             message: "spec.secretType Plaintext is not allowed by the operator's policy; use Hashed, or start the operator with --allow-plaintext-secrets".into(),
         }),
         _ => None,
     }
 }
 
+/// An imported client: wait for what its source lacks, keep house while the record
+/// holds the source's secret as the spec asks, else import it (again).
 fn import_step(
     spec: &OAuthClientSpec,
     observed: &Observed,
@@ -576,7 +476,7 @@ fn import_step(
                 // Imported before; the source may be gone on purpose.
                 Some(issued) => housekeeping(issued),
                 None => Step::Wait {
-                    reason: "ImportSourceMissing",
+                    reason: reasons::IMPORT_SOURCE_MISSING,
                     message: format!(
                         "waiting for Secret {source_name:?} named in spec.importFrom.secretName"
                     ),
@@ -585,13 +485,13 @@ fn import_step(
         }
         ImportSource::MissingKey(key) => {
             return Step::Wait {
-                reason: "ImportSourceKeyMissing",
+                reason: reasons::IMPORT_SOURCE_KEY_MISSING,
                 message: format!("Secret {source_name:?} has no key {key:?} (spec.importFrom)"),
             };
         }
         ImportSource::InvalidClientId(key) => {
             return Step::Wait {
-                reason: "ImportClientIdInvalid",
+                reason: reasons::IMPORT_CLIENT_ID_INVALID,
                 message: format!(
                     "key {key:?} of Secret {source_name:?} (spec.importFrom.clientIdKey) does not hold a client id: 8 to 255 characters of A-Z a-z 0-9 . _ ~ -"
                 ),
@@ -620,22 +520,14 @@ fn import_step(
     }
 }
 
+/// The version an import writes: after the record's, or after the last status showed
+/// when the record is gone, so a version number is never reused.
 fn next_import_version(issued: Option<&IssuedRecord>, observed: &Observed) -> i64 {
     issued
         .map(|issued| issued.record.secret_version)
         .or(observed.status_secret_version)
         .unwrap_or(0)
         .saturating_add(1)
-}
-
-impl IssuedRecord {
-    /// The record to compare presented secrets with: decrypted when it is encrypted.
-    fn comparable(&self) -> &VerifierRecord {
-        match &self.opened {
-            Opened::Opened(record) => record,
-            Opened::NotEncrypted | Opened::Undecryptable => &self.record,
-        }
-    }
 }
 
 /// Whether the stored credential is of the kind and algorithm the spec asks for.
@@ -653,6 +545,8 @@ fn credential_fits(credential: &Credential, spec: &OAuthClientSpec) -> bool {
     }
 }
 
+/// An issued record nothing asks to replace: drop an expired previous secret, delete a
+/// delivery past its TTL, else nothing until the nearest deadline.
 fn up_to_date_or_housekeeping(
     spec: &OAuthClientSpec,
     issued: &IssuedRecord,
@@ -705,7 +599,7 @@ fn not_distributed(issued: &IssuedRecord, observed: &Observed) -> Option<(&'stat
     let key = observed.key.as_ref()?.as_ref().ok()?;
     (!key.distributed(envelope.key_version)).then(|| {
         (
-            "KeyNotDistributed",
+            reasons::KEY_NOT_DISTRIBUTED,
             format!(
                 "the secret is sealed under version {} of EncryptionKey {:?}, which not every pod of its targets holds yet",
                 envelope.key_version, envelope.key_name
@@ -714,72 +608,14 @@ fn not_distributed(issued: &IssuedRecord, observed: &Observed) -> Option<(&'stat
     })
 }
 
-/// The credential the spec asks the verifier to keep for `secret`; `Encrypted` seals it
-/// under `keyring`, bound to the verifier Secret `verifier` in `namespace`.
-pub fn credential_for(
-    spec: &OAuthClientSpec,
-    secret: &SecretBytes,
-    keyring: Option<&Keyring>,
-    namespace: &str,
-    verifier: &str,
-) -> Result<Credential, EnvelopeError> {
-    Ok(match (spec.secret_type, keyring) {
-        (SecretType::Plaintext, _) => Credential::Plaintext(secret.clone()),
-        (SecretType::Hashed, _) => {
-            Credential::hashed(HashAlgorithm::from(spec.hash_algorithm), secret.expose())
-        }
-        (SecretType::Encrypted, Some(keyring)) => {
-            Credential::encrypted(keyring, namespace, verifier, secret.expose())?
-        }
-        (SecretType::Encrypted, None) => {
-            return Err(EnvelopeError::Encrypt(
-                "the EncryptionKey's keyring is not loaded",
-            ));
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
-    use crate::crypto::PreviousCredential;
-
-    fn at(second: i64) -> Timestamp {
-        Timestamp::from_second(second).expect("valid timestamp")
-    }
-
-    fn spec(json: serde_json::Value) -> OAuthClientSpec {
-        serde_json::from_value(json).expect("spec parses")
-    }
-
-    fn issued(version: i64, rotation_generation: i64, issued_at: i64) -> IssuedRecord {
-        IssuedRecord {
-            record: VerifierRecord {
-                client_id: "portal-client".into(),
-                secret_version: version,
-                current: Credential::hashed(HashAlgorithm::Sha256, b"secret"),
-                previous: None,
-            },
-            opened: Opened::NotEncrypted,
-            rotation_generation,
-            issued_at: at(issued_at),
-            delivery_deleted_at: None,
-        }
-    }
-
-    fn observed(verifier: Verifier) -> Observed {
-        Observed {
-            names: SecretNames::of("portal", &spec(serde_json::json!({}))),
-            verifier,
-            delivery: None,
-            import_source: ImportSource::NotConfigured,
-            status_secret_version: None,
-            status_rotation_generation: None,
-            foreign_secret: None,
-            invalid_annotation: None,
-            key: None,
-        }
-    }
+    use crate::controller::oauth_client::world::fixtures::{at, issued, observed, spec};
+    use crate::controller::oauth_client::world::{Delivered, RecordedGeneration, parse_annotation};
+    use crate::crypto::{PreviousCredential, SecretBytes};
 
     fn issue_of(step: Step) -> (i64, IssueCause) {
         match step {
@@ -1379,6 +1215,141 @@ mod tests {
                     Step::Refuse { reason: "AnnotationInvalid" | "VerifierRecordInvalid", .. }
                 );
                 proptest::prop_assert!(refused, "{:?}", step);
+            }
+        }
+    }
+
+    mod hostile_annotations {
+        use std::collections::BTreeMap;
+
+        use k8s_openapi::ByteString;
+        use k8s_openapi::api::core::v1::Secret;
+        use k8s_openapi::jiff::Timestamp;
+        use kube::api::ObjectMeta;
+        use proptest::prelude::*;
+
+        use crate::controller::oauth_client::decide::{self, Step};
+        use crate::controller::oauth_client::world::{self, annotations};
+        use crate::controller::options::Policy;
+        use crate::crd::oauth_client::SecretNames;
+        use crate::crypto::hash::keys;
+        use crate::crypto::{Credential, HashAlgorithm, VerifierRecord};
+
+        /// The annotations keyward reads from its Secrets, each as its own keys name it.
+        const READ: [&str; 5] = [
+            annotations::SECRET_VERSION,
+            annotations::ROTATION_GENERATION,
+            annotations::ISSUED_AT,
+            annotations::WRITTEN_AT,
+            annotations::DELIVERY_DELETED_AT,
+        ];
+
+        /// A value: anything at all, or something close to what keyward writes.
+        fn value() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<String>(),
+                any::<i64>().prop_map(|number| number.to_string()),
+                any::<i128>().prop_map(|number| number.to_string()),
+                (-377_705_116_800_i64..=253_402_207_200_i64).prop_map(|second| {
+                    Timestamp::from_second(second)
+                        .map_or_else(|_| second.to_string(), |at| at.to_string())
+                }),
+                "[-+0-9TZ:. ]{0,40}",
+            ]
+        }
+
+        fn annotated() -> impl Strategy<Value = BTreeMap<String, String>> {
+            let key = prop_oneof![
+                proptest::sample::select(READ.to_vec()).prop_map(str::to_owned),
+                any::<String>(),
+            ];
+            proptest::collection::btree_map(key, value(), 0..8)
+        }
+
+        fn secret(
+            name: &str,
+            annotations: BTreeMap<String, String>,
+            data: BTreeMap<String, ByteString>,
+        ) -> Secret {
+            Secret {
+                metadata: ObjectMeta {
+                    name: Some(name.to_owned()),
+                    namespace: Some("apps".to_owned()),
+                    annotations: Some(annotations),
+                    ..ObjectMeta::default()
+                },
+                data: Some(data),
+                ..Secret::default()
+            }
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(1000))]
+
+            /// Whatever a namespace editor writes into the annotations of a client's verifier
+            /// and delivery Secrets, reading them and deciding from them never panics, and a
+            /// rotation generation above the spec's is never taken as answered.
+            #[test]
+            fn any_annotations_are_read_and_decided_on_without_a_panic(
+                verifier_annotations in annotated(),
+                delivery_annotations in annotated(),
+                spec_generation in prop_oneof![0_i64..10, any::<i64>().prop_map(i64::abs)],
+                now in -377_705_116_800_i64..=253_402_207_200_i64,
+                grace in proptest::option::of(0_u64..2_592_000),
+                ttl in proptest::option::of(10_u64..1_000_000),
+                period in proptest::option::of(3600_u64..100_000_000),
+            ) {
+                let spec: crate::crd::oauth_client::OAuthClientSpec = serde_json::from_value(serde_json::json!({
+                    "rotation": {
+                        "generation": spec_generation,
+                        "gracePeriod": grace.map(|seconds| format!("{seconds}s")),
+                        "period": period.map(|seconds| format!("{seconds}s")),
+                    },
+                    "deliverySecret": {"ttl": ttl.map(|seconds| format!("{seconds}s"))},
+                }))
+                .expect("spec");
+                let names = SecretNames::of("portal", &spec);
+                let record = VerifierRecord {
+                    client_id: "portal-client".into(),
+                    secret_version: 3,
+                    current: Credential::hashed(HashAlgorithm::Sha256, b"secret"),
+                    previous: None,
+                };
+                let verifier = secret(&names.verifier, verifier_annotations, record.to_data());
+                let (issued, invalid_annotation) =
+                    world::issued_record(&verifier, record, &names, None, "apps");
+                let delivery = secret(
+                    &names.delivery,
+                    delivery_annotations,
+                    BTreeMap::from([
+                        (keys::CLIENT_ID.to_owned(), ByteString(b"portal-client".to_vec())),
+                        (keys::CLIENT_SECRET.to_owned(), ByteString(b"secret".to_vec())),
+                    ]),
+                );
+                let (delivery, invalid_annotation) = match world::delivered(&delivery) {
+                    Ok(delivery) => (delivery, invalid_annotation),
+                    Err(invalid) => (None, invalid_annotation.or(Some(invalid))),
+                };
+                let above_spec = issued.rotation_generation > spec_generation;
+                let observed = world::Observed {
+                    names,
+                    verifier: world::Verifier::Present(Box::new(issued)),
+                    delivery,
+                    import_source: world::ImportSource::NotConfigured,
+                    status_secret_version: Some(3),
+                    status_rotation_generation: None,
+                    foreign_secret: None,
+                    invalid_annotation,
+                    key: None,
+                };
+                let now = Timestamp::from_second(now).expect("in range");
+                let step = decide::next_step(&spec, &observed, Policy::default(), now);
+                if above_spec {
+                    prop_assert!(
+                        matches!(&step, Step::Refuse { reason: "AnnotationInvalid", .. }),
+                        "{step:?}"
+                    );
+                }
             }
         }
     }

@@ -1,17 +1,23 @@
 //! Reconciler of `OAuthClient`: issues client credentials, keeps the verifier record,
 //! delivers the plaintext once, rotates, imports, and expires what has run out.
 //!
-//! Each reconcile takes one step chosen by [`decide::next_step`] from fresh reads of the
-//! Secrets it manages (or the Secrets as its previous step wrote them), then looks again;
-//! status is written once nothing is left to do.
+//! Each reconcile loads what the cluster holds ([`secrets::load`], into the
+//! [`world`]), takes the one step [`decide::next_step`] chooses ([`act::take`]), and
+//! looks again, from fresh reads of the Secrets it manages (or the Secrets as its
+//! previous step wrote them); once nothing is left to do, it reports status
+//! ([`status::report`]), once.
 //! The plaintext secret goes only into the delivery Secret (and, under the plaintext
 //! policy, the verifier record); it never reaches a log line, an event or status.
 
+mod act;
 pub mod decide;
 pub mod index;
+pub mod reasons;
 mod secrets;
 pub mod settled;
 pub mod state;
+mod status;
+pub mod world;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -19,34 +25,24 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
-use self::decide::{IssueCause, Observed, Step, Verifier};
+use self::act::{Actor, Next};
 use self::index::{SecretIndex, named_for};
-use self::secrets::{Existing, Known};
+use self::secrets::{Known, SecretWriter};
 use self::settled::{Kind, Settled};
 pub use self::state::State;
-use crate::controller::context::{Context, Notice};
-use crate::controller::kit::{
-    apply_status, in_namespace_of, latest, lean_controller, namespaced_api, owners_of,
-    watcher_config,
-};
-use crate::crd::oauth_client::{DELIVERY_SUFFIX, SecretNames, SecretType, VERIFIER_SUFFIX};
-use crate::crd::{
-    ConditionStatus, ConditionType, EncryptionKey, OAuthClient, OAuthClientStatus, find_condition,
-    set_condition,
-};
-use crate::crypto::secret::{generate_client_id, generate_client_secret};
-use crate::crypto::{PreviousCredential, VerifierRecord};
-use crate::store::{self, OAUTH_CLIENT_MANAGER};
+use self::status::{Written, report};
+use crate::controller::context::Context;
+use crate::controller::kit::{in_namespace_of, lean_controller, owners_of, watcher_config};
+use crate::crd::oauth_client::{DELIVERY_SUFFIX, SecretNames, VERIFIER_SUFFIX};
+use crate::crd::{EncryptionKey, OAuthClient};
 use crate::{Error, Result};
 
 /// The OAuthClient controller, watching `api` and the Secrets of `secrets`' scope.
@@ -251,52 +247,28 @@ pub async fn reconcile(
         .await?;
         let now = Timestamp::now();
         let step = decide::next_step(&client.spec, &observed, state.policy, now);
-        tracing::debug!(namespace, name = %client.name_any(), step = step_name(&step), "reconciling OAuthClient");
-
-        let (recheck_in, written) = match step {
-            Step::Refuse { reason, message } => {
-                let problem = (EventType::Warning, reason, message);
-                let written =
-                    report(&context, &client, &observed, &names, Some(problem), now).await?;
-                // A time refused as lying ahead is accepted once the clock passes it.
-                (decide::clock_recheck(&observed, now), written)
-            }
-            Step::Wait { reason, message } => {
-                let problem = (EventType::Normal, reason, message);
-                let written =
-                    report(&context, &client, &observed, &names, Some(problem), now).await?;
-                (None, written)
-            }
-            Step::UpToDate {
-                recheck_in,
-                not_ready,
-            } => {
-                if let Some(key) =
-                    secrets::missing_key_label(&observed.verifier, existing.verifier.as_ref())
-                {
-                    // Rotations find the record by that label; the next step starts from
-                    // the relabelled Secret.
-                    secrets::relabel_verifier(&secrets, &names, &existing, &key, &known).await?;
-                    continue;
-                }
-                let problem =
-                    not_ready.map(|(reason, message)| (EventType::Normal, reason, message));
-                let written = report(&context, &client, &observed, &names, problem, now).await?;
-                (recheck_in, written)
-            }
-            step => {
-                let writer = SecretWriter {
-                    api: &secrets,
-                    names: &names,
-                    existing: &existing,
-                    known: &known,
-                };
-                take(step, &context, &client, &writer, observed, now).await?;
-                // The next step (or the status) follows from what was just written and
-                // fresh reads of the rest.
-                continue;
-            }
+        tracing::debug!(namespace, name = %client.name_any(), step = step.name(), "reconciling OAuthClient");
+        let writer = SecretWriter {
+            api: &secrets,
+            client: &client,
+            names: &names,
+            existing: &existing,
+            known: &known,
         };
+        let actor = Actor {
+            context: &context,
+            client: &client,
+            writer: &writer,
+            now,
+        };
+        let Next::Report {
+            problem,
+            recheck_in,
+        } = act::take(step, &actor, &observed).await?
+        else {
+            continue;
+        };
+        let written = report(&context, &client, &observed, &names, problem, now).await?;
         context.record_success(client.as_ref());
         if let Some(inputs) = &existing.inputs {
             remember(&state.settled, &client, written, inputs, recheck_in);
@@ -336,497 +308,4 @@ fn remember(
         Written::FromNewerSpec => return,
     };
     settled.remember(client, written, &inputs, recheck_in);
-}
-
-fn step_name(step: &Step) -> &'static str {
-    match step {
-        Step::Refuse { .. } => "refuse",
-        Step::Wait { .. } => "wait",
-        Step::Issue { .. } => "issue",
-        Step::CompleteIssue => "complete-issue",
-        Step::Import { .. } => "import",
-        Step::ExpirePrevious => "expire-previous",
-        Step::DeleteDelivery => "delete-delivery",
-        Step::UpToDate { .. } => "up-to-date",
-    }
-}
-
-/// The client's Secrets, as read, where to write them, and what was written.
-struct SecretWriter<'a> {
-    api: &'a Api<Secret>,
-    names: &'a SecretNames,
-    existing: &'a Existing,
-    known: &'a Known<'a>,
-}
-
-impl SecretWriter<'_> {
-    async fn delivery(
-        &self,
-        client: &OAuthClient,
-        client_id: &str,
-        secret: &crate::crypto::SecretBytes,
-        version: i64,
-        now: Timestamp,
-    ) -> Result<()> {
-        let (api, names, existing) = (self.api, self.names, self.existing);
-        secrets::write_delivery(
-            api, client, names, existing, client_id, secret, version, now, self.known,
-        )
-        .await
-    }
-
-    async fn verifier(
-        &self,
-        client: &OAuthClient,
-        record: &VerifierRecord,
-        bookkeeping: &secrets::Bookkeeping,
-    ) -> Result<()> {
-        let (api, names, existing) = (self.api, self.names, self.existing);
-        secrets::write_verifier(
-            api,
-            client,
-            names,
-            existing,
-            record,
-            bookkeeping,
-            self.known,
-        )
-        .await
-    }
-}
-
-/// Performs a step that changes Secrets.
-async fn take(
-    step: Step,
-    context: &Context,
-    client: &OAuthClient,
-    writer: &SecretWriter<'_>,
-    observed: Observed,
-    now: Timestamp,
-) -> Result<()> {
-    let spec = &client.spec;
-    let names = writer.names;
-    let namespace = client.namespace().unwrap_or_default();
-    let key = observed.key.and_then(Result::ok);
-    let keyring = key.as_ref().map(|key| &key.keyring);
-    let credential_for = |secret: &crate::crypto::SecretBytes| {
-        decide::credential_for(spec, secret, keyring, &namespace, &names.verifier)
-            .map_err(Error::Envelope)
-    };
-    let issued = match observed.verifier {
-        Verifier::Present(issued) => Some(issued),
-        Verifier::Absent | Verifier::Damaged(_) => None,
-    };
-    let rotation_generation = spec
-        .rotation
-        .as_ref()
-        .map_or(0, |rotation| rotation.generation);
-    let grace = spec
-        .rotation
-        .as_ref()
-        .and_then(|rotation| rotation.grace_period)
-        .map(Duration::from);
-    let previous_after_rotation = || {
-        let grace = grace.filter(|grace| !grace.is_zero())?;
-        let old = issued.as_ref()?;
-        let expires_at = now
-            .checked_add(SignedDuration::try_from(grace).ok()?)
-            .ok()?;
-        Some(PreviousCredential {
-            credential: old.record.current.clone(),
-            expires_at,
-        })
-    };
-    match step {
-        Step::Issue {
-            version,
-            client_id,
-            cause,
-        } => {
-            let client_id = if client_id.is_empty() {
-                generate_client_id().map_err(Error::Random)?
-            } else {
-                client_id
-            };
-            // Within SECRET_LENGTHS: the decision refuses any other length.
-            let length = usize::try_from(spec.secret_length).unwrap_or_default();
-            let secret = generate_client_secret(length).map_err(Error::Random)?;
-            writer
-                .delivery(client, &client_id, &secret, version, now)
-                .await?;
-            let record = VerifierRecord {
-                client_id: client_id.clone(),
-                secret_version: version,
-                current: credential_for(&secret)?,
-                previous: previous_after_rotation(),
-            };
-            let bookkeeping = secrets::Bookkeeping {
-                rotation_generation,
-                issued_at: now,
-                delivery_deleted_at: None,
-            };
-            writer.verifier(client, &record, &bookkeeping).await?;
-            announce_issue(context, client, cause.reason(), version, &client_id).await;
-        }
-        Step::CompleteIssue => {
-            let delivered = observed.delivery.ok_or(Error::MissingObjectField {
-                kind: "delivery Secret",
-                field: "data",
-            })?;
-            let record = VerifierRecord {
-                client_id: delivered.client_id.clone(),
-                secret_version: delivered.secret_version,
-                current: credential_for(&delivered.secret)?,
-                previous: previous_after_rotation(),
-            };
-            let bookkeeping = secrets::Bookkeeping {
-                rotation_generation,
-                issued_at: delivered.written_at,
-                delivery_deleted_at: None,
-            };
-            writer.verifier(client, &record, &bookkeeping).await?;
-            announce_issue(
-                context,
-                client,
-                IssueCause::Initial.reason(),
-                delivered.secret_version,
-                &delivered.client_id,
-            )
-            .await;
-        }
-        Step::Import { version, client_id } => {
-            let decide::ImportSource::Present { secret, .. } = &observed.import_source else {
-                return Ok(());
-            };
-            let client_id = if client_id.is_empty() {
-                generate_client_id().map_err(Error::Random)?
-            } else {
-                client_id
-            };
-            let record = VerifierRecord {
-                client_id: client_id.clone(),
-                secret_version: version,
-                current: credential_for(secret)?,
-                previous: None,
-            };
-            let bookkeeping = secrets::Bookkeeping {
-                rotation_generation,
-                issued_at: now,
-                delivery_deleted_at: None,
-            };
-            writer.verifier(client, &record, &bookkeeping).await?;
-            let source = spec
-                .import_from
-                .as_ref()
-                .map(|import| import.secret_name.as_str())
-                .unwrap_or_default();
-            let note = format!(
-                "stored the secret of Secret {source:?} as version {version} for client id {client_id}; the source Secret may now be deleted"
-            );
-            context.metrics.client_secret_written("Imported");
-            context
-                .publish(client, Notice::normal("Imported", "Import", note))
-                .await;
-        }
-        Step::ExpirePrevious => {
-            let Some(mut issued) = issued else {
-                return Ok(());
-            };
-            issued.record.previous = None;
-            writer
-                .verifier(client, &issued.record, &secrets::Bookkeeping::of(&issued))
-                .await?;
-            let note = format!(
-                "the grace period of the secret before version {} is over; it no longer verifies",
-                issued.record.secret_version
-            );
-            context
-                .publish(
-                    client,
-                    Notice::normal("PreviousSecretExpired", "Expire", note),
-                )
-                .await;
-        }
-        Step::DeleteDelivery => {
-            let (Some(issued), Some(delivered)) = (issued, &observed.delivery) else {
-                return Ok(());
-            };
-            // Only the very Secret that expired: one re-created in between stays.
-            let expired = Secret {
-                metadata: kube::api::ObjectMeta {
-                    name: Some(names.delivery.clone()),
-                    uid: delivered.uid.clone(),
-                    resource_version: delivered.resource_version.clone(),
-                    ..Default::default()
-                },
-                ..Secret::default()
-            };
-            if !store::delete_unchanged(writer.api, &expired).await? {
-                return Ok(());
-            }
-            let bookkeeping = secrets::Bookkeeping {
-                delivery_deleted_at: Some(now),
-                ..secrets::Bookkeeping::of(&issued)
-            };
-            writer
-                .verifier(client, &issued.record, &bookkeeping)
-                .await?;
-            let note = format!("deleted delivery Secret {:?} after its TTL", names.delivery);
-            context
-                .publish(
-                    client,
-                    Notice::normal("DeliverySecretDeleted", "Delete", note),
-                )
-                .await;
-        }
-        Step::Refuse { .. } | Step::Wait { .. } | Step::UpToDate { .. } => {}
-    }
-    Ok(())
-}
-
-/// Counts a secret written and tells of it. A client's first secret gets no event: the
-/// Ready condition's transition and `status.issuedAt` record it, and at thousands of
-/// clients an event each would be a third of the API writes. Rotations and re-issues,
-/// which replace a working secret, are always told.
-async fn announce_issue(
-    context: &Context,
-    client: &OAuthClient,
-    reason: &'static str,
-    version: i64,
-    client_id: &str,
-) {
-    context.metrics.client_secret_written(reason);
-    if reason != IssueCause::Initial.reason() {
-        let note = format!("issued secret version {version} for client id {client_id}");
-        context
-            .publish(client, Notice::normal(reason, "Issue", note))
-            .await;
-    }
-    if client.spec.secret_type == SecretType::Hashed && client.spec.hash_algorithm.is_legacy() {
-        let note = format!(
-            "verifier record uses the legacy algorithm {}",
-            client.spec.hash_algorithm.as_str()
-        );
-        context
-            .publish(client, Notice::warning("LegacyAlgorithm", "Issue", note))
-            .await;
-    }
-}
-
-/// What a status report left of the client.
-enum Written {
-    /// Its status already said so: nothing was written.
-    Unchanged,
-    /// Its status was written; the client is now at this resourceVersion.
-    At(String),
-    /// The spec had changed since the decision: the client had to be read again, or the
-    /// status write's response carried a newer one.
-    FromNewerSpec,
-}
-
-/// Writes status from what the cluster holds; `problem` is a reason and message that
-/// keep the client from being ready, published as an event of its type when the client
-/// turns not ready for that reason.
-async fn report(
-    context: &Context,
-    decided_from: &OAuthClient,
-    observed: &Observed,
-    names: &SecretNames,
-    problem: Option<(EventType, &'static str, String)>,
-    now: Timestamp,
-) -> Result<Written> {
-    let api: Api<OAuthClient> = namespaced_api(&context.client, decided_from)?;
-    let fresh = latest(context, &api, decided_from, decided_from.status.as_ref()).await?;
-    let client = fresh.as_ref().unwrap_or(decided_from);
-    let was_ready = client
-        .status
-        .as_ref()
-        .and_then(|status| find_condition(&status.conditions, ConditionType::Ready))
-        .map(|ready| (ready.status.clone(), ready.reason.clone()));
-    let (event, problem) = match problem {
-        Some((type_, reason, message)) => (
-            Some((type_, reason, message.clone())),
-            Some((reason, message)),
-        ),
-        None => (None, None),
-    };
-    let status = status(client, observed, names, problem, now);
-    let written = apply_status(
-        context,
-        &api,
-        OAUTH_CLIENT_MANAGER,
-        client,
-        client.status.as_ref(),
-        &status,
-    )
-    .await?;
-    if let Some((type_, reason, message)) = event
-        && was_ready != Some(("False".to_owned(), reason.to_owned()))
-    {
-        context
-            .publish(
-                client,
-                Notice {
-                    type_,
-                    reason,
-                    action: "Reconcile",
-                    note: message,
-                },
-            )
-            .await;
-    }
-    let decided = decided_from.meta().generation;
-    let newer_spec = client.meta().generation != decided
-        || written
-            .as_ref()
-            .is_some_and(|written| written.generation != decided);
-    if newer_spec {
-        return Ok(Written::FromNewerSpec);
-    }
-    Ok(match written.and_then(|written| written.resource_version) {
-        Some(version) => Written::At(version),
-        None => Written::Unchanged,
-    })
-}
-
-/// The status of `client` given what the cluster holds.
-fn status(
-    client: &OAuthClient,
-    observed: &Observed,
-    names: &SecretNames,
-    problem: Option<(&'static str, String)>,
-    now: Timestamp,
-) -> OAuthClientStatus {
-    let generation = client.meta().generation;
-    let mut status = client.status.clone().unwrap_or_default();
-    status.observed_generation = generation;
-    status.verifier_secret_name = Some(names.verifier.clone());
-    status.delivery_secret_name =
-        (client.spec.import_from.is_none()).then(|| names.delivery.clone());
-    let issued = match &observed.verifier {
-        Verifier::Present(issued) => Some(issued),
-        _ => None,
-    };
-    if let Some(issued) = issued {
-        let record = &issued.record;
-        status.client_id = Some(record.client_id.clone());
-        status.secret_version = Some(record.secret_version);
-        let spec_generation = client
-            .spec
-            .rotation
-            .as_ref()
-            .map_or(0, |rotation| rotation.generation);
-        status.rotation_generation = decide::known_generation(spec_generation, issued, observed);
-        status.hash_algorithm = record
-            .current
-            .algorithm()
-            .map(|algorithm| algorithm.as_str().to_owned());
-        // Times come from the Secret: one the API server cannot store (before year 1)
-        // would make every status write fail, so only plausible ones are shown.
-        let shown = |at: Timestamp| (at >= Timestamp::UNIX_EPOCH).then_some(Time(at));
-        status.issued_at = shown(issued.issued_at);
-        status.previous_secret_expires_at = record
-            .previous
-            .as_ref()
-            .and_then(|previous| shown(previous.expires_at));
-        status.delivery_secret_deleted_at = issued.delivery_deleted_at.and_then(shown);
-        status.import_source_removable =
-            client.spec.import_from.as_ref().map(|_| problem.is_none());
-    }
-    let conditions = &mut status.conditions;
-    // SecretIssued says whether a secret exists; Ready whether it can be used now.
-    if let Some(issued) = issued {
-        let version = issued.record.secret_version;
-        let (reason, message) = match &client.spec.import_from {
-            Some(import) => (
-                "Imported",
-                format!(
-                    "secret version {version} imported from Secret {:?}, which may now be deleted",
-                    import.secret_name
-                ),
-            ),
-            None => (
-                "Issued",
-                format!(
-                    "secret version {version} issued; the client application reads it from Secret {:?}",
-                    names.delivery
-                ),
-            ),
-        };
-        set_condition(
-            conditions,
-            ConditionType::SecretIssued,
-            ConditionStatus::True,
-            reason,
-            message,
-            generation,
-            now,
-        );
-        if problem.is_none() {
-            set_condition(
-                conditions,
-                ConditionType::Ready,
-                ConditionStatus::True,
-                reason,
-                format!("verifier record in Secret {:?} is current", names.verifier),
-                generation,
-                now,
-            );
-        }
-    }
-    if let Some((reason, message)) = &problem {
-        set_condition(
-            conditions,
-            ConditionType::Ready,
-            ConditionStatus::False,
-            reason,
-            message.clone(),
-            generation,
-            now,
-        );
-        if issued.is_none() {
-            set_condition(
-                conditions,
-                ConditionType::SecretIssued,
-                ConditionStatus::False,
-                reason,
-                message.clone(),
-                generation,
-                now,
-            );
-        }
-    }
-    let legacy = issued
-        .and_then(|issued| issued.record.current.algorithm())
-        .filter(|algorithm| algorithm.is_legacy());
-    match legacy {
-        Some(algorithm) => set_condition(
-            conditions,
-            ConditionType::LegacyAlgorithm,
-            ConditionStatus::True,
-            "LegacyAlgorithmInUse",
-            format!(
-                "the verifier record is hashed with {}; move to SHA-256 or stronger",
-                algorithm.as_str()
-            ),
-            generation,
-            now,
-        ),
-        None if conditions
-            .iter()
-            .any(|c| c.type_ == ConditionType::LegacyAlgorithm.as_str()) =>
-        {
-            set_condition(
-                conditions,
-                ConditionType::LegacyAlgorithm,
-                ConditionStatus::False,
-                "ModernAlgorithm",
-                "the verifier record uses a current algorithm",
-                generation,
-                now,
-            )
-        }
-        None => {}
-    }
-    status
 }
