@@ -9,8 +9,7 @@
 //! or status — only fingerprints do.
 
 pub mod decide;
-pub mod jobs;
-pub mod progress;
+pub mod reasons;
 pub mod render;
 pub mod rotation;
 
@@ -21,7 +20,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
@@ -31,16 +30,16 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use self::decide::{Observed, Problem, Step};
-use self::rotation::{JobState, Reshape};
+use self::rotation::Reshape;
 use crate::controller::context::{Context, Notice};
 use crate::controller::kit::{
-    apply_status, backoff, in_namespace_of, latest, lean_controller, namespaced_api, owners_of,
+    apply_status, in_namespace_of, latest, lean_controller, namespaced_api, owners_of,
     watcher_config,
 };
 use crate::controller::options::JobOptions;
 use crate::crd::encryption_key::{
-    DistributionStatus, EncryptionKeyStatus, KeyFormat, KeyVersionStatus, RotationPhase,
-    RotationStatus, WorkloadKind,
+    DistributionStatus, EncryptionKeyStatus, KeyVersionStatus, RotationPhase, RotationStatus,
+    WorkloadKind,
 };
 use crate::crd::{ConditionStatus, ConditionType, EncryptionKey, find_condition, set_condition};
 use crate::crypto::{KeyMaterial, Keyring};
@@ -198,7 +197,7 @@ pub async fn reconcile(
                     Action::requeue(Duration::ZERO)
                 }
                 Some(change) => {
-                    reshape(&key, &mut keyring, change, now)?;
+                    rotation::apply_reshape(&key, &mut keyring, change, now)?;
                     keyring_store::update(
                         &secrets,
                         &name,
@@ -377,13 +376,12 @@ async fn distribute(
         && rollout.blocked.is_empty()
         && rollout.pods_in_sync == rollout.pods_total;
     let pods = rollout.pods_total > 0;
-    let turn = rotate(
+    let turn = rotation::rotate(
         context,
         job_options,
         key,
         keyring,
-        in_sync,
-        pods,
+        rotation::Pods { in_sync, any: pods },
         reporter.now,
     )
     .await?;
@@ -398,13 +396,7 @@ async fn distribute(
         })
         .await?;
     turn.counted.count(&context.metrics);
-    if let Some((type_, reason, note)) = turn.event {
-        let notice = Notice {
-            type_,
-            reason,
-            action: "Rotate",
-            note,
-        };
+    if let Some(notice) = turn.event {
         context.publish(key, notice).await;
     }
     Ok(match turn.requeue {
@@ -424,451 +416,15 @@ async fn retirable(
     reporter: &mut Reporter<'_>,
     now: Timestamp,
 ) -> Result<bool> {
-    let Some(rotation) = rotation else {
-        return Ok(false);
-    };
-    let counts = scan(context, key).await?;
-    let remaining = rotation::remaining(&counts, rotation.target_version);
-    if remaining == 0 {
-        return Ok(true);
-    }
-    let scan = rotation::scan_counts(&counts);
-    let mut again = rotation::next_attempt(&key.name_any(), rotation, Some(scan), now);
-    let message = format!(
-        "{remaining} ciphertext(s) under an older version appeared after verification; re-encrypting again before anything is retired"
-    );
-    again.failure = Some(crate::crd::encryption_key::RotationFailure {
-        reason: "CiphertextRemains".to_owned(),
-        message: message.clone(),
-    });
-    reporter.rotation = Some(Some(again));
-    reporter
-        .report(Found::Problem(
-            Problem {
-                reason: "CiphertextRemains",
-                message,
-                degraded: true,
-            },
-            None,
-        ))
-        .await?;
-    Ok(false)
-}
-
-/// The keyring change the rotation's phase needs, applied in memory.
-fn reshape(
-    key: &EncryptionKey,
-    keyring: &mut Keyring,
-    change: Reshape,
-    now: Timestamp,
-) -> Result<()> {
-    match change {
-        Reshape::Stage => {
-            let target = key
-                .status
-                .as_ref()
-                .and_then(|status| status.rotation.as_ref())
-                .map(|rotation| rotation.target_version);
-            let staged = keyring.stage(KeyMaterial::generate()?, now);
-            if Some(staged) != target {
-                // The keyring holds versions status does not know: never guess.
-                return Err(Error::Key(
-                    crate::crypto::keyring::KeyError::UnknownVersion(target.unwrap_or_default()),
-                ));
-            }
-        }
-        Reshape::Promote(version) => keyring.promote(version).map_err(Error::Key)?,
-        Reshape::Retire { keep } => keyring.retire_all_but_primary(keep).map_err(Error::Key)?,
-    }
-    Ok(())
-}
-
-/// What one turn of the rotation decided: status to record, a problem to report, an
-/// event, and when to look again.
-#[derive(Default)]
-struct Turn {
-    record: Option<RotationStatus>,
-    /// What the metrics count once the record is written.
-    counted: Counted,
-    problem: Option<Problem>,
-    event: Option<(EventType, &'static str, String)>,
-    requeue: Option<Duration>,
-}
-
-/// A rotation outcome the metrics count.
-#[derive(Debug, Default)]
-enum Counted {
-    #[default]
-    Nothing,
-    /// Re-encryption ended with this many values rewritten.
-    Reencrypted(i64),
-    Succeeded,
-    /// An attempt failed for this reason and is retried.
-    Failed(&'static str),
-}
-
-impl Counted {
-    fn count(&self, metrics: &crate::metrics::Metrics) {
-        match *self {
-            Self::Nothing => {}
-            Self::Reencrypted(values) => metrics.reencrypted(u64::try_from(values).unwrap_or(0)),
-            Self::Succeeded => metrics.rotation_succeeded(),
-            Self::Failed(reason) => metrics.rotation_failed(reason),
+    match rotation::before_retiring(context, key, rotation, now).await? {
+        rotation::Retirement::Clear => Ok(true),
+        rotation::Retirement::Unrecorded => Ok(false),
+        rotation::Retirement::ReencryptAgain { rotation, problem } => {
+            reporter.rotation = Some(Some(*rotation));
+            reporter.report(Found::Problem(problem, None)).await?;
+            Ok(false)
         }
     }
-}
-
-/// How long the kubelet may take to refresh a mounted Secret in a running pod (its sync
-/// period plus the cache's time to live), which pods without restarts wait out.
-const KUBELET_SECRET_REFRESH: Duration = Duration::from_secs(120);
-
-/// How often a running re-encryption is looked at, for its progress.
-const JOB_RECHECK: Duration = Duration::from_secs(2);
-
-/// Takes the rotation's next step, once the keyring has the shape its phase needs.
-async fn rotate(
-    context: &Context,
-    job_options: &JobOptions,
-    key: &EncryptionKey,
-    keyring: &Keyring,
-    in_sync: bool,
-    pods: bool,
-    now: Timestamp,
-) -> Result<Turn> {
-    let name = key.name_any();
-    let status = key.status.as_ref();
-    let recorded = status.and_then(|status| status.rotation.as_ref());
-    let answered = status
-        .and_then(|status| status.rotation_generation)
-        .unwrap_or(key.spec.rotation.generation);
-    let external = key.spec.reencryption.job_template.is_some();
-    let job = match recorded {
-        Some(rotation) if rotation.phase == RotationPhase::Reencrypting => {
-            let job_name = rotation.job_name.as_deref().unwrap_or_default();
-            let external_name =
-                jobs::external_job_name(&name, rotation.target_version, rotation.attempts);
-            let mut names = vec![job_name];
-            if external {
-                names.push(&external_name);
-            }
-            let mut states = Vec::new();
-            for job_name in names {
-                match jobs::state(&context.client, key, job_name).await {
-                    Ok(state) => states.push(state),
-                    Err(Error::ObjectNotOwned { kind, name }) => {
-                        return Ok(conflict(&kind, &name));
-                    }
-                    Err(error) => return Err(error),
-                }
-            }
-            jobs::combined(&states)
-        }
-        _ => JobState::Absent,
-    };
-    // Only running pods without restarts wait for the kubelet's refresh.
-    let settle = match key.spec.distribution.restart {
-        crate::crd::encryption_key::RestartPolicy::None if pods => KUBELET_SECRET_REFRESH,
-        _ => Duration::ZERO,
-    };
-    let mut observed = rotation::Observed {
-        keyring,
-        in_sync,
-        job,
-        scan: None,
-        now,
-        settle,
-    };
-    let mut step = rotation::next(&name, &key.spec.rotation, recorded, answered, &observed);
-    let counts;
-    if step == rotation::Step::Scan {
-        counts = scan(context, key).await?;
-        observed.scan = Some(&counts);
-        step = rotation::next(&name, &key.spec.rotation, recorded, answered, &observed);
-    }
-    let mut turn = Turn::default();
-    // A failed attempt stays reported until the rotation moves on.
-    if let Some(failure) = recorded.and_then(|rotation| rotation.failure.as_ref()) {
-        turn.problem = Some(Problem {
-            reason: failure_reason(&failure.reason),
-            message: failure.message.clone(),
-            degraded: true,
-        });
-    }
-    match step {
-        rotation::Step::Idle => {
-            // No Job runs between rotations, so neither may its rights stand: this also
-            // takes away a binding an older keyward left after its last rotation.
-            if recorded.is_some() {
-                jobs::unbind(&context.client, key).await?;
-            }
-            if let Some(at) = rotation::next_scheduled(&key.spec.rotation, keyring) {
-                let wait = Duration::try_from(now.duration_until(at)).unwrap_or(Duration::ZERO);
-                turn.requeue = Some(
-                    wait.min(Duration::from_secs(3600))
-                        .max(Duration::from_secs(1)),
-                );
-            }
-        }
-        rotation::Step::Record(mut next) => {
-            // The Job's final count, as re-encryption ends; the ConfigMap holds nothing of
-            // this rotation before that.
-            if next.phase == RotationPhase::Verifying
-                && let Some(progress) = reported_progress(context, key, &mut turn).await?
-            {
-                turn.counted = Counted::Reencrypted(progress.done);
-                next.progress = Some(progress);
-            }
-            if next.phase == RotationPhase::Succeeded {
-                turn.counted = Counted::Succeeded;
-            }
-            let phase = next.phase;
-            let note = match (recorded.map(|r| r.phase), phase) {
-                (_, RotationPhase::Staging) => format!(
-                    "rotation to version {} started ({:?}); staging it on every pod",
-                    next.target_version, next.trigger
-                ),
-                (_, RotationPhase::Succeeded) => format!(
-                    "rotation to version {} finished: every ciphertext and every pod is on it",
-                    next.target_version
-                ),
-                (_, phase) => format!(
-                    "rotation to version {}: {}",
-                    next.target_version,
-                    phase.as_str()
-                ),
-            };
-            // One reason per step, so `kubectl describe` lists each instead of folding
-            // them into one series.
-            let reason = match phase {
-                RotationPhase::Staging => "RotationStarted",
-                RotationPhase::Promoting => "RotationPromoting",
-                RotationPhase::Reencrypting => "RotationReencrypting",
-                RotationPhase::Verifying => "RotationVerifying",
-                RotationPhase::Retiring => "RotationRetiring",
-                RotationPhase::Succeeded => "RotationSucceeded",
-            };
-            // The external Job's keys, and the built-in Job's rights, live only as long
-            // as their step: taken away before the step's end is recorded, so a crash in
-            // between takes them away again.
-            if phase == RotationPhase::Verifying {
-                jobs::remove_versions_secret(&context.client, key, next.target_version).await?;
-            }
-            if matches!(phase, RotationPhase::Verifying | RotationPhase::Succeeded) {
-                jobs::unbind(&context.client, key).await?;
-            }
-            turn.event = Some((EventType::Normal, reason, note));
-            if phase == RotationPhase::Staging && key.spec.distribution.format != KeyFormat::Keyring
-            {
-                // Said once, when it matters: single-key formats hold only the primary.
-                turn.event = Some((
-                    EventType::Warning,
-                    "RotationStarted",
-                    format!(
-                        "rotation to version {} started; spec.distribution.format {:?} carries only the primary key, so from promotion until re-encryption ends pods cannot read values still under version {} (use format Keyring to avoid this)",
-                        next.target_version, key.spec.distribution.format, next.previous_version
-                    ),
-                ));
-            }
-            turn.record = Some(next);
-            turn.requeue = Some(Duration::ZERO);
-        }
-        rotation::Step::AwaitRollout { overdue } => {
-            // Pods in sync may still have to settle; look again either way.
-            turn.requeue = Some(DISTRIBUTION_RECHECK);
-            if overdue {
-                turn.problem = Some(Problem {
-                    reason: "RolloutTimeout",
-                    message: format!(
-                        "rotation phase {} has waited more than {} minutes for every pod of the targets to hold the keyring",
-                        recorded.map(|r| r.phase.as_str()).unwrap_or_default(),
-                        rotation::ROLLOUT_DEADLINE.as_secs() / 60
-                    ),
-                    degraded: true,
-                });
-            }
-        }
-        rotation::Step::AwaitRetry => {
-            let retry_at = recorded.and_then(|rotation| rotation.retry_at.as_ref());
-            let wait = retry_at
-                .map(|at| Duration::try_from(now.duration_until(at.0)).unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::ZERO);
-            turn.requeue = Some(wait.max(Duration::from_secs(1)));
-        }
-        rotation::Step::StartJob => {
-            if let Some(rotation) = recorded {
-                let job_name = rotation.job_name.clone().unwrap_or_default();
-                let target = rotation.target_version;
-                let external_name = jobs::external_job_name(&name, target, rotation.attempts);
-                // Jobs of earlier attempts go only now that this attempt is recorded.
-                jobs::remove_others(&context.client, key, &[&job_name, &external_name]).await?;
-                match jobs::start(&context.client, key, job_options, &job_name, target).await {
-                    Err(Error::ObjectNotOwned { kind, name }) => return Ok(conflict(&kind, &name)),
-                    // Said in status, not only retried in silence.
-                    Err(Error::Kube(kube::Error::Api(status)))
-                        if status.code == 400 || status.code == 422 =>
-                    {
-                        turn.problem = Some(Problem {
-                            reason: "ReencryptionJobRefused",
-                            message: format!(
-                                "the API server refused re-encryption Job {job_name:?}: {}",
-                                status.message
-                            ),
-                            degraded: true,
-                        });
-                        turn.requeue = Some(DISTRIBUTION_RECHECK);
-                        return Ok(turn);
-                    }
-                    other => other?,
-                }
-                let started = if external && !job_options.allow_templates {
-                    Err(Error::JobTemplate(
-                        "the operator does not run Job templates: start it with --allow-job-templates".to_owned(),
-                    ))
-                } else {
-                    jobs::start_external(
-                        &context.client,
-                        key,
-                        job_options,
-                        keyring,
-                        target,
-                        &external_name,
-                    )
-                    .await
-                };
-                let refused = match started {
-                    Err(Error::ObjectNotOwned { kind, name }) => return Ok(conflict(&kind, &name)),
-                    Err(Error::JobTemplate(message)) => Some(message),
-                    // The API server refused the Job built from the template.
-                    Err(Error::Kube(kube::Error::Api(status)))
-                        if status.code == 400 || status.code == 422 =>
-                    {
-                        Some(status.message.clone())
-                    }
-                    other => {
-                        other?;
-                        None
-                    }
-                };
-                if let Some(message) = refused {
-                    turn.problem = Some(Problem {
-                        reason: "InvalidJobTemplate",
-                        message: format!("spec.reencryption.jobTemplate cannot run: {message}"),
-                        degraded: true,
-                    });
-                }
-            }
-            turn.requeue = Some(JOB_RECHECK);
-        }
-        rotation::Step::AwaitJob => {
-            match jobs::keep_bound(&context.client, key).await {
-                Err(Error::ObjectNotOwned { kind, name }) => return Ok(conflict(&kind, &name)),
-                other => other?,
-            }
-            if let Some(rotation) = recorded {
-                let progress = reported_progress(context, key, &mut turn).await?;
-                if progress.is_some() && progress != rotation.progress {
-                    let mut next = rotation.clone();
-                    next.progress = progress;
-                    turn.record = Some(next);
-                }
-            }
-            turn.requeue = Some(JOB_RECHECK);
-        }
-        rotation::Step::Retry {
-            mut rotation,
-            reason,
-        } => {
-            let progress = reported_progress(context, key, &mut turn).await?;
-            // Values that kept conflicting are retried, not undecryptable.
-            let failed = progress.as_ref().map_or(0, |progress| {
-                progress.failed.saturating_sub(progress.contended).max(0)
-            });
-            if progress.is_some() {
-                rotation.progress = progress;
-            }
-            let (reason, message) = if failed > 0 {
-                (
-                    "UndecryptableCiphertext",
-                    format!(
-                        "{failed} value(s) under an older version do not decrypt (see status.rotation.progress.failures); the old versions stay until they are fixed or removed; retrying"
-                    ),
-                )
-            } else if reason == "CiphertextRemains" {
-                (
-                    reason,
-                    "the verification scan still finds ciphertext under an older version; re-encrypting again".to_owned(),
-                )
-            } else {
-                (
-                    reason,
-                    "a re-encryption Job (the built-in one, or the one of spec.reencryption.jobTemplate) failed; retrying with new Jobs".to_owned(),
-                )
-            };
-            // The failed Jobs stay until the next attempt, recorded first, starts; their
-            // rights go now, before the backoff.
-            jobs::unbind(&context.client, key).await?;
-            let attempt = u32::try_from(rotation.attempts).unwrap_or(u32::MAX);
-            let delay = backoff(attempt);
-            let retry_at = SignedDuration::try_from(delay)
-                .ok()
-                .and_then(|delay| now.checked_add(delay).ok())
-                .unwrap_or(now);
-            rotation.retry_at = Some(Time(retry_at));
-            rotation.failure = Some(crate::crd::encryption_key::RotationFailure {
-                reason: reason.to_owned(),
-                message: message.clone(),
-            });
-            turn.requeue = Some(delay);
-            turn.problem = Some(Problem {
-                reason,
-                message: message.clone(),
-                degraded: true,
-            });
-            turn.event = Some((EventType::Warning, reason, message));
-            turn.counted = Counted::Failed(reason);
-            turn.record = Some(rotation);
-        }
-        rotation::Step::Scan => {
-            turn.requeue = Some(JOB_RECHECK);
-        }
-    }
-    Ok(turn)
-}
-
-/// The progress the re-encryption Job reported. Counts that the Job cannot have written
-/// (garbage, negative, inconsistent) are corrected by the parse and reported here: in the
-/// log, and as the turn's problem unless it has a weightier one.
-async fn reported_progress(
-    context: &Context,
-    key: &EncryptionKey,
-    turn: &mut Turn,
-) -> Result<Option<crate::crd::encryption_key::ReencryptionProgress>> {
-    let (namespace, name) = (key.namespace().unwrap_or_default(), key.name_any());
-    let Some(reported) = jobs::progress(&context.client, key).await? else {
-        return Ok(None);
-    };
-    if !reported.untrusted.is_empty() {
-        let config_map = jobs::progress_name(&name);
-        let fields = reported.untrusted.join(", ");
-        tracing::warn!(
-            namespace,
-            name,
-            config_map,
-            fields,
-            "the re-encryption progress ConfigMap holds counts no Job wrote; they are corrected, not trusted"
-        );
-        let message = format!(
-            "ConfigMap {config_map:?} holds re-encryption counts no Job wrote ({fields}: not a non-negative integer, or inconsistent with the others); they are read as corrected, and the verification scan decides whether the rotation finishes"
-        );
-        // Reported like any problem: Degraded with the reason, and a Warning Event when
-        // it first appears.
-        turn.problem.get_or_insert(Problem {
-            reason: "ProgressInvalid",
-            message,
-            degraded: true,
-        });
-    }
-    Ok(Some(reported.progress))
 }
 
 /// What distribution progress means for the `Distributed` and `Ready` conditions.
@@ -1143,106 +699,6 @@ impl<'a> Reporter<'a> {
             self.context.publish(key, notice).await;
         }
         Ok(())
-    }
-}
-
-/// Ciphertexts per version in the Secrets the rotation covers: those of
-/// `spec.reencryption.selector` and, always, those labelled for the key (Encrypted
-/// OAuthClients' verifiers) and the verifiers of the key's Encrypted OAuthClients that
-/// lost that label, so neither a narrow selector nor a removed label can hide what pods
-/// still need.
-async fn scan(
-    context: &Context,
-    key: &EncryptionKey,
-) -> Result<std::collections::BTreeMap<i64, u64>> {
-    let name = key.name_any();
-    let namespace = key.namespace().unwrap_or_default();
-    let scanned = |selector: Option<String>| {
-        let client = context.client.clone();
-        let (namespace, name) = (namespace.clone(), name.clone());
-        async move {
-            crate::reencrypt::scan(&client, &namespace, &name, selector.as_deref())
-                .await
-                .map_err(|error| Error::Scan(error.to_string()))
-        }
-    };
-    let mut counts = scanned(None).await?;
-    if let Some(selector) = jobs::selector(key)? {
-        for (version, count) in scanned(Some(selector)).await? {
-            *counts.entry(version).or_default() += count;
-        }
-    }
-    unlabelled_verifiers(context, key, &mut counts).await?;
-    Ok(counts)
-}
-
-/// Counts the ciphertext of `key` in the verifiers of its Encrypted OAuthClients that do
-/// not carry the key's label (anyone who may edit Secrets can remove it), found through
-/// the clients that own them; the OAuthClient controller puts the label back, so the
-/// next re-encryption attempt covers them.
-async fn unlabelled_verifiers(
-    context: &Context,
-    key: &EncryptionKey,
-    counts: &mut std::collections::BTreeMap<i64, u64>,
-) -> Result<()> {
-    use crate::crd::OAuthClient;
-    use crate::crd::oauth_client::SecretNames;
-    let name = key.name_any();
-    let namespace = key.namespace().unwrap_or_default();
-    let clients: Api<OAuthClient> = Api::namespaced(context.client.clone(), &namespace);
-    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
-    let mut params = kube::api::ListParams::default().limit(500);
-    loop {
-        let page = clients.list(&params).await?;
-        for client in &page.items {
-            let encrypted_under_key = client
-                .spec
-                .encryption_key_ref
-                .as_ref()
-                .is_some_and(|reference| reference.name == name);
-            if !encrypted_under_key {
-                continue;
-            }
-            let verifier = SecretNames::of(&client.name_any(), &client.spec).verifier;
-            let Some(secret) = store::get(&secrets, &verifier).await? else {
-                continue;
-            };
-            let labelled = secret.labels().get(store::KEY_LABEL) == Some(&name);
-            if labelled || !store::is_owned_by(secret.meta(), client) {
-                continue;
-            }
-            crate::reencrypt::count_versions(secret.data.as_ref(), &name, counts);
-        }
-        match page.metadata.continue_ {
-            Some(token) if !token.is_empty() => params = params.continue_token(&token),
-            _ => return Ok(()),
-        }
-    }
-}
-
-/// A turn that stops on an object of a rotation's name that is not the key's: reported,
-/// never used or written over, looked at again after a while.
-fn conflict(kind: &str, name: &str) -> Turn {
-    Turn {
-        problem: Some(Problem {
-            reason: "ObjectConflict",
-            message: format!(
-                "{kind} {name:?} exists and is not this EncryptionKey's; keyward will neither use nor overwrite it: remove it to let the rotation go on"
-            ),
-            degraded: true,
-        }),
-        requeue: Some(DISTRIBUTION_RECHECK),
-        ..Turn::default()
-    }
-}
-
-/// The reason of a recorded failure, as one of the reasons keyward reports (status text
-/// is never taken as a reason as it stands).
-fn failure_reason(recorded: &str) -> &'static str {
-    match recorded {
-        "UndecryptableCiphertext" => "UndecryptableCiphertext",
-        "CiphertextRemains" => "CiphertextRemains",
-        _ => "ReencryptionFailed",
     }
 }
 
