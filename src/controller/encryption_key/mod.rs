@@ -232,13 +232,19 @@ struct Acted {
 }
 
 impl Acted {
-    /// Status to write, then an immediate look again.
-    fn recorded_then_again(findings: Findings) -> Self {
+    /// Status to write, then `action`.
+    fn reported(findings: Findings, action: Action) -> Self {
         Self {
             findings: Some(findings),
             turn: None,
-            action: Action::requeue(Duration::ZERO),
+            action,
         }
+    }
+
+    /// Status to write that must be written before anything else is done: the write
+    /// ends the reconcile, and the next looks again at once.
+    fn recorded_then_again(findings: Findings) -> Self {
+        Self::reported(findings, Action::requeue(Duration::ZERO))
     }
 
     /// Nothing for status: the keyring changed, or nothing may change yet; an immediate
@@ -267,17 +273,13 @@ impl Reconciling<'_> {
     /// Carries out `step`.
     async fn act(&self, step: Step) -> Result<Acted> {
         match step {
-            Step::Report(problem) => Ok(Acted {
-                findings: Some(
-                    Found::Problem {
-                        problem,
-                        keyring: None,
-                    }
-                    .into(),
-                ),
-                turn: None,
-                action: Action::await_change(),
-            }),
+            Step::Report(problem) => {
+                let found = Found::Problem {
+                    problem,
+                    keyring: None,
+                };
+                Ok(Acted::reported(found.into(), Action::await_change()))
+            }
             Step::WrapKeyring {
                 keyring,
                 resource_version,
@@ -365,17 +367,11 @@ impl Reconciling<'_> {
             distribute::distribute(self.context, self.key, self.secrets, keyring).await?;
         let (rollout, progress) = match distributed {
             Distribution::Conflict(problem) => {
-                return Ok(Acted {
-                    findings: Some(
-                        Found::Problem {
-                            problem,
-                            keyring: Some(Listed::of(keyring)),
-                        }
-                        .into(),
-                    ),
-                    turn: None,
-                    action: Action::await_change(),
-                });
+                let found = Found::Problem {
+                    problem,
+                    keyring: Some(Listed::of(keyring)),
+                };
+                return Ok(Acted::reported(found.into(), Action::await_change()));
             }
             Distribution::RolledOut { rollout, progress } => (rollout, progress),
         };

@@ -109,39 +109,25 @@ pub fn next(
     let previous = previous.cloned().unwrap_or_default();
     let mut status = previous.clone();
     status.observed_generation = generation;
+    record_rotation(&mut status, findings.rotation, key.spec.rotation.generation);
     let mut conditions = Conditions {
         status: &mut status,
         generation,
         now,
     };
-    if let Some(rotation) = findings.rotation {
-        if rotation.phase == RotationPhase::Staging {
-            conditions.status.rotation_generation = Some(rotation.generation);
-        }
-        conditions.status.rotation = Some(rotation);
-    }
-    // The counter a new key (or one adopting a keyring) starts from: only a later bump
-    // asks for a rotation.
-    if conditions.status.rotation_generation.is_none() {
-        conditions.status.rotation_generation = Some(key.spec.rotation.generation);
-    }
     let (rotating, reason, message) = rotating(conditions.status);
     conditions.set(ConditionType::Rotating, rotating, reason, &message);
-    let list = |status: &mut EncryptionKeyStatus, listed: Listed| {
-        status.keyring_secret_name = Some(keyring_store::secret_name(&key.name_any()));
-        status.primary_version = listed.primary_version;
-        status.versions = listed.versions;
-    };
     let mut notices = Vec::new();
+    let keyring_secret = keyring_store::secret_name(&key.name_any());
     let problem = match findings.found {
         Found::Problem { problem, keyring } => {
             if let Some(keyring) = keyring {
-                list(conditions.status, keyring);
+                conditions.list(keyring_secret, keyring);
             }
             Some(problem)
         }
         Found::Created(keyring) => {
-            list(conditions.status, keyring);
+            conditions.list(keyring_secret, keyring);
             let message = "key version 1 created; distributing it to the targets";
             conditions.set(
                 ConditionType::Ready,
@@ -156,35 +142,59 @@ pub fn next(
             progress,
             outcome,
         } => {
-            list(conditions.status, keyring);
+            conditions.list(keyring_secret, keyring);
             conditions.status.distribution = Some(progress);
-            let was_distributed = find_condition(&previous.conditions, ConditionType::Distributed)
-                .is_some_and(is_true);
-            if outcome.distributed && !was_distributed {
-                notices.push(Notice::normal(
-                    reasons::DISTRIBUTED,
-                    reasons::DISTRIBUTE,
-                    outcome.summary.clone(),
-                ));
-            }
+            notices.extend(newly_distributed(&previous, &outcome));
             conditions.distribution(outcome)
         }
     };
     if let Some(problem) = problem {
         conditions.problem(&problem);
-        let ready = find_condition(&previous.conditions, ConditionType::Ready);
-        let newly = ready.is_none_or(|ready| {
-            ready.status != ConditionStatus::False.as_str() || ready.reason != problem.reason
-        });
-        if newly {
-            notices.push(Notice::warning(
-                problem.reason,
-                reasons::RECONCILE,
-                problem.message,
-            ));
-        }
+        notices.extend(newly_a_problem(&previous, problem));
     }
     Next { status, notices }
+}
+
+/// Records `rotation`, when the reconcile has one to record: a rotation that starts
+/// (Staging) answers the counter it started for. A key that has none yet (new, or
+/// adopting a keyring) starts from `counter`, so only a later bump asks for a rotation.
+fn record_rotation(
+    status: &mut EncryptionKeyStatus,
+    rotation: Option<RotationStatus>,
+    counter: i64,
+) {
+    if let Some(rotation) = rotation {
+        if rotation.phase == RotationPhase::Staging {
+            status.rotation_generation = Some(rotation.generation);
+        }
+        status.rotation = Some(rotation);
+    }
+    if status.rotation_generation.is_none() {
+        status.rotation_generation = Some(counter);
+    }
+}
+
+/// The Event of a key that has just become distributed, said once.
+fn newly_distributed(previous: &EncryptionKeyStatus, outcome: &Outcome) -> Option<Notice> {
+    let was_distributed =
+        find_condition(&previous.conditions, ConditionType::Distributed).is_some_and(is_true);
+    (outcome.distributed && !was_distributed).then(|| {
+        Notice::normal(
+            reasons::DISTRIBUTED,
+            reasons::DISTRIBUTE,
+            outcome.summary.clone(),
+        )
+    })
+}
+
+/// The Warning Event of `problem` when it first appears: `Ready` was not already false
+/// for that reason.
+fn newly_a_problem(previous: &EncryptionKeyStatus, problem: Problem) -> Option<Notice> {
+    let ready = find_condition(&previous.conditions, ConditionType::Ready);
+    let newly = ready.is_none_or(|ready| {
+        ready.status != ConditionStatus::False.as_str() || ready.reason != problem.reason
+    });
+    newly.then(|| Notice::warning(problem.reason, reasons::RECONCILE, problem.message))
 }
 
 /// The conditions of a status being computed, set for one generation at one time.
@@ -205,6 +215,13 @@ impl Conditions<'_> {
             self.generation,
             self.now,
         );
+    }
+
+    /// Lists the keyring's versions, kept in Secret `keyring_secret`.
+    fn list(&mut self, keyring_secret: String, listed: Listed) {
+        self.status.keyring_secret_name = Some(keyring_secret);
+        self.status.primary_version = listed.primary_version;
+        self.status.versions = listed.versions;
     }
 
     /// `Distributed`, and `Ready` and `Degraded` unless a request of the spec keeps the

@@ -185,40 +185,8 @@ fn job_meta(key: &EncryptionKey, job_name: &str) -> Result<ObjectMeta> {
 /// pod never starts.
 pub fn job(key: &EncryptionKey, options: &JobOptions, job_name: &str) -> Result<Job> {
     let key_name = key.name_any();
-    let namespace = key.namespace().unwrap_or_default();
-    let reencryption = &key.spec.reencryption;
-    let mut args = vec![
-        "reencrypt".to_owned(),
-        "--key".to_owned(),
-        format!("{namespace}/{key_name}"),
-        "--batch-size".to_owned(),
-        reencryption.batch_size.to_string(),
-        "--writes-per-second".to_owned(),
-        reencryption.writes_per_second.to_string(),
-        "--progress".to_owned(),
-        progress_name(&key_name),
-    ];
-    if let Some(selector) = selector(key)? {
-        args.extend(["--selector".to_owned(), selector]);
-    }
     let labels = store::labels(REENCRYPTION_ROLE, [(KEY_LABEL, key_name.clone())]);
-    let container = Container {
-        name: "reencrypt".to_owned(),
-        image: Some(options.image.clone()),
-        command: Some(vec!["keyward".to_owned()]),
-        args: Some(args),
-        security_context: Some(SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            run_as_non_root: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
-        ..Container::default()
-    };
+    let container = reencrypt_container(key, options)?;
     Ok(Job {
         metadata: job_meta(key, job_name)?,
         spec: Some(JobSpec {
@@ -265,6 +233,45 @@ pub fn job(key: &EncryptionKey, options: &JobOptions, job_name: &str) -> Result<
             ..JobSpec::default()
         }),
         ..Job::default()
+    })
+}
+
+/// The container of the built-in Job: `keyward reencrypt` for the key at the spec's
+/// batch size and write rate, over the spec's selector, locked down.
+fn reencrypt_container(key: &EncryptionKey, options: &JobOptions) -> Result<Container> {
+    let key_name = key.name_any();
+    let namespace = key.namespace().unwrap_or_default();
+    let reencryption = &key.spec.reencryption;
+    let mut args = vec![
+        "reencrypt".to_owned(),
+        "--key".to_owned(),
+        format!("{namespace}/{key_name}"),
+        "--batch-size".to_owned(),
+        reencryption.batch_size.to_string(),
+        "--writes-per-second".to_owned(),
+        reencryption.writes_per_second.to_string(),
+        "--progress".to_owned(),
+        progress_name(&key_name),
+    ];
+    if let Some(selector) = selector(key)? {
+        args.extend(["--selector".to_owned(), selector]);
+    }
+    Ok(Container {
+        name: "reencrypt".to_owned(),
+        image: Some(options.image.clone()),
+        command: Some(vec!["keyward".to_owned()]),
+        args: Some(args),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        }),
+        ..Container::default()
     })
 }
 
