@@ -16,6 +16,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::controller::encryption_key::reasons;
 use crate::crd::encryption_key::{
     KeyRotation, RotationPhase, RotationStatus, RotationTrigger, VersionCount,
 };
@@ -247,7 +248,7 @@ pub fn next(
             JobState::Succeeded => Step::Record(advance()),
             JobState::Failed => Step::Retry {
                 rotation: next_attempt(key_name, current, None, now),
-                reason: "ReencryptionFailed",
+                reason: reasons::REENCRYPTION_FAILED,
             },
         },
         RotationPhase::Verifying => match observed.scan {
@@ -261,7 +262,7 @@ pub fn next(
                 } else {
                     Step::Retry {
                         rotation: next_attempt(key_name, current, Some(scan), now),
-                        reason: "CiphertextRemains",
+                        reason: reasons::CIPHERTEXT_REMAINS,
                     }
                 }
             }

@@ -29,7 +29,7 @@ pub async fn scan(context: &Context, key: &EncryptionKey) -> Result<BTreeMap<i64
         async move {
             crate::reencrypt::scan(&client, &namespace, &name, selector.as_deref())
                 .await
-                .map_err(|error| Error::Scan(error.to_string()))
+                .map_err(|error| Error::Scan(Box::new(error)))
         }
     };
     let mut counts = scanned(None).await?;
