@@ -1,7 +1,7 @@
 //! Reconciler of `EncryptionKey`: keeps the keyring Secret, renders the key for pods,
 //! projects it into the target workloads, counts the pods that hold it and rotates it.
 //!
-//! One reconcile reads as load → decide → act → status: [`load`] reads the keyring,
+//! One reconcile reads as load → decide → act → status: `load` reads the keyring,
 //! the key-encryption key and the source; [`decide::next_step`] chooses; the step is
 //! carried out ([`keyring`], [`distribute`], [`rotation`]); and [`status::next`]
 //! computes the status from what was found, written once at the end. The keyring is

@@ -38,7 +38,7 @@ const KUBELET_SECRET_REFRESH: Duration = Duration::from_secs(120);
 const JOB_RECHECK: Duration = Duration::from_secs(2);
 
 /// How often a rotation waiting on pods, or stopped on a conflict, is looked at again.
-pub const ROLLOUT_RECHECK: Duration = Duration::from_secs(5);
+const ROLLOUT_RECHECK: Duration = Duration::from_secs(5);
 
 /// The longest a key waits for its next scheduled rotation before looking again.
 const SCHEDULE_RECHECK: Duration = Duration::from_secs(3600);
