@@ -49,7 +49,7 @@ pub enum Error {
 
     /// The verification scan of a rotation failed.
     #[error("cannot scan for ciphertext: {0}")]
-    Scan(String),
+    Scan(#[source] Box<crate::reencrypt::Error>),
 
     /// Leader election could not start.
     #[error("leader election failed: {0}")]

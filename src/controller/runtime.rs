@@ -294,7 +294,7 @@ async fn own_account(client: &Client) -> Option<(String, String)> {
     let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(client.clone(), &namespace);
     match pods.get(&name).await {
         Ok(pod) => {
-            let account = encryption_key::jobs::effective_account(pod.spec.as_ref());
+            let account = encryption_key::rotation::build::effective_account(pod.spec.as_ref());
             Some((namespace, account.to_owned()))
         }
         Err(error) => {

@@ -238,9 +238,10 @@ mod tests {
         tally.settle("a", 7, vec![failure("x", Cause::Contended)]);
         tally.settle("b", 2, vec![failure("y", Cause::Undecryptable)]);
         let report = tally.report("apps", 2, Duration::from_secs(1));
-        let read =
-            crate::controller::encryption_key::progress::parse(&config_map_data(&report, true))
-                .expect("progress");
+        let read = crate::controller::encryption_key::rotation::progress::parse(&config_map_data(
+            &report, true,
+        ))
+        .expect("progress");
         assert!(read.untrusted.is_empty(), "{:?}", read.untrusted);
         let progress = read.progress;
         assert_eq!(

@@ -8,6 +8,8 @@
 
 use subtle::ConstantTimeEq;
 
+use super::reasons;
+
 use crate::crd::encryption_key::EncryptionKeyStatus;
 use crate::crypto::{KeyMaterial, Keyring};
 use crate::store::keyring::{KeyProblem, Stored};
@@ -64,7 +66,7 @@ pub fn next_step(name: &str, status: Option<&EncryptionKeyStatus>, observed: Obs
     let (keyring, resource_version, unwrapped) = match observed.stored {
         Stored::Foreign => {
             return Step::Report(Problem {
-                reason: "SecretConflict",
+                reason: reasons::SECRET_CONFLICT,
                 message: format!(
                     "Secret {keyring_name:?} exists and is not this EncryptionKey's keyring; keyward will not overwrite it"
                 ),
@@ -73,7 +75,7 @@ pub fn next_step(name: &str, status: Option<&EncryptionKeyStatus>, observed: Obs
         }
         Stored::Unreadable(error) => {
             return Step::Report(Problem {
-                reason: "KeyringUnreadable",
+                reason: reasons::KEYRING_UNREADABLE,
                 message: format!(
                     "keyring Secret {keyring_name:?} cannot be read: {error}; restore it from backup — keyward never replaces a keyring"
                 ),
@@ -82,7 +84,7 @@ pub fn next_step(name: &str, status: Option<&EncryptionKeyStatus>, observed: Obs
         }
         Stored::Absent if status.is_some_and(|status| !status.versions.is_empty()) => {
             return Step::Report(Problem {
-                reason: "KeyringMissing",
+                reason: reasons::KEYRING_MISSING,
                 message: format!(
                     "keyring Secret {keyring_name:?} is gone but status records key versions; restore it from backup — a new key would make existing ciphertext unreadable"
                 ),
@@ -120,7 +122,7 @@ pub fn next_step(name: &str, status: Option<&EncryptionKeyStatus>, observed: Obs
         && !first_version_is(&keyring, material)
     {
         return Step::Report(Problem {
-            reason: "SourceMismatch",
+            reason: reasons::SOURCE_MISMATCH,
             message: format!(
                 "the key in spec.source (fingerprint {}) is not version 1 of keyring Secret {keyring_name:?}; keyward never replaces a keyring: delete that Secret deliberately to start over, or remove spec.source",
                 material.fingerprint()
@@ -164,7 +166,7 @@ fn mismatch(
         (None, false) => return None,
     };
     Some(Problem {
-        reason: "KeyringMismatch",
+        reason: reasons::KEYRING_MISMATCH,
         message,
         degraded: true,
     })
@@ -190,15 +192,15 @@ fn named(problem: KeyProblem, secret: Secret) -> Problem {
     let (field, missing, no_key, invalid) = match secret {
         Secret::Source => (
             "spec.source.secretRef",
-            "SourceSecretMissing",
-            "SourceKeyMissing",
-            "SourceKeyInvalid",
+            reasons::SOURCE_SECRET_MISSING,
+            reasons::SOURCE_KEY_MISSING,
+            reasons::SOURCE_KEY_INVALID,
         ),
         Secret::KeyEncryptionKey => (
             "spec.keyEncryptionKeyRef",
-            "KeyEncryptionKeySecretMissing",
-            "KeyEncryptionKeyMissing",
-            "KeyEncryptionKeyInvalid",
+            reasons::KEY_ENCRYPTION_KEY_SECRET_MISSING,
+            reasons::KEY_ENCRYPTION_KEY_MISSING,
+            reasons::KEY_ENCRYPTION_KEY_INVALID,
         ),
     };
     let (reason, message) = match problem {

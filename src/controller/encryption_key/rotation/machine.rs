@@ -16,11 +16,13 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use crate::controller::encryption_key::reasons;
 use crate::crd::encryption_key::{
     KeyRotation, RotationPhase, RotationStatus, RotationTrigger, VersionCount,
 };
 use crate::crypto::Keyring;
 use crate::crypto::keyring::VersionState;
+use crate::names::{external_job_name, job_name};
 
 /// How long a phase may wait for pods before the key reports `Degraded`.
 pub const ROLLOUT_DEADLINE: Duration = Duration::from_secs(600);
@@ -65,6 +67,42 @@ pub enum JobState {
     Running,
     Succeeded,
     Failed,
+}
+
+/// The state of a rotation step's Jobs together: failed if one failed, absent while one
+/// is still to be created, succeeded once all have.
+pub fn combined(states: &[JobState]) -> JobState {
+    if states.contains(&JobState::Failed) {
+        JobState::Failed
+    } else if states.contains(&JobState::Absent) {
+        JobState::Absent
+    } else if states.contains(&JobState::Running) {
+        JobState::Running
+    } else {
+        JobState::Succeeded
+    }
+}
+
+/// The Jobs of a rotation's current attempt, the one place that names them: the
+/// built-in Job under the name status recorded when the attempt began (so a restarted
+/// operator looks for exactly the Job it may have started), and the Job of
+/// `spec.reencryption.jobTemplate`, whose name is derived the same way each time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttemptJobs {
+    /// The built-in re-encryption Job.
+    pub built_in: String,
+    /// The external Job, when the key has a Job template.
+    pub external: String,
+}
+
+impl AttemptJobs {
+    /// The Jobs of the attempt `rotation` records, for EncryptionKey `key_name`.
+    pub fn of(key_name: &str, rotation: &RotationStatus) -> Self {
+        Self {
+            built_in: rotation.job_name.clone().unwrap_or_default(),
+            external: external_job_name(key_name, rotation.target_version, rotation.attempts),
+        }
+    }
 }
 
 /// What the machine needs to know of the world.
@@ -210,7 +248,7 @@ pub fn next(
             JobState::Succeeded => Step::Record(advance()),
             JobState::Failed => Step::Retry {
                 rotation: next_attempt(key_name, current, None, now),
-                reason: "ReencryptionFailed",
+                reason: reasons::REENCRYPTION_FAILED,
             },
         },
         RotationPhase::Verifying => match observed.scan {
@@ -224,7 +262,7 @@ pub fn next(
                 } else {
                     Step::Retry {
                         rotation: next_attempt(key_name, current, Some(scan), now),
-                        reason: "CiphertextRemains",
+                        reason: reasons::CIPHERTEXT_REMAINS,
                     }
                 }
             }
@@ -303,8 +341,6 @@ pub fn next_attempt(
     }
     next
 }
-
-pub use crate::names::job_name;
 
 /// Ciphertexts a scan found under versions other than `target`.
 pub fn remaining(counts: &BTreeMap<i64, u64>, target: i64) -> u64 {
@@ -640,5 +676,45 @@ mod tests {
         assert_eq!(seen.len(), 6);
         assert!(RotationPhase::Reencrypting.deadline().is_none());
         assert!(RotationPhase::Staging.deadline().is_some());
+    }
+
+    #[test]
+    fn jobs_together_fail_if_one_fails_and_succeed_once_all_have() {
+        use JobState::{Absent, Failed, Running, Succeeded};
+        assert_eq!(combined(&[Succeeded, Failed]), Failed);
+        assert_eq!(combined(&[Absent, Failed]), Failed);
+        assert_eq!(combined(&[Running, Absent]), Absent);
+        assert_eq!(combined(&[Succeeded, Running]), Running);
+        assert_eq!(combined(&[Succeeded, Succeeded]), Succeeded);
+        assert_eq!(combined(&[Succeeded]), Succeeded);
+    }
+
+    #[test]
+    fn an_attempts_jobs_are_the_one_status_recorded_and_the_external_one_of_its_number() {
+        let world = World::new();
+        let observed = Observed {
+            keyring: &world.keyring,
+            in_sync: true,
+            job: JobState::Absent,
+            scan: None,
+            now: Timestamp::UNIX_EPOCH,
+            settle: Duration::ZERO,
+        };
+        let first = begin("apim", &world.spec, RotationTrigger::Requested, &observed);
+        assert_eq!(
+            AttemptJobs::of("apim", &first),
+            AttemptJobs {
+                built_in: "apim-reencrypt-v2-0".to_owned(),
+                external: "apim-external-v2-0".to_owned(),
+            }
+        );
+        let second = next_attempt("apim", &first, None, Timestamp::UNIX_EPOCH);
+        assert_eq!(
+            AttemptJobs::of("apim", &second),
+            AttemptJobs {
+                built_in: "apim-reencrypt-v2-1".to_owned(),
+                external: "apim-external-v2-1".to_owned(),
+            }
+        );
     }
 }

@@ -1,0 +1,104 @@
+//! The EncryptionKey controller's vocabulary: every reason it writes into a condition or
+//! an Event, and the actions of its Events. Users match on these (alerts, `kubectl wait`,
+//! dashboards): they are part of the API, and none changes without a note.
+//!
+//! The reasons a workload gives for keeping the key out (`ContainerNotFound`,
+//! `DistributionConflict`) are the workload module's, see `workload::Blocked::reason`.
+
+use crate::crd::encryption_key::RotationPhase;
+
+// Why the key cannot be ready (`Ready` and, when a person is needed, `Degraded`), also
+// the reason of the Warning Event published when one first appears.
+
+/// A Secret keyward would write (the keyring, the distribution Secret) is someone else's.
+pub const SECRET_CONFLICT: &str = "SecretConflict";
+/// The keyring Secret exists but does not read as a keyring.
+pub const KEYRING_UNREADABLE: &str = "KeyringUnreadable";
+/// Status records versions, but the keyring Secret is gone.
+pub const KEYRING_MISSING: &str = "KeyringMissing";
+/// `spec.source` holds other material than the keyring's version 1.
+pub const SOURCE_MISMATCH: &str = "SourceMismatch";
+/// The keyring holds versions other than those status records.
+pub const KEYRING_MISMATCH: &str = "KeyringMismatch";
+/// The Secret `spec.source` names does not exist.
+pub const SOURCE_SECRET_MISSING: &str = "SourceSecretMissing";
+/// The Secret `spec.source` names has no such key.
+pub const SOURCE_KEY_MISSING: &str = "SourceKeyMissing";
+/// The key material of `spec.source` is not usable.
+pub const SOURCE_KEY_INVALID: &str = "SourceKeyInvalid";
+/// The Secret `spec.keyEncryptionKeyRef` names does not exist.
+pub const KEY_ENCRYPTION_KEY_SECRET_MISSING: &str = "KeyEncryptionKeySecretMissing";
+/// The Secret `spec.keyEncryptionKeyRef` names has no such key.
+pub const KEY_ENCRYPTION_KEY_MISSING: &str = "KeyEncryptionKeyMissing";
+/// The key-encryption key is not usable.
+pub const KEY_ENCRYPTION_KEY_INVALID: &str = "KeyEncryptionKeyInvalid";
+/// An object of a rotation's name (Job, ServiceAccount, Role, …) is someone else's.
+pub const OBJECT_CONFLICT: &str = "ObjectConflict";
+/// A rotation phase waited past its deadline for the pods.
+pub const ROLLOUT_TIMEOUT: &str = "RolloutTimeout";
+/// The API server refused the built-in re-encryption Job.
+pub const REENCRYPTION_JOB_REFUSED: &str = "ReencryptionJobRefused";
+/// `spec.reencryption.jobTemplate` cannot run.
+pub const INVALID_JOB_TEMPLATE: &str = "InvalidJobTemplate";
+/// The progress ConfigMap holds counts no Job wrote.
+pub const PROGRESS_INVALID: &str = "ProgressInvalid";
+/// Some values under an older version do not decrypt.
+pub const UNDECRYPTABLE_CIPHERTEXT: &str = "UndecryptableCiphertext";
+/// A scan still finds ciphertext under an older version.
+pub const CIPHERTEXT_REMAINS: &str = "CiphertextRemains";
+/// A re-encryption Job failed.
+pub const REENCRYPTION_FAILED: &str = "ReencryptionFailed";
+/// A target named in `spec.targets` does not exist (`Ready` and `Distributed`).
+pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
+
+// How far distribution got (`Ready`, `Distributed`).
+
+/// The key is being rolled out to the targets (`Ready` false).
+pub const DISTRIBUTING: &str = "Distributing";
+/// Every pod of the targets holds the current keyring (`Ready` true).
+pub const KEY_DISTRIBUTED: &str = "KeyDistributed";
+/// Every pod of the targets holds the current keyring (`Distributed` true).
+pub const IN_SYNC: &str = "InSync";
+/// Pods of the targets still lack the current keyring (`Distributed` false).
+pub const ROLLING_OUT: &str = "RollingOut";
+/// Nothing needs a person (`Degraded` false).
+pub const AS_EXPECTED: &str = "AsExpected";
+/// No rotation runs (`Rotating` false); a running one gives its phase as the reason.
+pub const IDLE: &str = "Idle";
+
+// Events of what keyward did.
+
+/// The keyring Secret was created, with version 1.
+pub const KEY_CREATED: &str = "KeyCreated";
+/// The keyring was stored again, wrapped under the key-encryption key.
+pub const KEYRING_WRAPPED: &str = "KeyringWrapped";
+/// Every pod of the targets came to hold the keyring.
+pub const DISTRIBUTED: &str = "Distributed";
+/// A rotation started (Staging).
+pub const ROTATION_STARTED: &str = "RotationStarted";
+
+/// The Event reason of a rotation entering `phase`: one per phase, so `kubectl describe`
+/// lists each instead of folding them into one series.
+pub fn phase_event(phase: RotationPhase) -> &'static str {
+    match phase {
+        RotationPhase::Staging => ROTATION_STARTED,
+        RotationPhase::Promoting => "RotationPromoting",
+        RotationPhase::Reencrypting => "RotationReencrypting",
+        RotationPhase::Verifying => "RotationVerifying",
+        RotationPhase::Retiring => "RotationRetiring",
+        RotationPhase::Succeeded => "RotationSucceeded",
+    }
+}
+
+// The actions of Events: what keyward did or tried.
+
+/// Creating the keyring.
+pub const CREATE: &str = "Create";
+/// Wrapping the keyring under the key-encryption key.
+pub const WRAP: &str = "Wrap";
+/// Distributing the key to the targets.
+pub const DISTRIBUTE: &str = "Distribute";
+/// A step of a rotation.
+pub const ROTATE: &str = "Rotate";
+/// Any reconcile that found a problem.
+pub const RECONCILE: &str = "Reconcile";
