@@ -171,42 +171,42 @@ pub fn keyward_on(
     args: &[&str],
     stdin: &[u8],
 ) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keyward"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_keyward"));
+    command
         .args(args)
-        .env("KUBECONFIG", &control_plane.kubeconfig)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("keyward runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("stdin written");
-    child.wait_with_output().expect("keyward exits")
+        .env("KUBECONFIG", &control_plane.kubeconfig);
+    run_with_stdin(command, stdin)
 }
 
 /// Runs the control plane's `kubectl` with `args` as the cluster's admin, `stdin` piped
 /// in (`-f -` reads manifests from it); returns its exit status and output.
 pub fn kubectl<S: AsRef<std::ffi::OsStr>>(args: &[S], stdin: &[u8]) -> std::process::Output {
-    let mut child = Command::new(jobs::kubectl())
+    let mut command = Command::new(jobs::kubectl());
+    command
         .arg("--kubeconfig")
         .arg(&control_plane().kubeconfig)
-        .args(args)
+        .args(args);
+    run_with_stdin(command, stdin)
+}
+
+/// Runs `command` to its end with `stdin` piped in; returns its exit status and output.
+fn run_with_stdin(mut command: Command, stdin: &[u8]) -> std::process::Output {
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("kubectl runs");
+        .unwrap_or_else(|error| panic!("{program} runs: {error}"));
     child
         .stdin
         .take()
         .expect("stdin")
         .write_all(stdin)
         .expect("stdin written");
-    child.wait_with_output().expect("kubectl exits")
+    child
+        .wait_with_output()
+        .unwrap_or_else(|error| panic!("{program} exits: {error}"))
 }
 
 /// What one test works in: an admin client and a namespace of its own.
