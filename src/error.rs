@@ -47,9 +47,11 @@ pub enum Error {
     #[error("spec.reencryption.jobTemplate cannot run: {0}")]
     JobTemplate(String),
 
-    /// The verification scan of a rotation failed.
+    /// The verification scan of a rotation failed. Its source is the scan's own error,
+    /// held as a trait object: the scan's error type holds this one, and naming it here
+    /// would tie this module and the scan's into an import cycle.
     #[error("cannot scan for ciphertext: {0}")]
-    Scan(#[source] Box<crate::reencrypt::Error>),
+    Scan(#[source] Box<dyn std::error::Error + Send + Sync>),
 
     /// Leader election could not start.
     #[error("leader election failed: {0}")]

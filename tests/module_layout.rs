@@ -131,7 +131,11 @@ fn resolve(module: &[String], path: &[String], supers: usize) -> Vec<String> {
 /// Every module a source imports, as module paths from the crate root.
 fn imports(source: &Source) -> Vec<Vec<String>> {
     let mut found = Vec::new();
-    for path in paths_after(&source.code, "crate::") {
+    for mut path in paths_after(&source.code, "crate::") {
+        // The crate root re-exports the error module's types.
+        if matches!(path.first().map(String::as_str), Some("Error" | "Result")) {
+            path.insert(0, "error".to_owned());
+        }
         found.push(resolve(&[], &path, 0));
     }
     for depth in 1..=3 {
