@@ -10,7 +10,7 @@
 //! `api` (the test namespace's handles), `encryption_key` and `oauth_client` (applying
 //! the resources and waiting on them), `workload` (the Deployments keys reach),
 //! `events`, `operator`, `jobs` (the job runner and what runs on it), `ciphertext`,
-//! `manifest`, `chart`, `http` and `wait`. A test file keeps only what its own tests
+//! `manifest`, `chart`, `http`, `wait` and `wso2_java` (the Java stand-in for WSO2). A test file keeps only what its own tests
 //! share.
 
 pub mod api;
@@ -25,6 +25,7 @@ pub mod oauth_client;
 pub mod operator;
 pub mod wait;
 pub mod workload;
+pub mod wso2_java;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
