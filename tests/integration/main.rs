@@ -18,3 +18,4 @@ mod rotation;
 mod status_races;
 mod support;
 mod watch_gaps;
+mod wso2_java;
