@@ -1,5 +1,5 @@
 //! The Java stand-in for WSO2 API Manager 4.7 is faithful on its own: what it writes has the
-//! byte layout of WSO2-INTEROP.md §3, what it reads follows §2's rule phase by phase, and
+//! byte layout of docs/wso2-interop.md §3, what it reads follows §2's rule phase by phase, and
 //! its hashed records are org.json's bytes (§5). keyward's own WSO2 format is then proved
 //! against this program; these tests need no control plane.
 
@@ -163,7 +163,7 @@ struct Rows {
     b_without_id: String,
 }
 
-/// A phase of WSO2-INTEROP.md §2's table and what it must read of each kind of row.
+/// A phase of docs/wso2-interop.md §2's table and what it must read of each kind of row.
 struct Phase {
     name: &'static str,
     key: &'static str,

@@ -8,7 +8,7 @@ import java.util.Map;
 import org.json.JSONObject;
 
 /**
- * A hashed client secret as WSO2 stores it (WSO2-INTEROP.md section 5, the OAuth
+ * A hashed client secret as WSO2 stores it (docs/wso2-interop.md section 5, the OAuth
  * component's HashingPersistenceProcessor): MessageDigest over the secret's bytes, lowercase
  * hex, in an org.json JSONObject built from a HashMap with "hash" and "algorithm". The key
  * order of toString() is whatever org.json 20250517's HashMap gives; WSO2 compares the

@@ -12,7 +12,7 @@ import java.util.Base64;
 /**
  * A stand-in for WSO2 API Manager 4.7 that keyward's tests talk to: it encrypts, decrypts
  * and hashes as WSO2 does, with Java's own JCE, Gson and org.json. It was written from the
- * facts (with their WSO2 sources) in the WSO2-INTEROP notes the section numbers below cite:
+ * facts (with their WSO2 sources) in docs/wso2-interop.md, whose sections are cited below:
  * section 1 key handling, section 2 the decrypt rule, section 3 the ciphertext format,
  * section 5 hashed client secrets. It holds no WSO2 code.
  *
@@ -27,7 +27,7 @@ import java.util.Base64;
  * {"op":"encryptLegacy","key":K,"plaintext":B64}
  *     -> {"value":V}     the older "t":"AES" (AES/ECB/PKCS5Padding) self-contained form
  * {"op":"decrypt","key":K,"oldKey":K|null,"enableKeyId":bool,"value":V}
- *     -> {"plaintext":B64} | {"error":E}   WSO2's decrypt rule (WSO2-INTEROP.md section 2)
+ *     -> {"plaintext":B64} | {"error":E}   WSO2's decrypt rule (docs/wso2-interop.md section 2)
  * {"op":"keyId","key":K}
  *     -> {"keyId":S}     Base64 of SHA-256 of the decoded key, as written into ciphertext
  * {"op":"hash","secret":B64,"algorithm":A}

@@ -4,8 +4,8 @@ import java.nio.charset.StandardCharsets;
 import java.util.HexFormat;
 
 /**
- * How WSO2 turns a deployment.toml key string into AES key bytes (WSO2-INTEROP.md section 1,
- * carbon-crypto-service's determineEncodingAndEncode since 1.1.15).
+ * How WSO2 turns a deployment.toml key string into AES key bytes (docs/wso2-interop.md
+ * section 1, carbon-crypto-service's determineEncodingAndEncode since 1.1.15).
  */
 final class SharedKey {
 

@@ -4,7 +4,7 @@ import java.nio.ByteBuffer;
 import java.security.SecureRandom;
 
 /**
- * The IV WSO2 writes (WSO2-INTEROP.md section 3): a time-based (version 1) UUID, most then
+ * The IV WSO2 writes (docs/wso2-interop.md section 3): a time-based (version 1) UUID, most then
  * least significant bits, big-endian, in the first 16 bytes; zeros up to the IV length
  * (128 bytes in API Manager 4.7, 16 in older releases).
  */

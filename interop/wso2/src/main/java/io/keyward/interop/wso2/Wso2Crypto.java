@@ -18,7 +18,7 @@ import javax.crypto.spec.SecretKeySpec;
  * WSO2's symmetric internal encryption as API Manager 4.7 configures it: one node's
  * [encryption] settings and what that node writes and reads.
  *
- * <p>Written from WSO2-INTEROP.md: section 1 (key decoding, old_key, enable_key_id),
+ * <p>Written from docs/wso2-interop.md: section 1 (key decoding, old_key, enable_key_id),
  * section 2 (the decrypt rule), section 3 (the ciphertext format; the self-contained
  * value of carbon-kernel's CryptoUtil around carbon-crypto's SymmetricKeyInternalCryptoProvider).
  * The JCE here is the JDK's SunJCE; WSO2 defaults to BouncyCastle, and both are standard GCM.
