@@ -704,6 +704,45 @@ mod tests {
         Ok(StoredValue::parse(value)?.decrypt_with(key)?.to_vec())
     }
 
+    /// NIST CAVP `gcmEncryptExtIV256.rsp` (SP 800-38D test vectors, as shipped in the
+    /// `cryptography_vectors` package): [Keylen = 256] [IVlen = 1024] [AADlen = 0]
+    /// [Taglen = 128], Count = 0 of [PTlen = 408] and of [PTlen = 128]. A 1024-bit IV is
+    /// WSO2's 128-byte one: the counter block comes from GHASH, not from the IV itself.
+    const NIST_1024_BIT_IV: [(&str, &str, &str, &str); 2] = [
+        (
+            "816458a5bdf7f937653d1bc1c79699c0e3291f03b3f6be8c76cfb92fd544d227",
+            "ee87abc85bc736b6e59b02eb36955c05cb2a0ffcc5d34091843a54ca0abedcb59ed215ca3ae3835fc42c3832cc6623dc6d07cb48198366d471a3a06f4ce93ebec04e2f0ea6aa92f07c4b21624b3aa3202279b95c19e94c3c3ec79a8310e7401e5b4548bd2a1e69b948f2c3b34c9c4e1154f4f0d287aeeab8388097a0cb9b1104",
+            "61645d5f857d11756fc43f5fd7bdd003079a58a42287345e7c744dd88faf25154d02911f2b22e61408732ab4bdbec2e9b9d942",
+            "213cccac331229abd621eef68d632cb09bff705f8b02173d24a5038d89d287520ff26619a2ddccdca89fc254aa17856c27cb26814dcb36d10ba5803c311a54d34735f6",
+        ),
+        (
+            "d0c267c19f30d80b8914bbbfb72f73b8d3cd5f6a787015848a7b30e38f16f18b",
+            "b6dcda95ac99777625ae87f8a3a9dd64d79bbd5f4a0e54ca1a9fa2e3f45f5fc2cea7b614126ff0affd3e17356ea01609dda13fd8ddf3df4fcb1849b8b3692c5d4fad309108bcbe24010fbe9cfb4f5d197f4c53b09590ac7b1f7ba099e1f34854d0fca9cc91f81f9b6c9ae0dc63ea7d2a4a7da5ed6857276b68e0f2b851508d3d",
+            "b8b6883644e234df243291074fe36f81",
+            "ff4fb3f3f9a251d482c2bef3e2d0ecedbd063809f7e1c4720ef2ea63db996c21",
+        ),
+    ];
+
+    #[test]
+    fn gcm_with_a_1024_bit_iv_matches_nist_vectors() {
+        for (key, iv, plaintext, sealed) in NIST_1024_BIT_IV {
+            let key = KeyMaterial::parse(key.as_bytes()).expect("hex key");
+            let iv = hex::decode(iv).expect("hex");
+            let plaintext = hex::decode(plaintext).expect("hex");
+            assert_eq!(
+                hex::encode(gcm_seal(&key, &iv, &plaintext).expect("seals")),
+                sealed
+            );
+            let sealed = hex::decode(sealed).expect("hex");
+            assert_eq!(
+                gcm_open(&key, &iv, &sealed, KeyChoice::Key)
+                    .expect("opens")
+                    .as_slice(),
+                plaintext.as_slice()
+            );
+        }
+    }
+
     #[test]
     fn gcm_with_a_128_byte_iv_matches_openssl_and_java() {
         let key = answer_key();
