@@ -139,6 +139,19 @@ pub enum Kind {
     Empty,
 }
 
+impl Kind {
+    /// The kind's name, for status and metric labels: never a key id.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::GcmWithKeyId(_) => "GcmWithKeyId",
+            Self::GcmWithoutKeyId => "GcmWithoutKeyId",
+            Self::LegacyEcb => "LegacyEcb",
+            Self::Rsa => "Rsa",
+            Self::Empty => "Empty",
+        }
+    }
+}
+
 /// Which field of a stored value an error is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
@@ -231,6 +244,8 @@ pub enum Wso2Error {
     Random,
     #[error("AES refused the key or the input")]
     Cipher,
+    #[error("cannot serialize the value's JSON")]
+    Serialize,
 }
 
 /// The `[encryption]` settings of one WSO2 node, as its decrypt rule uses them.
@@ -523,12 +538,12 @@ fn encrypt_with_iv(
         initialization_vector: &iv_text,
         key_id: key_id.as_ref().map(KeyId::as_str),
     })
-    .map_err(|_| Wso2Error::Cipher)?;
+    .map_err(|_| Wso2Error::Serialize)?;
     outer_value(&STANDARD.encode(inner), TRANSFORMATION_GCM, Some(&iv_text))
 }
 
 fn outer_value(c: &str, t: &str, iv: Option<&str>) -> Result<String, Wso2Error> {
-    let outer = serde_json::to_vec(&OuterWrite { c, t, iv }).map_err(|_| Wso2Error::Cipher)?;
+    let outer = serde_json::to_vec(&OuterWrite { c, t, iv }).map_err(|_| Wso2Error::Serialize)?;
     Ok(STANDARD.encode(outer))
 }
 
@@ -826,6 +841,8 @@ mod tests {
         let key = key(2);
         let value = encrypt(&key, b"secret").expect("encrypts");
         assert_eq!(read_key_id(&value).expect("parses"), Some(KeyId::of(&key)));
+        let kind = StoredValue::parse(&value).expect("parses").kind();
+        assert_eq!(kind.name(), "GcmWithKeyId", "a label without the key id");
         let inner: serde_json::Value = serde_json::from_str(&inner_json(&value)).expect("json");
         let iv = STANDARD
             .decode(inner["initializationVector"].as_str().expect("iv"))
