@@ -90,6 +90,7 @@ demo-down: ## Stop what `make demo` started.
 	@hack/demo.sh down
 
 .PHONY: fuzz
-fuzz: ## Fuzz the envelope and verifier-record parsers for a minute each (nightly + cargo-fuzz).
+fuzz: ## Fuzz the envelope, verifier-record and WSO2 ciphertext parsers for a minute each (nightly + cargo-fuzz).
 	cargo +nightly fuzz run envelope_parse -- -max_total_time=60
 	cargo +nightly fuzz run verifier_record -- -max_total_time=60
+	cargo +nightly fuzz run wso2_parse -- -max_total_time=60
