@@ -18,4 +18,5 @@ mod rotation;
 mod status_races;
 mod support;
 mod watch_gaps;
+mod wso2_interop;
 mod wso2_java;
