@@ -7,6 +7,11 @@
 //!
 //! Digests are unsalted, as the API managers that read these records compute them:
 //! client secrets are high-entropy random strings, not passwords.
+//!
+//! A hashed record also carries the current secret's digest exactly as WSO2 API Manager
+//! stores it (`{"hash":"<hex>","algorithm":"SHA-256"}`, docs/wso2-interop.md §5), so it
+//! can be copied into WSO2's database as is. That text is derived from the record's own
+//! hash and is checked against it on every read, never trusted on its own.
 
 use std::collections::BTreeMap;
 
@@ -75,6 +80,59 @@ pub mod keys {
     pub const ENCRYPTED_CLIENT_SECRET: &str = "encryptedClientSecret";
     pub const PREVIOUS_ENCRYPTED_CLIENT_SECRET: &str = "previousEncryptedClientSecret";
     pub const PREVIOUS_EXPIRES_AT: &str = "previousExpiresAt";
+    /// The current secret's hash as WSO2 stores it (see [`super::wso2_record`]). Only in
+    /// hashed records, and only for the current secret: WSO2 keeps one secret per
+    /// application, so a previous one has nowhere to go there.
+    pub const WSO2_HASHED_SECRET: &str = "wso2HashedSecret";
+}
+
+/// WSO2's stored form of a hashed client secret. Serialized with serde_json, which writes
+/// fields in declaration order and no whitespace: `hash` first, then `algorithm`, as
+/// org.json 20250517 writes them for WSO2. Neither value ever needs escaping (lowercase
+/// hex, and the algorithm names of [`HashAlgorithm::as_str`]).
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wso2Record<'a> {
+    hash: &'a str,
+    algorithm: &'a str,
+}
+
+/// The JSON text WSO2 API Manager stores for a secret whose `algorithm` digest is
+/// `digest`: `{"hash":"<lowercase hex>","algorithm":"<name>"}`, byte for byte. WSO2
+/// writes its configured algorithm name verbatim; keyward's names are Java's
+/// `MessageDigest` names, which is what WSO2 is configured with, legacy ones included.
+pub fn wso2_record(algorithm: HashAlgorithm, digest: &[u8]) -> Vec<u8> {
+    let hash = hex::encode(digest);
+    let record = Wso2Record {
+        hash: &hash,
+        algorithm: algorithm.as_str(),
+    };
+    // Two string fields: serializing to memory cannot fail.
+    serde_json::to_vec(&record).unwrap_or_default()
+}
+
+/// Reads a record as WSO2 stores it. Strict, as WSO2's own comparison is: anything but the
+/// exact bytes [`wso2_record`] writes for its hash and algorithm is refused, so a record
+/// accepted here is one WSO2 would match. Errors name [`keys::WSO2_HASHED_SECRET`], never
+/// the text (which may be anything a hostile writer put there).
+pub fn parse_wso2_record(text: &[u8]) -> Result<Credential, RecordError> {
+    let invalid = |reason| RecordError::Invalid {
+        key: keys::WSO2_HASHED_SECRET,
+        reason,
+    };
+    let record: Wso2Record =
+        serde_json::from_slice(text).map_err(|_| invalid("not WSO2's hashed-secret JSON"))?;
+    let algorithm = parse_algorithm(record.algorithm).ok_or(RecordError::UnknownAlgorithm {
+        key: keys::WSO2_HASHED_SECRET,
+    })?;
+    let digest = hex::decode(record.hash).map_err(|_| invalid("not hex"))?;
+    if digest.len() != digest_len(algorithm) {
+        return Err(invalid("wrong length for its algorithm"));
+    }
+    if wso2_record(algorithm, &digest) != text {
+        return Err(invalid("not byte for byte what WSO2 writes"));
+    }
+    Ok(Credential::Hashed { algorithm, digest })
 }
 
 /// The digest of `data` under `algorithm`.
@@ -254,6 +312,9 @@ impl VerifierRecord {
             self.secret_version.to_string().into_bytes(),
         );
         put_credential(&mut put, &self.current, CURRENT);
+        if let Credential::Hashed { algorithm, digest } = &self.current {
+            put(keys::WSO2_HASHED_SECRET, wso2_record(*algorithm, digest));
+        }
         if let Some(previous) = &self.previous {
             put_credential(&mut put, &previous.credential, PREVIOUS);
             put(
@@ -286,6 +347,7 @@ impl VerifierRecord {
                 reason: "not a positive integer",
             })?;
         let current = read_credential(data, CURRENT)?.ok_or(RecordError::Missing(keys::HASH))?;
+        check_wso2_record(data, &current)?;
         let previous = match read_credential(data, PREVIOUS)? {
             None => None,
             Some(credential) => {
@@ -414,6 +476,34 @@ fn read_credential(
         });
     }
     Ok(Some(Credential::Hashed { algorithm, digest }))
+}
+
+/// A record's WSO2 form, when present, must be exactly what its own hash yields: it is
+/// derived data, and a copy that disagrees would have WSO2 accept another secret than
+/// keyward does. Absent is fine (records written before it existed gain it on their
+/// next write). A non-hashed record has no digest to show, so the key there is refused.
+fn check_wso2_record(
+    data: &BTreeMap<String, ByteString>,
+    current: &Credential,
+) -> Result<(), RecordError> {
+    let Some(stored) = data.get(keys::WSO2_HASHED_SECRET) else {
+        return Ok(());
+    };
+    let Credential::Hashed { algorithm, digest } = current else {
+        return Err(RecordError::Invalid {
+            key: keys::WSO2_HASHED_SECRET,
+            reason: "present in a record that is not hashed",
+        });
+    };
+    let expected = wso2_record(*algorithm, digest);
+    if bool::from(expected.as_slice().ct_eq(stored.0.as_slice())) {
+        Ok(())
+    } else {
+        Err(RecordError::Invalid {
+            key: keys::WSO2_HASHED_SECRET,
+            reason: "not the record's hash as WSO2 stores it",
+        })
+    }
 }
 
 fn text(
@@ -642,6 +732,166 @@ mod tests {
         );
     }
 
+    /// WSO2's record for `secret`, written out by hand from digests computed here.
+    fn wso2_text(hex_digest: &str, algorithm: &str) -> Vec<u8> {
+        format!(r#"{{"hash":"{hex_digest}","algorithm":"{algorithm}"}}"#).into_bytes()
+    }
+
+    #[test]
+    fn wso2_records_are_org_jsons_bytes_for_sha256_and_sha512() {
+        let secret = "Zb3-client_secret.~value";
+        let sha256 = hex::encode(Sha256::digest(secret.as_bytes()));
+        let sha512 = hex::encode(Sha512::digest(secret.as_bytes()));
+        let record = |algorithm| {
+            let Credential::Hashed { digest, .. } =
+                Credential::hashed(algorithm, secret.as_bytes())
+            else {
+                unreachable!("hashed")
+            };
+            wso2_record(algorithm, &digest)
+        };
+        assert_eq!(record(HashAlgorithm::Sha256), wso2_text(&sha256, "SHA-256"));
+        assert_eq!(record(HashAlgorithm::Sha512), wso2_text(&sha512, "SHA-512"));
+        assert_eq!(
+            wso2_record(HashAlgorithm::Sha256, &Sha256::digest(b"abc")),
+            br#"{"hash":"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad","algorithm":"SHA-256"}"#
+        );
+        assert_eq!(
+            wso2_record(HashAlgorithm::Md5, &digest(HashAlgorithm::Md5, b"abc")),
+            br#"{"hash":"900150983cd24fb0d6963f7d28e17f72","algorithm":"MD5"}"#
+        );
+    }
+
+    #[test]
+    fn hashed_records_carry_wso2s_form_of_the_current_secret_only() {
+        let previous = PreviousCredential {
+            credential: Credential::hashed(HashAlgorithm::Sha1, b"old"),
+            expires_at: at(100),
+        };
+        let data = record(
+            Credential::hashed(HashAlgorithm::Sha384, b"new"),
+            Some(previous),
+        )
+        .to_data();
+        let sha384 = hex::encode(Sha384::digest(b"new"));
+        assert_eq!(
+            data[keys::WSO2_HASHED_SECRET].0,
+            wso2_text(&sha384, "SHA-384")
+        );
+        assert_eq!(
+            data.keys().filter(|key| key.contains("wso2")).count(),
+            1,
+            "one WSO2 record, for the current secret"
+        );
+        let plaintext = record(
+            Credential::Plaintext(SecretBytes::new(b"s3cret".to_vec())),
+            None,
+        );
+        assert!(!plaintext.to_data().contains_key(keys::WSO2_HASHED_SECRET));
+    }
+
+    #[test]
+    fn encrypted_records_never_carry_a_hash_of_their_secret() {
+        let keyring = Keyring::new(
+            "apim",
+            crate::crypto::KeyMaterial::parse(&[b'c'; 64]).expect("hex key"),
+            at(0),
+        );
+        let sealed = Credential::encrypted(&keyring, "apps", "portal-verifier", b"top-secret")
+            .expect("seals");
+        let data = record(sealed, None).to_data();
+        assert!(!data.contains_key(keys::WSO2_HASHED_SECRET));
+        let digest_hex = hex::encode(Sha256::digest(b"top-secret"));
+        assert!(
+            data.values()
+                .all(|value| !String::from_utf8_lossy(&value.0).contains(&digest_hex))
+        );
+    }
+
+    #[test]
+    fn a_wso2_record_must_be_what_the_records_own_hash_yields() {
+        let good = record(Credential::hashed(HashAlgorithm::Sha256, b"x"), None).to_data();
+        VerifierRecord::from_data(&good).expect("consistent");
+        let mut old = good.clone();
+        old.remove(keys::WSO2_HASHED_SECRET);
+        VerifierRecord::from_data(&old).expect("records from before the key still read");
+        let other = hex::encode(Sha256::digest(b"y"));
+        let sha512_of_x = hex::encode(Sha512::digest(b"x"));
+        let sha256_of_x = hex::encode(Sha256::digest(b"x"));
+        let hostile: Vec<Vec<u8>> = vec![
+            wso2_text(&other, "SHA-256"),
+            wso2_text(&sha512_of_x, "SHA-512"),
+            wso2_text(&sha256_of_x.to_uppercase(), "SHA-256"),
+            format!(r#"{{"algorithm":"SHA-256","hash":"{sha256_of_x}"}}"#).into_bytes(),
+            format!(r#"{{"hash": "{sha256_of_x}", "algorithm": "SHA-256"}}"#).into_bytes(),
+            [wso2_text(&sha256_of_x, "SHA-256"), b"\n".to_vec()].concat(),
+            b"".to_vec(),
+            b"x".to_vec(),
+            vec![0xff, 0xfe, 0x00],
+            b"{\"hash\":\"secretish\"".to_vec(),
+        ];
+        for value in hostile {
+            let mut data = good.clone();
+            data.insert(keys::WSO2_HASHED_SECRET.to_owned(), ByteString(value));
+            let error = VerifierRecord::from_data(&data).expect_err("inconsistent");
+            assert!(
+                matches!(
+                    error,
+                    RecordError::Invalid {
+                        key: keys::WSO2_HASHED_SECRET,
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+            assert!(!error.to_string().contains("secretish"));
+        }
+        let plaintext = record(Credential::Plaintext(SecretBytes::new(b"x".to_vec())), None);
+        let mut data = plaintext.to_data();
+        data.insert(
+            keys::WSO2_HASHED_SECRET.to_owned(),
+            ByteString(wso2_text(&sha256_of_x, "SHA-256")),
+        );
+        assert!(matches!(
+            VerifierRecord::from_data(&data),
+            Err(RecordError::Invalid {
+                key: keys::WSO2_HASHED_SECRET,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn wso2_records_parse_only_in_the_exact_form_wso2_writes() {
+        for algorithm in ALL {
+            let text = wso2_record(algorithm, &digest(algorithm, b"secret"));
+            let credential = parse_wso2_record(&text).expect("parses");
+            assert!(credential.matches(b"secret"));
+            assert!(!credential.matches(b"secreT"));
+            assert_eq!(credential.algorithm(), Some(algorithm));
+        }
+        let sha256 = hex::encode(Sha256::digest(b"secret"));
+        let refused = |text: &[u8]| parse_wso2_record(text).expect_err("refused");
+        assert!(matches!(
+            refused(&wso2_text(&sha256, "SHA-3")),
+            RecordError::UnknownAlgorithm { .. }
+        ));
+        assert!(matches!(
+            refused(&wso2_text(&sha256, "sha-256")),
+            RecordError::UnknownAlgorithm { .. }
+        ));
+        assert!(matches!(
+            refused(&wso2_text(&sha256[..62], "SHA-256")),
+            RecordError::Invalid { .. }
+        ));
+        assert!(matches!(
+            refused(format!(r#"{{"hash":"{sha256}","algorithm":"SHA-256","extra":1}}"#).as_bytes()),
+            RecordError::Invalid { .. }
+        ));
+        let message = refused(br#"{"hash":"s3cret-value","algorithm":"SHA-256"}"#).to_string();
+        assert!(!message.contains("s3cret"), "{message}");
+    }
+
     proptest! {
         #[test]
         fn records_round_trip_and_verify_for_every_algorithm(
@@ -664,13 +914,18 @@ mod tests {
         #[test]
         fn arbitrary_data_never_panics_the_parser(
             entries in proptest::collection::btree_map(
-                proptest::sample::select(vec![keys::CLIENT_ID, keys::SECRET_VERSION, keys::ALGORITHM, keys::HASH, keys::CLIENT_SECRET, keys::PREVIOUS_ALGORITHM, keys::PREVIOUS_HASH, keys::PREVIOUS_EXPIRES_AT]),
+                proptest::sample::select(vec![keys::CLIENT_ID, keys::SECRET_VERSION, keys::ALGORITHM, keys::HASH, keys::CLIENT_SECRET, keys::PREVIOUS_ALGORITHM, keys::PREVIOUS_HASH, keys::PREVIOUS_EXPIRES_AT, keys::WSO2_HASHED_SECRET]),
                 proptest::collection::vec(any::<u8>(), 0..80),
                 0..8,
             )
         ) {
             let data = entries.into_iter().map(|(key, value)| (key.to_owned(), ByteString(value))).collect();
             let _ = VerifierRecord::from_data(&data);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics_the_wso2_parser(text in proptest::collection::vec(any::<u8>(), 0..160)) {
+            let _ = parse_wso2_record(&text);
         }
     }
 }
