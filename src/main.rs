@@ -47,18 +47,31 @@ enum Command {
     /// Check a secret read from standard input against a verifier record.
     ///
     /// The record is an OAuthClient's verifier Secret, from the cluster (--secret) or
-    /// from a file written by `kubectl get secret NAME -o yaml` (--file). The previous
-    /// secret is accepted while its grace period lasts. Exits 0 when valid, 1 when not.
+    /// from a file written by `kubectl get secret NAME -o yaml` (--file), or a hashed
+    /// secret as WSO2 API Manager stores it (--wso2-record). The previous secret is
+    /// accepted while its grace period lasts. A verifier Secret's `wso2HashedSecret`, when
+    /// present, must agree with its hash, or the record is refused. Exits 0 when valid, 1
+    /// when not.
     Verify {
         /// Name of the verifier Secret in the cluster.
-        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        #[arg(
+            long,
+            conflicts_with_all = ["file", "wso2_record"],
+            required_unless_present_any = ["file", "wso2_record"]
+        )]
         secret: Option<String>,
         /// Namespace of --secret (default: the kubeconfig's namespace).
         #[arg(long, short = 'n', requires = "secret")]
         namespace: Option<String>,
         /// A Secret manifest file holding the verifier record.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "wso2_record")]
         file: Option<PathBuf>,
+        /// A file holding a hashed client secret as WSO2 API Manager stores it,
+        /// `{"hash":"<hex>","algorithm":"SHA-256"}`, byte for byte (one trailing newline
+        /// allowed): the text of WSO2's database column or of a verifier Secret's
+        /// `wso2HashedSecret`.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["keyring", "kek"])]
+        wso2_record: Option<PathBuf>,
         /// Keyring file, for an encrypted record read with --file (with --secret the
         /// EncryptionKey's keyring is read from the cluster).
         #[arg(long, requires = "file")]
@@ -346,9 +359,14 @@ fn main() -> ExitCode {
             secret,
             namespace,
             file,
+            wso2_record,
             keyring,
             kek,
-        } => verify(secret, namespace, file, keyring, kek).map_err(|error| error.to_string()),
+        } => match wso2_record {
+            Some(path) => verify_wso2(&path),
+            None => verify(secret, namespace, file, keyring, kek),
+        }
+        .map_err(|error| error.to_string()),
         Command::Genkey { output, name } => genkey(output, name).map_err(|error| error.to_string()),
         Command::Encrypt(args) => cipher(&args, true).map_err(|error| error.to_string()),
         Command::Decrypt(args) => cipher(&args, false).map_err(|error| error.to_string()),
@@ -453,11 +471,25 @@ fn verify(
     };
     let (verdict, message) = tools::verify(&record, &presented);
     println!("{message}");
-    Ok(if verdict == Verdict::Rejected {
+    Ok(verdict_exit_code(verdict))
+}
+
+/// `keyward verify --wso2-record FILE`: the presented secret against WSO2's stored form.
+fn verify_wso2(path: &std::path::Path) -> Result<ExitCode, tools::ToolError> {
+    let presented = tools::read_secret(std::io::stdin().lock())?;
+    let record = tools::wso2_record_from_file(path)?;
+    let (verdict, message) = tools::verify_wso2(&record, &presented);
+    println!("{message}");
+    Ok(verdict_exit_code(verdict))
+}
+
+/// 0 for a valid secret, 1 for an invalid one.
+fn verdict_exit_code(verdict: Verdict) -> ExitCode {
+    if verdict == Verdict::Rejected {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
-    })
+    }
 }
 
 fn genkey(output: KeyOutput, name: Option<String>) -> Result<ExitCode, tools::ToolError> {
@@ -581,4 +613,34 @@ fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
         .build()
         .expect("the async runtime starts")
         .block_on(future)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verify_takes_exactly_one_record_source() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["keyward", "verify"], args].concat());
+        assert!(parse(&["--wso2-record", "record.json"]).is_ok());
+        assert!(parse(&["--secret", "portal-verifier"]).is_ok());
+        assert!(parse(&[]).is_err());
+        assert!(
+            parse(&[
+                "--wso2-record",
+                "record.json",
+                "--secret",
+                "portal-verifier"
+            ])
+            .is_err()
+        );
+        assert!(parse(&["--wso2-record", "record.json", "--file", "verifier.yaml"]).is_err());
+        assert!(parse(&["--wso2-record", "record.json", "--keyring", "keyring.json"]).is_err());
+    }
 }

@@ -12,7 +12,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::Api;
 
 use crate::crypto::envelope::{Context, Envelope, EnvelopeError};
-use crate::crypto::hash::{self, parse_algorithm};
+use crate::crypto::hash::{self, Credential, parse_algorithm, parse_wso2_record};
 use crate::crypto::keyring::KeyError;
 use crate::crypto::{
     HashAlgorithm, KeyMaterial, Keyring, RecordError, SecretBytes, Verdict, VerifierRecord,
@@ -41,6 +41,8 @@ pub enum ToolError {
     NoData(String),
     #[error("Secret {secret}: {source}")]
     Record { secret: String, source: RecordError },
+    #[error("{path} is not a WSO2 hashed-secret record: {source}")]
+    Wso2Record { path: String, source: RecordError },
     #[error(transparent)]
     Kube(#[from] crate::Error),
     #[error("{path}: {source}")]
@@ -171,6 +173,43 @@ pub fn verify(record: &VerifierRecord, presented: &SecretBytes) -> (Verdict, Str
     (verdict, message)
 }
 
+/// The record WSO2 API Manager stores for a hashed client secret
+/// (`{"hash":"…","algorithm":"SHA-256"}`), read from a file as copied from WSO2's
+/// database or a verifier Secret's `wso2HashedSecret`. One trailing newline is allowed
+/// (as `echo` and editors add); otherwise the text must be byte for byte what WSO2
+/// writes, since WSO2 compares the stored text exactly.
+pub fn wso2_record_from_file(path: &Path) -> Result<Credential, ToolError> {
+    let shown = path.display().to_string();
+    let text = std::fs::read(path).map_err(|source| ToolError::ReadFile {
+        path: shown.clone(),
+        source,
+    })?;
+    let text = text
+        .strip_suffix(b"\n")
+        .map(|line| line.strip_suffix(b"\r").unwrap_or(line))
+        .unwrap_or(&text);
+    parse_wso2_record(text).map_err(|source| ToolError::Wso2Record {
+        path: shown,
+        source,
+    })
+}
+
+/// Checks `presented` against a WSO2 record, in constant time, and says whether it matched.
+pub fn verify_wso2(record: &Credential, presented: &SecretBytes) -> (Verdict, String) {
+    let algorithm = record.algorithm().map_or("", HashAlgorithm::as_str);
+    if record.matches(presented.expose()) {
+        (
+            Verdict::Current,
+            format!("valid: the secret of this WSO2 record ({algorithm})"),
+        )
+    } else {
+        (
+            Verdict::Rejected,
+            format!("invalid: not the secret of this WSO2 record ({algorithm})"),
+        )
+    }
+}
+
 /// Reads a keyring file, unwrapping it with the key in `kek` when given.
 pub fn keyring_from_file(path: &Path, kek: Option<&Path>) -> Result<Keyring, ToolError> {
     let kek = kek.map(key_from_file).transpose()?;
@@ -263,4 +302,48 @@ pub fn decrypt(
         field: &context.2,
     };
     Ok(Envelope::parse(text.trim())?.open(keyring, &context)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `text` to a file of its own under the temporary directory.
+    fn file_with(name: &str, text: &[u8]) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("keyward-tools-{}-{name}", std::process::id()));
+        std::fs::write(&path, text).expect("temporary file");
+        path
+    }
+
+    #[test]
+    fn a_wso2_record_file_verifies_its_secret_only() {
+        let digest = hash::digest(HashAlgorithm::Sha512, b"portal-secret");
+        let mut text = hash::wso2_record(HashAlgorithm::Sha512, &digest);
+        text.push(b'\n');
+        let path = file_with("sha512", &text);
+        let record = wso2_record_from_file(&path).expect("reads");
+        std::fs::remove_file(&path).expect("removed");
+        let secret = |text: &[u8]| SecretBytes::new(text.to_vec());
+        assert_eq!(
+            verify_wso2(&record, &secret(b"portal-secret")).0,
+            Verdict::Current
+        );
+        assert_eq!(
+            verify_wso2(&record, &secret(b"portal-secreT")).0,
+            Verdict::Rejected
+        );
+    }
+
+    #[test]
+    fn a_wso2_record_file_not_in_wsos_exact_form_is_an_error_that_never_echoes_it() {
+        let path = file_with(
+            "hostile",
+            br#"{ "hash":"s3cret-value","algorithm":"SHA-256"}"#,
+        );
+        let error = wso2_record_from_file(&path).expect_err("refused");
+        std::fs::remove_file(&path).expect("removed");
+        assert!(matches!(error, ToolError::Wso2Record { .. }), "{error:?}");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
+    }
 }
