@@ -18,5 +18,6 @@ mod rotation;
 mod status_races;
 mod support;
 mod watch_gaps;
+mod wso2_hash;
 mod wso2_interop;
 mod wso2_java;
