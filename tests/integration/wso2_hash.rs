@@ -5,12 +5,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use keyward::crypto::HashAlgorithm;
 use keyward::crypto::hash::{self, keys};
-use kube::api::ObjectMeta;
+use kube::ResourceExt;
+use kube::api::{ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 use sha2::{Digest, Sha256, Sha512};
 
@@ -179,4 +181,60 @@ async fn a_verifier_whose_wso2_record_disagrees_with_its_hash_is_refused_without
         );
     }
     std::fs::remove_file(file).expect("removed");
+}
+
+#[tokio::test]
+async fn a_verifier_written_before_the_wso2_record_is_left_alone_and_gains_it_with_its_next_secret()
+{
+    let cluster = support::cluster("wso2-hash-upgrade").await;
+    let operator = operator_with_args(&cluster, &[]);
+    let spec = |generation: i64| json!({"rotation": {"generation": generation}});
+    apply_client(&cluster, "portal", spec(0)).await;
+    until_client_ready(&cluster, "portal", "Issued", Some(1)).await;
+    let first = delivered_secret(&cluster, "portal-credentials").await;
+
+    // The verifier as a keyward without WSO2 records wrote it.
+    let patch = json!({"data": {keys::WSO2_HASHED_SECRET: null}});
+    let patched = secrets(&cluster)
+        .patch(
+            "portal-verifier",
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .expect("verifier patched");
+    let version = patched.resource_version().expect("resourceVersion");
+    // A client created after the patch: once it is Ready the controller has taken the
+    // patch's event too; a graceful stop lets any reconcile still running finish.
+    apply_client(&cluster, "barrier", json!({})).await;
+    until_client_ready(&cluster, "barrier", "Issued", Some(1)).await;
+    let (exit, log) = operator.terminate(Duration::from_secs(30));
+    assert!(exit.success(), "the operator stops cleanly: {exit}\n{log}");
+    let settled = secrets(&cluster)
+        .get("portal-verifier")
+        .await
+        .expect("verifier");
+    assert_eq!(
+        settled.resource_version().as_deref(),
+        Some(version.as_str()),
+        "a Ready client's older verifier is not rewritten just to add the WSO2 record"
+    );
+    assert!(
+        !settled
+            .data
+            .as_ref()
+            .is_some_and(|data| data.contains_key(keys::WSO2_HASHED_SECRET))
+    );
+    assert_eq!(keyward_verify(&cluster, "portal-verifier", &first), 0);
+
+    let _operator = operator_with_args(&cluster, &[]);
+    apply_client(&cluster, "portal", spec(1)).await;
+    until_client_ready(&cluster, "portal", "Issued", Some(2)).await;
+    let second = delivered_secret(&cluster, "portal-credentials").await;
+    let data = verifier_data(&cluster, "portal-verifier").await;
+    assert_eq!(
+        String::from_utf8(data[keys::WSO2_HASHED_SECRET].0.clone()).expect("UTF-8"),
+        keyward_record(HashAlgorithm::Sha256, &second),
+        "the next secret's verifier carries its WSO2 record"
+    );
 }
