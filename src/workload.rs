@@ -30,7 +30,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::crd::encryption_key::{
-    Distribution, DistributionTarget, Projection, RestartPolicy, WorkloadKind,
+    Distribution, DistributionTarget, KeyFormat, Projection, RestartPolicy, WSO2_KEY_ENTRY,
+    WSO2_OLD_KEY_ENTRY, WorkloadKind,
 };
 use crate::{Error, Result};
 
@@ -61,16 +62,59 @@ pub struct TemplateProjection<'a> {
 }
 
 impl TemplateProjection<'_> {
+    /// The environment variables of an `Env` projection: WSO2's two keys for
+    /// `Wso2Toml`, the rendered key otherwise.
+    pub fn variables(&self) -> Vec<Variable<'_>> {
+        let distribution = self.distribution;
+        let key = Variable {
+            name: &distribution.env_name,
+            entry: self.file_name,
+            field: "spec.distribution.envName",
+        };
+        match distribution.format {
+            KeyFormat::Wso2Toml => vec![
+                Variable {
+                    entry: WSO2_KEY_ENTRY,
+                    ..key
+                },
+                Variable {
+                    name: &distribution.old_key_env_name,
+                    entry: WSO2_OLD_KEY_ENTRY,
+                    field: "spec.distribution.oldKeyEnvName",
+                },
+            ],
+            _ => vec![key],
+        }
+    }
+
     /// A short digest of everything that shapes the projection (not the key itself).
     pub fn digest(&self) -> String {
+        let mut distribution = json!(self.distribution);
+        // `oldKeyEnvName` shapes only WSO2's variables: elsewhere it is left out, so the
+        // projections that existed before it keep their digest and no pod restarts.
+        let wso2_variables = self.distribution.format == KeyFormat::Wso2Toml
+            && self.distribution.projection == Projection::Env;
+        if !wso2_variables && let Some(fields) = distribution.as_object_mut() {
+            fields.remove("oldKeyEnvName");
+        }
         let shape = json!({
-            "distribution": self.distribution,
+            "distribution": distribution,
             "secret": self.secret_name,
             "file": self.file_name,
         });
         let digest = Sha256::digest(shape.to_string().as_bytes());
         hex::encode(&digest[..8])
     }
+}
+
+/// An environment variable a projection sets from the distribution Secret.
+#[derive(Clone, Copy, Debug)]
+pub struct Variable<'a> {
+    pub name: &'a str,
+    /// The distribution Secret's entry it reads.
+    pub entry: &'a str,
+    /// The spec field that names it.
+    pub field: &'static str,
 }
 
 /// The server-side-apply patch that projects the key into workload `name`, whose pod
@@ -92,10 +136,14 @@ pub fn template_patch(
                 "name": container,
                 "volumeMounts": [{"name": volume, "mountPath": distribution.mount_path, "readOnly": true}],
             }),
-            Projection::Env => json!({
-                "name": container,
-                "env": [{"name": distribution.env_name, "valueFrom": {"secretKeyRef": {"name": projection.secret_name, "key": projection.file_name}}}],
-            }),
+            Projection::Env => {
+                let env: Vec<Value> = projection
+                    .variables()
+                    .into_iter()
+                    .map(|variable| json!({"name": variable.name, "valueFrom": {"secretKeyRef": {"name": projection.secret_name, "key": variable.entry}}}))
+                    .collect();
+                json!({"name": container, "env": env})
+            }
         })
         .collect();
     let mut pod_spec = json!({ "containers": containers });
@@ -136,8 +184,9 @@ pub enum Place {
     /// A read-only mount at `outer` that the key's `mount_path` lies inside: the key's
     /// mount point could not be made in it.
     ReadOnlyAbove { mount_path: String, outer: String },
-    /// An environment variable of this name, in a container.
-    EnvName(String),
+    /// An environment variable of this name, in a container, and the spec field that
+    /// names it.
+    EnvName { name: String, field: &'static str },
 }
 
 /// Why a key is not (fully) projected into a workload: a fault of the spec or of the
@@ -205,9 +254,7 @@ impl std::fmt::Display for Blocked {
                         ),
                         "spec.distribution.mountPath",
                     ),
-                    Place::EnvName(name) => {
-                        (format!("env var {name:?}"), "spec.distribution.envName")
-                    }
+                    Place::EnvName { name, field } => (format!("env var {name:?}"), *field),
                 };
                 write!(
                     formatter,
@@ -415,14 +462,20 @@ pub fn obstacles(
             }
         }
         Projection::Env => {
+            let ours = projection.variables();
             for container in containers {
                 let variables = container.env.iter().flatten();
-                for env in variables
-                    .filter(|env| env.name == distribution.env_name && !is_own_env(env, projection))
-                {
+                for env in variables.filter(|env| !is_own_env(env, projection)) {
+                    let Some(variable) = ours.iter().find(|variable| env.name == variable.name)
+                    else {
+                        continue;
+                    };
                     found.push(conflict(
                         Some(&container.name),
-                        Place::EnvName(env.name.clone()),
+                        Place::EnvName {
+                            name: env.name.clone(),
+                            field: variable.field,
+                        },
                         describe_env(env),
                     ));
                 }
@@ -481,19 +534,24 @@ pub fn carries(spec: &PodSpec, containers: &[String], projection: &TemplateProje
                     })
                 })
         }
-        Projection::Env => containers.iter().all(|name| {
-            container(name).is_some_and(|container| {
-                container.env.iter().flatten().any(|env| {
-                    env.name == distribution.env_name
-                        && is_own_env(env, projection)
-                        && env
-                            .value_from
-                            .as_ref()
-                            .and_then(|from| from.secret_key_ref.as_ref())
-                            .is_some_and(|reference| reference.key == projection.file_name)
+        Projection::Env => {
+            let variables = projection.variables();
+            containers.iter().all(|name| {
+                container(name).is_some_and(|container| {
+                    variables.iter().all(|variable| {
+                        container.env.iter().flatten().any(|env| {
+                            env.name == variable.name
+                                && is_own_env(env, projection)
+                                && env
+                                    .value_from
+                                    .as_ref()
+                                    .and_then(|from| from.secret_key_ref.as_ref())
+                                    .is_some_and(|reference| reference.key == variable.entry)
+                        })
+                    })
                 })
             })
-        }),
+        }
     }
 }
 
@@ -895,7 +953,7 @@ mod tests {
 
     #[test]
     fn without_restarts_the_template_carries_no_hash_to_roll_on() {
-        let distribution = distribution(json!({"restart": "None"}));
+        let distribution = distribution(json!({"format": "Keyring", "restart": "None"}));
         let patch = template_patch(
             WorkloadKind::Deployment,
             "apim",
@@ -1071,6 +1129,90 @@ mod tests {
         );
         assert!(message.contains("spec.distribution.envName"), "{message}");
         assert!(!message.contains("users-own-value"), "{message}");
+    }
+
+    #[test]
+    fn wso2_by_environment_sets_both_keys_from_the_distribution_secret() {
+        let distribution = distribution(json!({"format": "Wso2Toml", "projection": "Env"}));
+        let projection = projection(&distribution);
+        let patch = template_patch(
+            WorkloadKind::Deployment,
+            "apim",
+            &["apim".into()],
+            &projection,
+        );
+        let env = &patch["spec"]["template"]["spec"]["containers"][0]["env"];
+        assert_eq!(
+            *env,
+            json!([
+                {"name": "KEYWARD_ENCRYPTION_KEY", "valueFrom": {"secretKeyRef": {"name": "apim-distribution", "key": "key"}}},
+                {"name": "KEYWARD_ENCRYPTION_OLD_KEY", "valueFrom": {"secretKeyRef": {"name": "apim-distribution", "key": "old_key"}}},
+            ])
+        );
+        let spec = |env: Value| {
+            pod_spec(
+                json!([{"name": "apim", "image": "x", "env": env}]),
+                json!([]),
+            )
+        };
+        assert!(carries(&spec(env.clone()), &["apim".into()], &projection));
+        // A pod holding only the current key (as one rendered before old_key) does not
+        // count: WSO2 would fall back to a key of its own for old_key.
+        assert!(!carries(
+            &spec(json!([env[0].clone()])),
+            &["apim".into()],
+            &projection
+        ));
+    }
+
+    #[test]
+    fn a_users_variable_of_the_old_key_name_is_a_conflict_naming_its_field() {
+        let distribution = distribution(json!({"format": "Wso2Toml", "projection": "Env"}));
+        let spec = pod_spec(
+            json!([{"name": "apim", "image": "x", "env": [{"name": "KEYWARD_ENCRYPTION_OLD_KEY", "value": "users-own-value"}]}]),
+            json!([]),
+        );
+        let found = obstacles("Deployment apim", &spec, &projection(&distribution));
+        assert_eq!(found.len(), 1, "{found:?}");
+        let message = found[0].to_string();
+        assert!(
+            message.contains("spec.distribution.oldKeyEnvName"),
+            "{message}"
+        );
+        assert!(!message.contains("users-own-value"), "{message}");
+    }
+
+    #[test]
+    fn projections_from_before_the_old_key_variable_keep_their_digest() {
+        // The digest as it was computed before `oldKeyEnvName` existed: a changed digest
+        // would restart every targeted workload on upgrade.
+        for (format, projection_kind) in [("Wso2Toml", "Volume"), ("Hex", "Env")] {
+            let distribution =
+                distribution(json!({"format": format, "projection": projection_kind}));
+            let before = json!({
+                "distribution": {
+                    "format": format,
+                    "projection": projection_kind,
+                    "mountPath": "/etc/keyward",
+                    "envName": "KEYWARD_ENCRYPTION_KEY",
+                    "restart": "Rolling",
+                },
+                "secret": "apim-distribution",
+                "file": "deployment.toml",
+            });
+            let expected = hex::encode(&Sha256::digest(before.to_string().as_bytes())[..8]);
+            assert_eq!(
+                projection(&distribution).digest(),
+                expected,
+                "{format} {projection_kind}"
+            );
+        }
+        // Where it shapes the variables, renaming it changes the digest.
+        let wso2 = |name: &str| {
+            distribution(json!({"format": "Wso2Toml", "projection": "Env", "oldKeyEnvName": name}))
+        };
+        let (one, other) = (wso2("OLD_A"), wso2("OLD_B"));
+        assert_ne!(projection(&one).digest(), projection(&other).digest());
     }
 
     #[test]

@@ -146,14 +146,19 @@ pub enum WorkloadKind {
 /// How pods receive the key.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.projection != 'Env' || self.format == 'Hex' || self.format == 'Base64'")
-    .message("spec.distribution.format must be Hex or Base64 when projection is Env").field_path(".format"))]
+#[x_kube(validation = Rule::new("self.projection != 'Env' || self.format != 'Keyring'")
+    .message("spec.distribution.format must be Wso2Toml, Hex or Base64 when projection is Env").field_path(".format"))]
 #[x_kube(validation = Rule::new("self.projection != 'Env' || self.restart == 'Rolling'")
     .message("spec.distribution.restart must be Rolling when projection is Env: a running container never sees a new environment").field_path(".restart"))]
+#[x_kube(validation = Rule::new("self.format != 'Wso2Toml' || self.restart == 'Rolling'")
+    .message("spec.distribution.restart must be Rolling when format is Wso2Toml: WSO2 API Manager reads its key only at start-up").field_path(".restart"))]
+#[x_kube(validation = Rule::new("self.projection != 'Env' || self.format != 'Wso2Toml' || self.envName != self.oldKeyEnvName")
+    .message("spec.distribution.oldKeyEnvName must differ from envName: each carries one of WSO2's two keys").field_path(".oldKeyEnvName"))]
 pub struct Distribution {
-    /// What the pods see: a WSO2 `deployment.toml` `[encryption]` fragment
-    /// (`Wso2Toml`), the primary key as `Hex` or `Base64`, or every decryptable version
-    /// as a `Keyring` JSON file.
+    /// What the pods see: WSO2 API Manager's `[encryption]` settings (`Wso2Toml`: the
+    /// current `key`, the `old_key` it still decrypts with, and `enable_key_id`), the
+    /// primary key as `Hex` or `Base64`, or every decryptable version as a `Keyring`
+    /// JSON file.
     #[serde(default)]
     pub format: KeyFormat,
     /// A file in a mounted volume (`Volume`) or an environment variable (`Env`).
@@ -165,7 +170,8 @@ pub struct Distribution {
     #[serde(default = "default_mount_path")]
     #[schemars(length(min = 1, max = 1024), regex(pattern = r"^/[^:]*$"))]
     pub mount_path: String,
-    /// Name of the environment variable, for `Env`. A name a targeted container already
+    /// Name of the environment variable, for `Env`: the key in 64 hex characters
+    /// (`Wso2Toml`, `Hex`) or base64 (`Base64`). A name a targeted container already
     /// sets otherwise is refused with reason `DistributionConflict`.
     #[serde(default = "default_env_name")]
     #[schemars(
@@ -173,6 +179,15 @@ pub struct Distribution {
         regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
     )]
     pub env_name: String,
+    /// Name of the environment variable holding WSO2's `old_key` in 64 hex characters,
+    /// for `Env` with `Wso2Toml`: the version WSO2 still decrypts with, or the current
+    /// key again when there is none.
+    #[serde(default = "default_old_key_env_name")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub old_key_env_name: String,
     /// Containers that receive the key; empty means every container. An entry that
     /// names no container of any target workload, or a workload that has none of them,
     /// is reported with reason `ContainerNotFound`.
@@ -180,7 +195,8 @@ pub struct Distribution {
     #[schemars(length(max = 32))]
     pub containers: Vec<String>,
     /// `Rolling` restarts the pods when the key changes; `None` leaves that to
-    /// applications that reload the file themselves.
+    /// applications that reload the file themselves (not for `Wso2Toml`, which WSO2 reads
+    /// only at start-up, nor for `Env`).
     #[serde(default)]
     pub restart: RestartPolicy,
 }
@@ -192,6 +208,7 @@ impl Default for Distribution {
             projection: Projection::default(),
             mount_path: default_mount_path(),
             env_name: default_env_name(),
+            old_key_env_name: default_old_key_env_name(),
             containers: Vec::new(),
             restart: RestartPolicy::default(),
         }
@@ -206,10 +223,17 @@ fn default_env_name() -> String {
     "KEYWARD_ENCRYPTION_KEY".to_owned()
 }
 
+fn default_old_key_env_name() -> String {
+    "KEYWARD_ENCRYPTION_OLD_KEY".to_owned()
+}
+
 /// The rendering of the key the pods receive.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum KeyFormat {
-    /// A WSO2 API Manager `deployment.toml` `[encryption]` table.
+    /// WSO2 API Manager 4.7's two keys: the distribution Secret holds `key` and
+    /// `old_key` (64 hex characters each; `old_key` is the current key again when no
+    /// other version is needed) and a `deployment.toml` `[encryption]` table with both
+    /// and `enable_key_id = true`.
     #[default]
     Wso2Toml,
     /// The primary key as 64 hex characters.
@@ -219,6 +243,11 @@ pub enum KeyFormat {
     /// Every decryptable version, as keyring JSON.
     Keyring,
 }
+
+/// The distribution Secret's entry holding WSO2's current `key` (format `Wso2Toml`).
+pub const WSO2_KEY_ENTRY: &str = "key";
+/// The distribution Secret's entry holding WSO2's `old_key` (format `Wso2Toml`).
+pub const WSO2_OLD_KEY_ENTRY: &str = "old_key";
 
 /// How the key reaches a container.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]

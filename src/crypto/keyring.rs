@@ -117,6 +117,10 @@ pub enum KeyError {
     Unwrap(i64),
     #[error("cannot seal key material: {0}")]
     Seal(&'static str),
+    #[error(
+        "WSO2 holds two keys, but the keyring has {0} decrypt-only versions besides the primary"
+    )]
+    TooManyForWso2(usize),
 }
 
 /// The state of one key version.

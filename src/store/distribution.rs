@@ -18,14 +18,13 @@ pub fn secret_name(key_name: &str) -> String {
     format!("{key_name}-distribution")
 }
 
-/// Writes `content` as `file_name` into the distribution Secret of `key`, unless it
-/// already holds exactly that. [`Written::Conflict`]: a Secret of that name exists and
-/// is not owned by `key`; nothing was written.
+/// Writes `entries` (name, content) as the data of the distribution Secret of `key`,
+/// unless it already holds exactly them. [`Written::Conflict`]: a Secret of that name
+/// exists and is not owned by `key`; nothing was written.
 pub async fn write(
     secrets: &Api<Secret>,
     key: &EncryptionKey,
-    file_name: &str,
-    content: &[u8],
+    entries: &[(&str, &[u8])],
 ) -> Result<Written> {
     let name = secret_name(&key.name_any());
     let existing = super::get(secrets, &name).await?;
@@ -35,11 +34,14 @@ pub async fn write(
         && existing
             .data
             .as_ref()
-            .is_some_and(|data| holds_only(data, file_name, content))
+            .is_some_and(|data| holds_only(data, entries))
     {
         return Ok(Written::Done);
     }
-    let data = BTreeMap::from([(file_name.to_owned(), ByteString(content.to_vec()))]);
+    let data = entries
+        .iter()
+        .map(|(entry, content)| ((*entry).to_owned(), ByteString(content.to_vec())))
+        .collect();
     let secret = super::secret(
         &name,
         Some(key),
@@ -57,10 +59,12 @@ pub async fn write(
     .await
 }
 
-fn holds_only(data: &BTreeMap<String, ByteString>, file_name: &str, content: &[u8]) -> bool {
+/// Whether `data` is exactly `entries`, compared in constant time per value.
+fn holds_only(data: &BTreeMap<String, ByteString>, entries: &[(&str, &[u8])]) -> bool {
     use subtle::ConstantTimeEq;
-    data.len() == 1
-        && data
-            .get(file_name)
-            .is_some_and(|value| bool::from(value.0.as_slice().ct_eq(content)))
+    data.len() == entries.len()
+        && entries.iter().all(|(entry, content)| {
+            data.get(*entry)
+                .is_some_and(|value| bool::from(value.0.as_slice().ct_eq(content)))
+        })
 }

@@ -100,6 +100,10 @@ async fn a_generated_key_reaches_every_pod_of_a_deployment_in_one_rollout() {
         .expect("[encryption] key is a string");
     assert_eq!(rendered_key.len(), 64);
     assert_eq!(rendered_key, hex::encode(primary.material.expose()));
+    // WSO2 always finds an old_key (the key itself while there is no other), so it never
+    // falls back to a key of its own, and writes key ids.
+    assert_eq!(parsed["encryption"]["old_key"].as_str(), Some(rendered_key));
+    assert_eq!(parsed["encryption"]["enable_key_id"].as_bool(), Some(true));
 
     // One rollout only, and a second reconcile (re-apply, then a barrier) changes nothing.
     let after = deployments(&cluster).get("apim").await.expect("deployment");

@@ -56,13 +56,12 @@ pub async fn distribute(
     let name = key.name_any();
     let rendered = render::render(keyring, key.spec.distribution.format).map_err(Error::Key)?;
     let distribution_secret = store::distribution::secret_name(&name);
-    let written = store::distribution::write(
-        secrets,
-        key,
-        rendered.file_name,
-        rendered.content.as_bytes(),
-    )
-    .await?;
+    let entries: Vec<(&str, &[u8])> = rendered
+        .entries
+        .iter()
+        .map(|(entry, content)| (*entry, content.as_bytes()))
+        .collect();
+    let written = store::distribution::write(secrets, key, &entries).await?;
     if written == Written::Conflict {
         return Ok(Distribution::Conflict(Problem {
             reason: reasons::SECRET_CONFLICT,

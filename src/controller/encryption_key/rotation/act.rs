@@ -466,13 +466,13 @@ impl Actor<'_> {
 fn phase_notice(format: KeyFormat, next: &RotationStatus) -> Notice {
     let target = next.target_version;
     let phase = next.phase;
-    if phase == RotationPhase::Staging && format != KeyFormat::Keyring {
+    if phase == RotationPhase::Staging && matches!(format, KeyFormat::Hex | KeyFormat::Base64) {
         // Said once, when it matters: single-key formats hold only the primary.
         return Notice::warning(
             reasons::ROTATION_STARTED,
             reasons::ROTATE,
             format!(
-                "rotation to version {target} started; spec.distribution.format {format:?} carries only the primary key, so from promotion until re-encryption ends pods cannot read values still under version {} (use format Keyring to avoid this)",
+                "rotation to version {target} started; spec.distribution.format {format:?} carries only the primary key, so from promotion until re-encryption ends pods cannot read values still under version {} (use format Keyring or Wso2Toml to avoid this)",
                 next.previous_version
             ),
         );
@@ -702,6 +702,9 @@ mod tests {
             staging.note,
             "rotation to version 2 started (Requested); staging it on every pod"
         );
+        // WSO2 holds the old key beside the new one, as a keyring does.
+        let wso2 = phase_notice(KeyFormat::Wso2Toml, &rotation(RotationPhase::Staging));
+        assert_eq!(wso2.type_, EventType::Normal);
         let single = phase_notice(KeyFormat::Hex, &rotation(RotationPhase::Staging));
         assert_eq!(single.type_, EventType::Warning);
         assert_eq!(single.reason, "RotationStarted");
