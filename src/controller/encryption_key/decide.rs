@@ -10,7 +10,7 @@ use subtle::ConstantTimeEq;
 
 use super::reasons;
 
-use crate::crd::encryption_key::EncryptionKeyStatus;
+use crate::crd::encryption_key::{Distribution, EncryptionKeyStatus, KeyFormat, RestartPolicy};
 use crate::crypto::{KeyMaterial, Keyring};
 use crate::store::keyring::{KeyProblem, Stored};
 
@@ -53,6 +53,18 @@ pub enum Step {
         keyring: Keyring,
         resource_version: Option<String>,
     },
+}
+
+/// What the schema refuses in `distribution` but an object stored before the rule may
+/// still hold: WSO2 reads its key only at start-up, so without restarts its pods would
+/// count as holding keys they never loaded.
+pub fn refused_distribution(distribution: &Distribution) -> Option<Problem> {
+    (distribution.format == KeyFormat::Wso2Toml && distribution.restart != RestartPolicy::Rolling)
+        .then(|| Problem {
+            reason: reasons::INVALID_DISTRIBUTION,
+            message: "spec.distribution.restart must be Rolling when format is Wso2Toml: WSO2 API Manager reads its key only at start-up".to_owned(),
+            degraded: true,
+        })
 }
 
 /// Decides the next step for the keyring of EncryptionKey `name`.
@@ -273,6 +285,27 @@ mod tests {
             Step::Distribute { .. } => "Distribute",
             Step::CreateKeyring { .. } => "CreateKeyring",
             Step::WrapKeyring { .. } => "WrapKeyring",
+        }
+    }
+
+    #[test]
+    fn wso2_without_restarts_is_refused_naming_the_field_and_other_formats_are_not() {
+        let distribution = |format, restart| Distribution {
+            format,
+            restart,
+            ..Distribution::default()
+        };
+        let refused = refused_distribution(&distribution(KeyFormat::Wso2Toml, RestartPolicy::None))
+            .expect("refused");
+        assert_eq!(refused.reason, "InvalidDistribution");
+        assert!(refused.degraded);
+        assert!(refused.message.contains("spec.distribution.restart"));
+        for (format, restart) in [
+            (KeyFormat::Wso2Toml, RestartPolicy::Rolling),
+            (KeyFormat::Keyring, RestartPolicy::None),
+            (KeyFormat::Hex, RestartPolicy::None),
+        ] {
+            assert_eq!(refused_distribution(&distribution(format, restart)), None);
         }
     }
 

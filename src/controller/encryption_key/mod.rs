@@ -143,7 +143,10 @@ pub async fn reconcile(
         .as_ref()
         .and_then(|kek| kek.as_ref().ok())
         .cloned();
-    let step = decide::next_step(&key.name_any(), key.status.as_ref(), observed);
+    let step = match decide::refused_distribution(&key.spec.distribution) {
+        Some(problem) => Step::Report(problem),
+        None => decide::next_step(&key.name_any(), key.status.as_ref(), observed),
+    };
     let reconciling = Reconciling {
         context: &context,
         job_options: &job_options,

@@ -48,6 +48,9 @@ pub const UNDECRYPTABLE_CIPHERTEXT: &str = "UndecryptableCiphertext";
 pub const CIPHERTEXT_REMAINS: &str = "CiphertextRemains";
 /// A re-encryption Job failed.
 pub const REENCRYPTION_FAILED: &str = "ReencryptionFailed";
+/// `spec.distribution` asks for what its format cannot do (an object stored before the
+/// schema refused it).
+pub const INVALID_DISTRIBUTION: &str = "InvalidDistribution";
 /// A target named in `spec.targets` does not exist (`Ready` and `Distributed`).
 pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
 
