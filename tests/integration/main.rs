@@ -21,3 +21,4 @@ mod watch_gaps;
 mod wso2_hash;
 mod wso2_interop;
 mod wso2_java;
+mod wso2_rollout;
