@@ -179,6 +179,11 @@ struct ReencryptArgs {
     /// 100 NAMESPACE/NAME/FIELD lines), writes, elapsedSeconds, and finished.
     #[arg(long, value_name = "CONFIGMAP")]
     progress: Option<String>,
+    /// Only give database values without a key id (WSO2's older rows) one, under the
+    /// primary version: the first step of a rotation for a key with databases. Secrets
+    /// always name their version and are left alone.
+    #[arg(long)]
+    backfill: bool,
     /// Log line format (logs go to standard error).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "KEYWARD_LOG_FORMAT")]
     log_format: LogFormat,
@@ -547,6 +552,7 @@ fn run_reencrypt(args: ReencryptArgs) -> Result<ExitCode, String> {
         batch_size: args.batch_size,
         writes_per_second: args.writes_per_second,
         progress: args.progress,
+        backfill: args.backfill,
     };
     let report = block_on(async {
         let client = tools::cluster_client()

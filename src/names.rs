@@ -89,6 +89,15 @@ pub fn job_name(key_name: &str, target: i64, attempt: i32) -> String {
     )
 }
 
+/// The name of the backfill Job of `attempt` towards `target`: database values without
+/// a key id rewritten under the current version before the new one is staged.
+pub fn backfill_job_name(key_name: &str, target: i64, attempt: i32) -> String {
+    bounded(
+        format!("{key_name}-backfill-v{target}-{attempt}"),
+        JOB_NAME_LIMIT,
+    )
+}
+
 /// Name of the external Job (from `spec.reencryption.jobTemplate`) of `attempt`.
 pub fn external_job_name(key_name: &str, target: i64, attempt: i32) -> String {
     bounded(
@@ -138,6 +147,7 @@ mod tests {
         assert_eq!(versions_secret_name("apim", 2), "apim-versions-v2");
         assert_eq!(job_name("apim", 2, 0), "apim-reencrypt-v2-0");
         assert_eq!(external_job_name("apim", 2, 1), "apim-external-v2-1");
+        assert_eq!(backfill_job_name("apim", 2, 0), "apim-backfill-v2-0");
         assert_eq!(crate::store::keyring::secret_name("apim"), "apim-keyring");
         assert_eq!(
             crate::store::distribution::secret_name("apim"),
@@ -162,6 +172,7 @@ mod tests {
             let job_names = [
                 job_name(&key, i64::MAX, i32::MAX),
                 external_job_name(&key, i64::MAX, i32::MAX),
+                backfill_job_name(&key, i64::MAX, i32::MAX),
                 job_name(&key, 2, 0),
                 external_job_name(&key, 2, 0),
             ];

@@ -145,7 +145,7 @@ pub async fn rotate(
         };
         let now = Instant::now();
         match rotation.phase {
-            RotationPhase::Staging | RotationPhase::Promoting => {}
+            RotationPhase::Backfilling | RotationPhase::Staging | RotationPhase::Promoting => {}
             RotationPhase::Reencrypting => {
                 started.get_or_insert(now);
             }

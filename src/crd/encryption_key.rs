@@ -410,6 +410,11 @@ pub struct EncryptionKeyStatus {
 /// A rotation's phases, in order. The names are part of the API.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum RotationPhase {
+    /// WSO2 values in the key's databases that carry no key id (or are legacy AES/ECB)
+    /// are rewritten under the current version with its key id, until a census finds
+    /// none: from staging on, WSO2 decrypts such values with `old_key`, the new version.
+    /// Only keys with databases to re-encrypt begin here.
+    Backfilling,
     /// The new version is in the keyring as decrypt-only; waiting until every pod holds
     /// it, so no pod meets ciphertext it cannot read once the version is promoted.
     Staging,
@@ -464,6 +469,10 @@ pub struct RotationStatus {
     /// Ciphertexts per key version found by the last scan.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scan: Vec<VersionCount>,
+    /// Database values the last scan found without a key id (or legacy AES/ECB), which
+    /// WSO2 decrypts with `old_key` whatever key wrote them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub without_key_id: i64,
     /// Why the last attempt failed, while the next one waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<RotationFailure>,

@@ -109,6 +109,10 @@ pub struct Options {
     pub writes_per_second: u32,
     /// Name of the ConfigMap progress is written to, in the key's namespace.
     pub progress: Option<String>,
+    /// Only give database values without a key id one, under the primary (a rotation's
+    /// first step for a key with databases). Secrets hold keyward's envelopes, which
+    /// always name their version, so a backfill leaves them alone.
+    pub backfill: bool,
 }
 
 impl Options {
@@ -121,6 +125,7 @@ impl Options {
             batch_size: DEFAULT_BATCH_SIZE,
             writes_per_second: DEFAULT_WRITES_PER_SECOND,
             progress: None,
+            backfill: false,
         }
     }
 
@@ -294,7 +299,10 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         source,
     };
     let sorting = || sorter(key_name, run.target.version());
-    let mut listed = pager.next(sorting()).await.map_err(list_failed)?;
+    let mut listed = match options.backfill {
+        true => None,
+        false => pager.next(sorting()).await.map_err(list_failed)?,
+    };
     while let Some(page) = listed {
         let settled = futures::stream::iter(page.items.into_iter().map(Ok))
             .try_for_each_concurrent(WRITERS, |listed| run.take(listed));

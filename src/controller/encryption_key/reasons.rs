@@ -46,6 +46,8 @@ pub const PROGRESS_INVALID: &str = "ProgressInvalid";
 pub const UNDECRYPTABLE_CIPHERTEXT: &str = "UndecryptableCiphertext";
 /// A scan still finds ciphertext under an older version.
 pub const CIPHERTEXT_REMAINS: &str = "CiphertextRemains";
+/// After backfilling, a scan still finds database values without a key id.
+pub const KEY_IDS_MISSING: &str = "KeyIdsMissing";
 /// A re-encryption Job failed.
 pub const REENCRYPTION_FAILED: &str = "ReencryptionFailed";
 /// `spec.distribution` asks for what its format cannot do (an object stored before the
@@ -77,14 +79,15 @@ pub const KEY_CREATED: &str = "KeyCreated";
 pub const KEYRING_WRAPPED: &str = "KeyringWrapped";
 /// Every pod of the targets came to hold the keyring.
 pub const DISTRIBUTED: &str = "Distributed";
-/// A rotation started (Staging).
+/// A rotation started (in its first phase: Backfilling or Staging).
 pub const ROTATION_STARTED: &str = "RotationStarted";
 
-/// The Event reason of a rotation entering `phase`: one per phase, so `kubectl describe`
-/// lists each instead of folding them into one series.
+/// The Event reason of a rotation entering `phase` after its first: one per phase, so
+/// `kubectl describe` lists each instead of folding them into one series.
 pub fn phase_event(phase: RotationPhase) -> &'static str {
     match phase {
-        RotationPhase::Staging => ROTATION_STARTED,
+        RotationPhase::Backfilling => "RotationBackfilling",
+        RotationPhase::Staging => "RotationStaging",
         RotationPhase::Promoting => "RotationPromoting",
         RotationPhase::Reencrypting => "RotationReencrypting",
         RotationPhase::Verifying => "RotationVerifying",

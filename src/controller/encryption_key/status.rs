@@ -277,6 +277,18 @@ fn rotating(status: &EncryptionKeyStatus) -> (ConditionStatus, &'static str, Str
         .map(|d| format!("{}/{} pods hold it", d.pods_in_sync, d.pods_total))
         .unwrap_or_default();
     let message = match rotation.phase {
+        RotationPhase::Backfilling => {
+            let left = match rotation.without_key_id {
+                0 => String::new(),
+                left => format!("; the last scan found {left} without one"),
+            };
+            format!(
+                "Job {} gives every database value a key id under version {} before version {target} is staged (attempt {}){left}",
+                rotation.job_name.as_deref().unwrap_or_default(),
+                rotation.previous_version,
+                rotation.attempts.saturating_add(1)
+            )
+        }
         RotationPhase::Staging => {
             format!(
                 "staging version {target} decrypt-only: waiting until every pod holds it; {pods}"
@@ -397,6 +409,7 @@ mod tests {
             attempts: 1,
             progress: None,
             scan: Vec::new(),
+            without_key_id: 0,
             failure: None,
             retry_at: None,
         }

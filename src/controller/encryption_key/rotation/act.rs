@@ -7,15 +7,14 @@
 //! the write of what it led to leaves status as it was, and the next reconcile takes the
 //! same step again.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::ResourceExt;
 
-use super::machine::{self, AttemptJobs, JobState, Observed, Reshape, Step};
-use super::{cluster, scan};
+use super::machine::{self, AttemptJobs, Census, JobState, Observed, Reshape, Step};
+use super::{build, cluster, scan};
 use crate::controller::context::{Context, Notice};
 use crate::controller::encryption_key::decide::Problem;
 use crate::controller::encryption_key::reasons;
@@ -144,6 +143,7 @@ pub async fn rotate(
         in_sync: pods.in_sync,
         job,
         scan: None,
+        backfill: false,
         now,
         settle: settle(key, pods),
     };
@@ -157,10 +157,10 @@ pub async fn rotate(
         )
     };
     let mut step = next(&observed);
-    let counts;
+    let census;
     if step == Step::Scan {
-        counts = scan::scan(context, key).await?;
-        observed.scan = Some(&counts);
+        census = scan::scan(context, key).await?;
+        observed.scan = Some(&census);
         step = next(&observed);
     }
     actor.take(step).await
@@ -207,15 +207,14 @@ impl Actor<'_> {
     /// The state of the current attempt's Jobs together; absent unless re-encryption
     /// runs. A Job of their names that is not the key's is [`Error::ObjectNotOwned`].
     async fn jobs_state(&self) -> Result<JobState> {
-        let Some(rotation) = self
-            .recorded
-            .filter(|rotation| rotation.phase == RotationPhase::Reencrypting)
-        else {
+        let Some(rotation) = self.recorded.filter(|rotation| rotation.phase.runs_jobs()) else {
             return Ok(JobState::Absent);
         };
         let jobs = AttemptJobs::of(&self.name, rotation);
         let mut names = vec![&jobs.built_in];
-        if self.key.spec.reencryption.job_template.is_some() {
+        if rotation.phase == RotationPhase::Reencrypting
+            && self.key.spec.reencryption.job_template.is_some()
+        {
             names.push(&jobs.external);
         }
         let mut states = Vec::new();
@@ -267,7 +266,11 @@ impl Actor<'_> {
         ) {
             cluster::unbind(client, self.key).await?;
         }
-        turn.event = Some(phase_notice(self.key.spec.distribution.format, &next));
+        let started = self
+            .recorded
+            .is_none_or(|recorded| recorded.phase == RotationPhase::Succeeded);
+        let format = self.key.spec.distribution.format;
+        turn.event = Some(phase_notice(format, started, &next));
         turn.record = Some(next);
         Ok(turn.requeue(Duration::ZERO))
     }
@@ -313,8 +316,19 @@ impl Actor<'_> {
         let target = rotation.target_version;
         // Jobs of earlier attempts go only now that this attempt is recorded.
         cluster::remove_others(client, self.key, &[&jobs.built_in, &jobs.external]).await?;
-        let started =
-            cluster::start(client, self.key, self.job_options, &jobs.built_in, target).await;
+        let pass = match rotation.phase {
+            RotationPhase::Backfilling => build::Pass::Backfill,
+            _ => build::Pass::Reencrypt,
+        };
+        let started = cluster::start(
+            client,
+            self.key,
+            self.job_options,
+            &jobs.built_in,
+            target,
+            pass,
+        )
+        .await;
         match stop_on_conflict(refused_by_api_server(started))? {
             Err(conflict) => return Ok(conflict),
             Ok(Err(status)) => {
@@ -329,6 +343,10 @@ impl Actor<'_> {
                 return Ok(turn.requeue(ROLLOUT_RECHECK));
             }
             Ok(Ok(())) => {}
+        }
+        // The template's Job re-encrypts what keyward cannot reach; it has no backfill.
+        if pass == build::Pass::Backfill {
+            return Ok(turn.requeue(JOB_RECHECK));
         }
         let refused = match stop_on_conflict(self.start_external(&jobs.external, target).await)? {
             Err(conflict) => return Ok(conflict),
@@ -461,12 +479,13 @@ impl Actor<'_> {
     }
 }
 
-/// The Event of a rotation entering `next.phase`: one reason per phase, so
-/// `kubectl describe` lists each instead of folding them into one series.
-fn phase_notice(format: KeyFormat, next: &RotationStatus) -> Notice {
+/// The Event of a rotation entering `next.phase` (`started`: its first phase): one
+/// reason per phase, so `kubectl describe` lists each instead of folding them into one
+/// series.
+fn phase_notice(format: KeyFormat, started: bool, next: &RotationStatus) -> Notice {
     let target = next.target_version;
     let phase = next.phase;
-    if phase == RotationPhase::Staging && matches!(format, KeyFormat::Hex | KeyFormat::Base64) {
+    if started && matches!(format, KeyFormat::Hex | KeyFormat::Base64) {
         // Said once, when it matters: single-key formats hold only the primary.
         return Notice::warning(
             reasons::ROTATION_STARTED,
@@ -478,7 +497,11 @@ fn phase_notice(format: KeyFormat, next: &RotationStatus) -> Notice {
         );
     }
     let note = match phase {
-        RotationPhase::Staging => format!(
+        RotationPhase::Backfilling if started => format!(
+            "rotation to version {target} started ({:?}); giving every database value a key id first",
+            next.trigger
+        ),
+        RotationPhase::Staging if started => format!(
             "rotation to version {target} started ({:?}); staging it on every pod",
             next.trigger
         ),
@@ -487,7 +510,12 @@ fn phase_notice(format: KeyFormat, next: &RotationStatus) -> Notice {
         ),
         phase => format!("rotation to version {target}: {}", phase.as_str()),
     };
-    Notice::normal(reasons::phase_event(phase), reasons::ROTATE, note)
+    let reason = if started {
+        reasons::ROTATION_STARTED
+    } else {
+        reasons::phase_event(phase)
+    };
+    Notice::normal(reason, reasons::ROTATE, note)
 }
 
 /// The reason and message of a failed attempt: values that do not decrypt (those that
@@ -602,23 +630,22 @@ pub async fn before_retiring(
     let Some(rotation) = rotation else {
         return Ok(Retirement::Unrecorded);
     };
-    let counts = scan::scan(context, key).await?;
-    Ok(reencrypt_again(&key.name_any(), rotation, &counts, now))
+    let census = scan::scan(context, key).await?;
+    Ok(reencrypt_again(&key.name_any(), rotation, &census, now))
 }
 
 /// The verdict of a scan right before retiring (see [`before_retiring`]).
 fn reencrypt_again(
     key_name: &str,
     rotation: &RotationStatus,
-    counts: &BTreeMap<i64, u64>,
+    census: &Census,
     now: Timestamp,
 ) -> Retirement {
-    let remaining = machine::remaining(counts, rotation.target_version);
+    let remaining = machine::remaining(census, rotation.target_version);
     if remaining == 0 {
         return Retirement::Clear;
     }
-    let scan = machine::scan_counts(counts);
-    let mut again = machine::next_attempt(key_name, rotation, Some(scan), now);
+    let mut again = machine::next_attempt(key_name, rotation, Some(census), now);
     let message = format!(
         "{remaining} ciphertext(s) under an older version appeared after verification; re-encrypting again before anything is retired"
     );
@@ -687,6 +714,7 @@ mod tests {
             attempts: 0,
             progress: None,
             scan: Vec::new(),
+            without_key_id: 0,
             failure: None,
             retry_at: None,
         }
@@ -694,7 +722,7 @@ mod tests {
 
     #[test]
     fn each_phase_has_its_own_event_and_single_key_formats_warn_as_the_rotation_starts() {
-        let staging = phase_notice(KeyFormat::Keyring, &rotation(RotationPhase::Staging));
+        let staging = phase_notice(KeyFormat::Keyring, true, &rotation(RotationPhase::Staging));
         assert_eq!(staging.type_, EventType::Normal);
         assert_eq!(staging.reason, "RotationStarted");
         assert_eq!(staging.action, "Rotate");
@@ -703,9 +731,9 @@ mod tests {
             "rotation to version 2 started (Requested); staging it on every pod"
         );
         // WSO2 holds the old key beside the new one, as a keyring does.
-        let wso2 = phase_notice(KeyFormat::Wso2Toml, &rotation(RotationPhase::Staging));
+        let wso2 = phase_notice(KeyFormat::Wso2Toml, true, &rotation(RotationPhase::Staging));
         assert_eq!(wso2.type_, EventType::Normal);
-        let single = phase_notice(KeyFormat::Hex, &rotation(RotationPhase::Staging));
+        let single = phase_notice(KeyFormat::Hex, true, &rotation(RotationPhase::Staging));
         assert_eq!(single.type_, EventType::Warning);
         assert_eq!(single.reason, "RotationStarted");
         assert!(
@@ -721,7 +749,7 @@ mod tests {
             RotationPhase::Succeeded,
         ]
         .into_iter()
-        .map(|phase| phase_notice(KeyFormat::Hex, &rotation(phase)).reason)
+        .map(|phase| phase_notice(KeyFormat::Hex, false, &rotation(phase)).reason)
         .collect();
         assert_eq!(
             reasons,
@@ -733,8 +761,27 @@ mod tests {
                 "RotationSucceeded"
             ]
         );
-        let retiring = phase_notice(KeyFormat::Keyring, &rotation(RotationPhase::Retiring));
+        let retiring = phase_notice(
+            KeyFormat::Keyring,
+            false,
+            &rotation(RotationPhase::Retiring),
+        );
         assert_eq!(retiring.note, "rotation to version 2: Retiring");
+        // A key with databases starts by backfilling; its staging is then a phase of
+        // its own, and the start is said once.
+        let backfilling = phase_notice(
+            KeyFormat::Wso2Toml,
+            true,
+            &rotation(RotationPhase::Backfilling),
+        );
+        assert_eq!(backfilling.reason, "RotationStarted");
+        assert!(backfilling.note.contains("key id"), "{}", backfilling.note);
+        let staged = phase_notice(
+            KeyFormat::Wso2Toml,
+            false,
+            &rotation(RotationPhase::Staging),
+        );
+        assert_eq!(staged.reason, "RotationStaging");
     }
 
     #[test]
@@ -777,12 +824,23 @@ mod tests {
     #[test]
     fn ciphertext_found_right_before_retiring_sends_the_rotation_back_to_reencrypting() {
         let retiring = rotation(RotationPhase::Retiring);
-        let clear = BTreeMap::from([(1, 0), (2, 5)]);
+        let census = |versions: &[(i64, u64)], without_key_id| Census {
+            versions: versions.iter().copied().collect(),
+            without_key_id,
+        };
+        let clear = census(&[(1, 0), (2, 5)], 0);
         assert!(matches!(
             reencrypt_again("apim", &retiring, &clear, Timestamp::UNIX_EPOCH),
             Retirement::Clear
         ));
-        let late = BTreeMap::from([(1, 2), (2, 5)]);
+        // A database value without a key id is one WSO2 reads with old_key: it keeps
+        // the old version as surely as ciphertext under it.
+        let bare = census(&[(2, 5)], 1);
+        assert!(matches!(
+            reencrypt_again("apim", &retiring, &bare, Timestamp::UNIX_EPOCH),
+            Retirement::ReencryptAgain { .. }
+        ));
+        let late = census(&[(1, 2), (2, 5)], 0);
         let Retirement::ReencryptAgain { rotation, problem } =
             reencrypt_again("apim", &retiring, &late, Timestamp::UNIX_EPOCH)
         else {

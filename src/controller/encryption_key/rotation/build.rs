@@ -183,10 +183,10 @@ fn job_meta(key: &EncryptionKey, job_name: &str) -> Result<ObjectMeta> {
 /// ServiceAccount, locked down (non-root, read-only root, no capabilities, the runtime's
 /// seccomp profile), failing at once when values do not decrypt and in time when its
 /// pod never starts.
-pub fn job(key: &EncryptionKey, options: &JobOptions, job_name: &str) -> Result<Job> {
+pub fn job(key: &EncryptionKey, options: &JobOptions, job_name: &str, pass: Pass) -> Result<Job> {
     let key_name = key.name_any();
     let labels = store::labels(REENCRYPTION_ROLE, [(KEY_LABEL, key_name.clone())]);
-    let container = reencrypt_container(key, options)?;
+    let container = reencrypt_container(key, options, pass)?;
     Ok(Job {
         metadata: job_meta(key, job_name)?,
         spec: Some(JobSpec {
@@ -236,9 +236,18 @@ pub fn job(key: &EncryptionKey, options: &JobOptions, job_name: &str) -> Result<
     })
 }
 
+/// What a built-in Job rewrites.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// Database values without a key id, under the current version (`--backfill`).
+    Backfill,
+    /// Everything under older versions, under the primary.
+    Reencrypt,
+}
+
 /// The container of the built-in Job: `keyward reencrypt` for the key at the spec's
 /// batch size and write rate, over the spec's selector, locked down.
-fn reencrypt_container(key: &EncryptionKey, options: &JobOptions) -> Result<Container> {
+fn reencrypt_container(key: &EncryptionKey, options: &JobOptions, pass: Pass) -> Result<Container> {
     let key_name = key.name_any();
     let namespace = key.namespace().unwrap_or_default();
     let reencryption = &key.spec.reencryption;
@@ -255,6 +264,9 @@ fn reencrypt_container(key: &EncryptionKey, options: &JobOptions) -> Result<Cont
     ];
     if let Some(selector) = selector(key)? {
         args.extend(["--selector".to_owned(), selector]);
+    }
+    if pass == Pass::Backfill {
+        args.push("--backfill".to_owned());
     }
     Ok(Container {
         name: "reencrypt".to_owned(),
@@ -706,12 +718,28 @@ mod tests {
     }
 
     #[test]
+    fn a_backfill_job_is_the_same_job_asked_to_backfill() {
+        let apim = key(serde_json::json!({}));
+        let args = |pass| {
+            job(&apim, &options(), "apim-backfill-v2-0", pass)
+                .expect("job")
+                .spec
+                .and_then(|spec| spec.template.spec)
+                .map(|pod| pod.containers[0].args.clone().unwrap_or_default())
+                .expect("pod spec")
+        };
+        let (backfill, reencrypt) = (args(Pass::Backfill), args(Pass::Reencrypt));
+        assert_eq!(backfill.last().map(String::as_str), Some("--backfill"));
+        assert_eq!(backfill[..backfill.len() - 1], reencrypt[..]);
+    }
+
+    #[test]
     fn the_built_in_job_runs_keyward_reencrypt_locked_down_as_the_keys_account() {
         let apim = key(serde_json::json!({
             "reencryption": {"batchSize": 50, "writesPerSecond": 20,
                              "selector": {"matchLabels": {"app": "apim"}}}
         }));
-        let job = job(&apim, &options(), "apim-reencrypt-v2-0").expect("job");
+        let job = job(&apim, &options(), "apim-reencrypt-v2-0", Pass::Reencrypt).expect("job");
         assert_eq!(job.metadata.name.as_deref(), Some("apim-reencrypt-v2-0"));
         assert_eq!(job.metadata.namespace, None);
         assert_owned_by_the_key(&job.metadata);
@@ -791,7 +819,13 @@ mod tests {
     #[test]
     fn without_options_the_job_has_no_node_selector_or_tolerations() {
         let apim = key(serde_json::json!({}));
-        let job = job(&apim, &JobOptions::default(), "apim-reencrypt-v2-0").expect("job");
+        let job = job(
+            &apim,
+            &JobOptions::default(),
+            "apim-reencrypt-v2-0",
+            Pass::Reencrypt,
+        )
+        .expect("job");
         let pod = job.spec.and_then(|spec| spec.template.spec).expect("pod");
         assert_eq!(pod.node_selector, None);
         assert_eq!(pod.tolerations, None);

@@ -86,12 +86,13 @@ pub async fn start(
     options: &JobOptions,
     job_name: &str,
     target: i64,
+    pass: build::Pass,
 ) -> Result<()> {
     ensure(client, key, &build::service_account(key)?).await?;
     ensure(client, key, &build::role(key)?).await?;
     bind(client, key, Existing::Replace).await?;
     ensure(client, key, &build::progress_config_map(key, target)?).await?;
-    let job = build::job(key, options, job_name)?;
+    let job = build::job(key, options, job_name, pass)?;
     create_job(client, key, &job).await
 }
 

@@ -9,6 +9,7 @@ use kube::api::{Api, ListParams};
 use kube::{Resource, ResourceExt};
 
 use super::build;
+use super::machine::Census;
 use crate::controller::context::Context;
 use crate::crd::oauth_client::SecretNames;
 use crate::crd::{EncryptionKey, OAuthClient};
@@ -20,7 +21,7 @@ use crate::{Error, Result};
 /// OAuthClients' verifiers) and the verifiers of the key's Encrypted OAuthClients that
 /// lost that label, so neither a narrow selector nor a removed label can hide what pods
 /// still need.
-pub async fn scan(context: &Context, key: &EncryptionKey) -> Result<BTreeMap<i64, u64>> {
+pub async fn scan(context: &Context, key: &EncryptionKey) -> Result<Census> {
     let name = key.name_any();
     let namespace = key.namespace().unwrap_or_default();
     let scanned = |selector: Option<String>| {
@@ -39,7 +40,10 @@ pub async fn scan(context: &Context, key: &EncryptionKey) -> Result<BTreeMap<i64
         }
     }
     unlabelled_verifiers(context, key, &mut counts).await?;
-    Ok(counts)
+    Ok(Census {
+        versions: counts,
+        without_key_id: 0,
+    })
 }
 
 /// Counts the ciphertext of `key` in the verifiers of its Encrypted OAuthClients that do
