@@ -62,8 +62,9 @@ pub struct EncryptedColumn {
     /// The column holding the ciphertext (text or binary).
     #[schemars(length(min = 1, max = SQL_IDENTIFIER_MAX), regex(pattern = SQL_IDENTIFIER))]
     pub column: String,
-    /// Columns that identify a row, which rows are paged and updated by. Default: the
-    /// table's primary key, read from the catalog.
+    /// Columns that identify a row (together unique, never NULL; integers or text),
+    /// which rows are paged and updated by. Default: the table's primary key, read from
+    /// the catalog.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(
         length(max = 8),

@@ -37,7 +37,7 @@ pub enum DatabaseError {
     #[error("database {database}: table {table} has no primary key; name its keyColumns")]
     NoPrimaryKey { database: String, table: String },
     #[error(
-        "database {database}: column {table}.{column} is of a type keyward does not read as a row key (integers and text are)"
+        "database {database}: column {table}.{column} is NULL in a row, or of a type keyward does not read as a row key (integers and text are)"
     )]
     KeyType {
         database: String,

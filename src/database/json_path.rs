@@ -4,9 +4,11 @@
 //! serde_json parses each level (`RawValue` keeps the member's exact text, and its
 //! position in the document), so nothing here parses JSON by hand.
 
-use std::collections::HashMap;
+use std::fmt;
+use std::marker::PhantomData;
 use std::ops::Range;
 
+use serde::de::{Deserialize, Deserializer, MapAccess};
 use serde_json::value::RawValue;
 
 /// Where the string at a path lies in a document, and its (unescaped) content.
@@ -69,13 +71,46 @@ pub(crate) fn replace(document: &str, span: &Range<usize>, content: &str) -> Opt
 }
 
 /// The text of member `name` of the object `text`: `Ok(None)` when absent (or `null`
-/// on the way), `Err` when `text` is not an object.
+/// on the way), `Err` when `text` is not an object or names `name` twice (readers differ
+/// on which one counts, so neither is rewritten).
 fn member_of<'a>(text: &'a str, name: &str) -> Result<Option<&'a str>, ()> {
     if text == "null" {
         return Ok(None);
     }
-    let members: HashMap<String, &'a RawValue> = serde_json::from_str(text).map_err(|_| ())?;
-    Ok(members.get(name).map(|raw| raw.get()))
+    let Members(members) = serde_json::from_str(text).map_err(|_| ())?;
+    let mut found = members.into_iter().filter(|(member, _)| member == name);
+    match (found.next(), found.next()) {
+        (Some(_), Some(_)) => Err(()),
+        (Some((_, raw)), None) => Ok(Some(raw.get())),
+        (None, _) => Ok(None),
+    }
+}
+
+/// An object's members in document order, repeated names kept.
+struct Members<'a>(Vec<(String, &'a RawValue)>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Members<'a> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor<'a>(PhantomData<&'a ()>);
+
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for Visitor<'a> {
+            type Value = Members<'a>;
+
+            fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+                formatter.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::new();
+                while let Some(member) = map.next_entry::<String, &'a RawValue>()? {
+                    members.push(member);
+                }
+                Ok(Members(members))
+            }
+        }
+
+        deserializer.deserialize_map(Visitor(PhantomData))
+    }
 }
 
 /// Where `part`, a slice of `whole`, starts in it.
@@ -116,5 +151,41 @@ mod tests {
         ));
         assert!(matches!(find("not json", &["a"]), Found::NotAString));
         assert!(matches!(find(r#"["a"]"#, &["a"]), Found::NotAString));
+        assert!(matches!(
+            find(r#"{"a":"x","a":"y"}"#, &["a"]),
+            Found::NotAString
+        ));
+        assert!(matches!(
+            find(r#"{"a":{"b":"x"},"a":{}}"#, &["a", "b"]),
+            Found::NotAString
+        ));
+        assert!(matches!(
+            find(r#"{"a":{"b":"x"},"c":"d","c":"e"}"#, &["a", "b"]),
+            Found::String(_)
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_replaced_string_reads_back_and_nothing_else_moves(
+            before in "[ -~]{0,20}", content in "\\PC{0,30}", after in "[ -~]{0,20}",
+        ) {
+            let document = format!(
+                r#"{{"x": {}, "a": {{"b": {}}}, "y": {}}}"#,
+                serde_json::to_string(&before).expect("json"),
+                serde_json::to_string("old").expect("json"),
+                serde_json::to_string(&after).expect("json"),
+            );
+            let Found::String(located) = find(&document, &["a", "b"]) else {
+                panic!("found");
+            };
+            let replaced = replace(&document, &located.span, &content).expect("replaced");
+            proptest::prop_assert_eq!(&replaced[..located.span.start], &document[..located.span.start]);
+            proptest::prop_assert!(replaced.ends_with(&document[located.span.end..]));
+            let Found::String(again) = find(&replaced, &["a", "b"]) else {
+                panic!("found again");
+            };
+            proptest::prop_assert_eq!(again.content, content);
+        }
     }
 }

@@ -319,3 +319,28 @@ impl Run<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Job runs these on a multi-threaded runtime: their futures must be `Send`.
+    #[allow(dead_code)]
+    fn the_futures_are_send(
+        connection: &Connection,
+        read: &EncryptionSettings<'_>,
+        write: &KeyMaterial,
+    ) {
+        fn send<T: Send>(_: T) {}
+        send(rewrite(
+            connection,
+            &[],
+            read,
+            write,
+            &RewriteOptions::default(),
+            Checkpoint::default(),
+            |_, _| {},
+        ));
+        send(super::super::census(connection, &[], 1));
+    }
+}
