@@ -65,6 +65,7 @@ on_both_engines!(a_concurrent_write_is_reread_and_never_overwritten);
 on_both_engines!(a_resumed_run_ends_where_an_uninterrupted_one_does);
 on_both_engines!(no_error_shows_the_connection_url_or_password);
 on_both_engines!(keyward_scan_database_runs_the_census_by_hand);
+on_both_engines!(logs_name_the_rows_left_and_never_show_a_value_or_the_password);
 
 /// WSO2's tables as its scripts create them (unquoted, so PostgreSQL folds them to lower
 /// case), with WSO2's widths: `IDN_IDENTITY_USER_DATA.DATA_VALUE` is 255 characters.
@@ -810,4 +811,91 @@ async fn keyward_scan_database_runs_the_census_by_hand(engine: DatabaseEngine, t
     assert!(shown.contains("cannot connect"), "{shown}");
     assert!(!shown.contains("wrong-password"), "{shown}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Log lines written while it is set as this thread's subscriber, at every level, the
+/// driver's included.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, buffer: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .expect("the log buffer")
+            .extend_from_slice(buffer);
+        Ok(buffer.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().expect("the log buffer")).into_owned()
+    }
+}
+
+async fn logs_name_the_rows_left_and_never_show_a_value_or_the_password(
+    engine: DatabaseEngine,
+    test: &str,
+) {
+    let db = server(engine).database(test).await;
+    create_wso2_tables(&db).await;
+    let mut java = Wso2Java::start();
+    let a = material(KEY_A);
+    let lost = java.encrypt(KEY_C, true, 128, b"lost-plaintext");
+    let plain = "a-plaintext-client-secret";
+    let fine = java.encrypt(KEY_A, false, 16, b"fine-plaintext");
+    for (id, value) in [(1, &lost), (2, &plain.to_owned()), (3, &fine)] {
+        insert_app(&db, id, Some(value)).await;
+    }
+    let logs = CapturedLogs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let connection = connect(&db).await;
+    let backfill = EncryptionSettings {
+        key: &a,
+        old_key: None,
+        enable_key_id: true,
+    };
+    let progress = rewrite(
+        &connection,
+        &spec()[..1],
+        &backfill,
+        &a,
+        &fast(),
+        Checkpoint::default(),
+        no_progress,
+    )
+    .await
+    .expect("rewrite");
+    assert_eq!(
+        (progress.rewritten, progress.failed, progress.not_ciphertext),
+        (1, 1, 1)
+    );
+    let rewritten = apps(&db).await.remove(&3).flatten().expect("row 3");
+    connection.close().await;
+    let text = logs.text();
+    assert!(
+        text.to_lowercase().contains("[id=1]"),
+        "the row left is named: {text}"
+    );
+    for secret in [
+        db.server.password(),
+        lost.as_str(),
+        plain,
+        fine.as_str(),
+        rewritten.as_str(),
+        "lost-plaintext",
+        "fine-plaintext",
+    ] {
+        assert!(!text.contains(secret), "the logs show a secret: {text}");
+    }
 }
