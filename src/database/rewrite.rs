@@ -206,15 +206,19 @@ pub async fn rewrite(
         loop {
             let page_size = options.page_size.max(1);
             let rows = page(connection, column, after.as_deref(), page_size).await?;
-            for row in rows.iter() {
-                run.row(column, &row.key, row.cell.clone()).await?;
+            // A short page is the last one.
+            let last = (rows.len() == page_size as usize)
+                .then(|| rows.last().map(|row| row.key.clone()))
+                .flatten();
+            for row in rows {
+                run.row(column, &row.key, row.cell).await?;
             }
-            let state = match rows.last() {
-                Some(last) if rows.len() == page_size as usize => {
-                    after = Some(last.key.clone());
-                    ColumnCheckpoint::After(last.key.clone())
+            let state = match last {
+                Some(last) => {
+                    after = Some(last.clone());
+                    ColumnCheckpoint::After(last)
                 }
-                _ => ColumnCheckpoint::Done,
+                None => ColumnCheckpoint::Done,
             };
             let done = state == ColumnCheckpoint::Done;
             checkpoint.columns.insert(column.label.clone(), state);
