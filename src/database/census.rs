@@ -13,7 +13,7 @@ use super::pages::page;
 use super::rows::KeyValue;
 use super::value::{Classified, classify};
 use crate::crd::database::EncryptedColumn;
-use crate::crypto::wso2::Kind;
+use crate::crypto::wso2::{KeyId, Kind};
 
 /// What one column holds.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -60,6 +60,29 @@ pub struct DatabaseCensus {
     pub columns: Vec<ColumnCensus>,
     /// Default columns whose table the database does not have.
     pub skipped: Vec<String>,
+}
+
+impl DatabaseCensus {
+    /// Rows under the key with `key_id`, in every column: what retirement waits on.
+    pub fn rows_under(&self, key_id: &KeyId) -> u64 {
+        self.columns
+            .iter()
+            .filter_map(|column| column.by_key_id.get(key_id.as_str()))
+            .sum()
+    }
+
+    /// AES-GCM rows without a key id, in every column: what staging waits on.
+    pub fn rows_without_key_id(&self) -> u64 {
+        self.columns
+            .iter()
+            .map(|column| column.without_key_id)
+            .sum()
+    }
+
+    /// Legacy AES/ECB rows, in every column: what promotion waits on.
+    pub fn legacy_ecb_rows(&self) -> u64 {
+        self.columns.iter().map(|column| column.legacy_ecb).sum()
+    }
 }
 
 /// Counts what the columns of `spec` (WSO2's known columns when empty) hold, `page_size`
