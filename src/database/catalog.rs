@@ -11,7 +11,7 @@ use crate::crd::database::{DatabaseEngine, EncryptedColumn, wso2_default_columns
 
 /// A column spec, checked against the catalog.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedColumn {
+pub(crate) struct ResolvedColumn {
     /// The label of the spec (`TABLE.COLUMN`, `#PATH` for a JSON path), as given.
     pub label: String,
     /// The table, as the catalog spells it.
@@ -38,7 +38,7 @@ impl ResolvedColumn {
 
 /// The columns a database's spec names, or WSO2's known columns when it names none; with
 /// the defaults, tables the database does not have are skipped (returned by label).
-pub async fn columns_or_defaults(
+pub(crate) async fn columns_or_defaults(
     connection: &Connection,
     spec: &[EncryptedColumn],
 ) -> Result<(Vec<ResolvedColumn>, Vec<String>), DatabaseError> {

@@ -25,7 +25,7 @@ mod value;
 
 pub use census::{ColumnCensus, DatabaseCensus, census};
 pub use connect::{Connection, ConnectionUrl};
-pub use error::DatabaseError;
+pub use error::{DatabaseError, SqlCause};
 pub use rewrite::{
     Checkpoint, ColumnCheckpoint, MAX_PROBLEMS, Problem, RewriteOptions, RewriteProgress,
     RowProblem, rewrite,
