@@ -5,12 +5,14 @@
 //! - [`names`]: the names derived for the objects of a key's rotations, within their limits.
 //! - [`store`]: keyward's own Secrets, and the one safe way to write them.
 //! - [`reencrypt`]: the re-encryption Job's run and the verification scan of a key rotation.
+//! - [`database`]: the census and online rewrite of WSO2 ciphertext in PostgreSQL and MySQL.
 //! - [`telemetry`]: logging setup; [`metrics`]: Prometheus metrics.
 //! - [`error`]: the error type.
 
 pub mod controller;
 pub mod crd;
 pub mod crypto;
+pub mod database;
 pub mod error;
 pub mod http;
 pub mod leader;

@@ -127,7 +127,7 @@ enum Command {
     /// EncryptionKey's status lists is shown, with 0 when nothing is under it. Prints
     /// `version N: COUNT` lines, or with `-o json` an object such as
     /// {"versions": {"1": 0, "2": 1000}}. Ciphertext outside those Secrets (git,
-    /// backups, databases) is not seen.
+    /// backups) is not seen; `keyward scan database` counts a WSO2 database's.
     ///
     /// Uses the in-cluster service account, or the kubeconfig named by $KUBECONFIG.
     Scan(ScanArgs),
@@ -190,11 +190,14 @@ struct ReencryptArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct ScanArgs {
+    #[command(subcommand)]
+    target: Option<ScanTarget>,
     /// The EncryptionKey whose ciphertext to count; the Secrets are read in its
     /// namespace.
-    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_key_ref)]
-    key: KeyRef,
+    #[arg(long, value_name = "NAMESPACE/NAME", value_parser = parse_key_ref, required = true)]
+    key: Option<KeyRef>,
     /// Label selector of the Secrets holding the key's ciphertext [default:
     /// keyward.io/encryption-key=NAME].
     #[arg(long)]
@@ -204,12 +207,67 @@ struct ScanArgs {
     output: ScanOutput,
 }
 
+#[derive(Subcommand, Debug)]
+enum ScanTarget {
+    /// Count the WSO2 ciphertext in a database's columns, without any key (the census).
+    ///
+    /// Reads every row of the columns (WSO2's known encrypted columns, or those of
+    /// --columns-file) a page at a time in key order, and counts per column: values
+    /// under each WSO2 key id, AES-GCM values without a key id (to backfill before a
+    /// rotation is staged), legacy AES/ECB values (to backfill before it is promoted),
+    /// RSA values, values that are not WSO2 ciphertext, and NULL or empty cells. Nothing
+    /// is decrypted or written; no value is shown.
+    ///
+    /// Prints one line per column, or with `-o json` an object {"database", "columns":
+    /// [{"column", "byKeyId", "withoutKeyId", "legacyEcb", "rsa", "emptyPlaintext",
+    /// "notCiphertext", "absent"}], "skipped"}. A key id is the Base64 SHA-256 of a key:
+    /// `keyward scan database` never needs the key itself.
+    Database(ScanDatabaseArgs),
+}
+
+#[derive(Args, Debug)]
+struct ScanDatabaseArgs {
+    /// The database engine.
+    #[arg(long, value_enum)]
+    engine: EngineArg,
+    /// A file holding the connection URL, postgres://USER:PASSWORD@HOST:PORT/DB or
+    /// mysql://…, with TLS options as URL parameters. Read from a file so the password
+    /// never shows in the process list; it is never printed.
+    #[arg(long, value_name = "FILE")]
+    url_file: PathBuf,
+    /// A YAML list of columns, as an EncryptionKey's
+    /// `spec.reencryption.databases[].columns` (table, column, keyColumns, where,
+    /// jsonPath) [default: WSO2's known encrypted columns; tables the database lacks are
+    /// skipped].
+    #[arg(long, value_name = "FILE")]
+    columns_file: Option<PathBuf>,
+    /// The database's name in the output.
+    #[arg(long, default_value = "database")]
+    name: String,
+    /// Rows read per page.
+    #[arg(long, value_name = "N", default_value_t = keyward::database::DEFAULT_PAGE_SIZE,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    page_size: u32,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = ScanOutput::Text)]
+    output: ScanOutput,
+}
+
+/// A database engine on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum EngineArg {
+    /// PostgreSQL.
+    Postgresql,
+    /// MySQL or MariaDB.
+    Mysql,
+}
+
 /// What `keyward scan` prints.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum ScanOutput {
-    /// `version N: COUNT` lines, by version.
+    /// `version N: COUNT` lines, by version (for a database: a line per column).
     Text,
-    /// {"versions": {"N": COUNT, …}}.
+    /// {"versions": {"N": COUNT, …}} (for a database: its census as JSON).
     Json,
 }
 
@@ -589,18 +647,17 @@ fn run_reencrypt(args: ReencryptArgs) -> Result<ExitCode, String> {
 }
 
 fn scan(args: ScanArgs) -> Result<ExitCode, String> {
+    if let Some(ScanTarget::Database(database)) = args.target {
+        return scan_database(database);
+    }
+    let key = args.key.ok_or("--key is required")?;
     let counts = block_on(async {
         let client = tools::cluster_client()
             .await
             .map_err(|error| error.to_string())?;
-        reencrypt::scan(
-            &client,
-            &args.key.namespace,
-            &args.key.name,
-            args.selector.as_deref(),
-        )
-        .await
-        .map_err(|error| error.to_string())
+        reencrypt::scan(&client, &key.namespace, &key.name, args.selector.as_deref())
+            .await
+            .map_err(|error| error.to_string())
     })?;
     match args.output {
         ScanOutput::Text => {
@@ -609,6 +666,66 @@ fn scan(args: ScanArgs) -> Result<ExitCode, String> {
             }
         }
         ScanOutput::Json => println!("{}", serde_json::json!({ "versions": counts })),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `keyward scan database`: the census of one database, by hand.
+fn scan_database(args: ScanDatabaseArgs) -> Result<ExitCode, String> {
+    use keyward::crd::database::{DatabaseEngine, EncryptedColumn};
+    use keyward::database::{Connection, ConnectionUrl};
+
+    let engine = match args.engine {
+        EngineArg::Postgresql => DatabaseEngine::PostgreSQL,
+        EngineArg::Mysql => DatabaseEngine::MySQL,
+    };
+    let url = std::fs::read(&args.url_file)
+        .map_err(|error| format!("cannot read {}: {error}", args.url_file.display()))?;
+    let url = zeroize::Zeroizing::new(url);
+    let url = ConnectionUrl::new(
+        std::str::from_utf8(&url)
+            .map_err(|_| format!("{} is not UTF-8 text", args.url_file.display()))?,
+    );
+    let columns: Vec<EncryptedColumn> = match &args.columns_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+            serde_yaml::from_str(&text)
+                .map_err(|error| format!("{} is not a list of columns: {error}", path.display()))?
+        }
+        None => Vec::new(),
+    };
+    let census = block_on(async {
+        let connection = Connection::connect(&args.name, engine, &url).await?;
+        let census = keyward::database::census(&connection, &columns, args.page_size).await;
+        connection.close().await;
+        census
+    })
+    .map_err(|error| error.to_string())?;
+    match args.output {
+        ScanOutput::Json => println!(
+            "{}",
+            serde_json::to_string(&census).map_err(|error| error.to_string())?
+        ),
+        ScanOutput::Text => {
+            for column in &census.columns {
+                let mut parts: Vec<String> = column
+                    .by_key_id
+                    .iter()
+                    .map(|(id, count)| format!("{count} under key id {id}"))
+                    .collect();
+                parts.push(format!("{} without key id", column.without_key_id));
+                parts.push(format!("{} legacy AES/ECB", column.legacy_ecb));
+                parts.push(format!("{} RSA", column.rsa));
+                parts.push(format!("{} empty plaintext", column.empty_plaintext));
+                parts.push(format!("{} not ciphertext", column.not_ciphertext));
+                parts.push(format!("{} NULL or empty", column.absent));
+                println!("{}: {}", column.column, parts.join(", "));
+            }
+            for skipped in &census.skipped {
+                println!("{skipped}: skipped (no such table)");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -629,6 +746,28 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn scan_counts_a_key_or_a_database() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["keyward", "scan"], args].concat());
+        assert!(parse(&["--key", "apim/shared"]).is_ok());
+        assert!(parse(&[]).is_err());
+        assert!(parse(&["database", "--engine", "postgresql", "--url-file", "url"]).is_ok());
+        assert!(
+            parse(&[
+                "database",
+                "--engine",
+                "mysql",
+                "--url-file",
+                "url",
+                "-o",
+                "json"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["database", "--url-file", "url"]).is_err());
+        assert!(parse(&["--key", "apim/shared", "database", "--engine", "mysql"]).is_err());
     }
 
     #[test]

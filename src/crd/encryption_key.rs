@@ -10,6 +10,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::database::Database;
 use super::{DNS_SUBDOMAIN, GO_DURATION, SecretKeyRef};
 
 /// Desired state of a shared symmetric key.
@@ -301,7 +302,7 @@ fn default_keep_retired_versions() -> i32 {
 }
 
 /// Re-encryption settings.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct Reencryption {
     /// Secrets holding ciphertext under this key. Default: the label
@@ -328,6 +329,14 @@ pub struct Reencryption {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "job_template_schema")]
     pub job_template: Option<serde_json::Value>,
+    /// Databases where a WSO2 API Manager keeps its own ciphertext (PostgreSQL, MySQL or
+    /// MariaDB): their columns are re-encrypted online, row by row, and counted per key
+    /// id by the census.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(d, self.exists_one(e, e.name == d.name))")
+        .message("spec.reencryption.databases names must be unique"))]
+    pub databases: Vec<Database>,
 }
 
 /// An object the API server keeps as given: a Job template's schema is Kubernetes' own
@@ -346,6 +355,7 @@ impl Default for Reencryption {
             batch_size: default_batch_size(),
             writes_per_second: default_writes_per_second(),
             job_template: None,
+            databases: Vec::new(),
         }
     }
 }

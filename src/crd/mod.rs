@@ -6,6 +6,7 @@
 //! field it guards. Nothing in this module talks to a cluster.
 
 pub mod condition;
+pub mod database;
 pub mod encryption_key;
 pub mod oauth_client;
 

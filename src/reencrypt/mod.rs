@@ -44,6 +44,7 @@ mod pages;
 mod progress;
 mod rewrite;
 
+pub use pacer::Pacer;
 pub use rewrite::count_versions;
 
 use std::collections::BTreeMap;
@@ -64,7 +65,6 @@ use crate::crd::EncryptionKey;
 use crate::crypto::envelope::EnvelopeError;
 use crate::crypto::keyring::KeyError;
 use crate::store;
-use pacer::Pacer;
 use pages::Pager;
 use progress::{Cause, Failure, Progress, Tally};
 use rewrite::Target;

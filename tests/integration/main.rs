@@ -3,6 +3,7 @@
 mod bad_manifests;
 mod chart;
 mod chart_rbac;
+mod database;
 mod distribution;
 mod encryption_key;
 mod gitops;

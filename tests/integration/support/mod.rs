@@ -10,12 +10,14 @@
 //! `api` (the test namespace's handles), `encryption_key` and `oauth_client` (applying
 //! the resources and waiting on them), `workload` (the Deployments keys reach),
 //! `events`, `operator`, `jobs` (the job runner and what runs on it), `ciphertext`,
-//! `manifest`, `chart`, `http`, `wait` and `wso2_java` (the Java stand-in for WSO2). A test file keeps only what its own tests
-//! share.
+//! `manifest`, `chart`, `http`, `wait`, `wso2_java` (the Java stand-in for WSO2) and
+//! `database` (real PostgreSQL and MariaDB servers). A test file keeps only what its own
+//! tests share.
 
 pub mod api;
 pub mod chart;
 pub mod ciphertext;
+pub mod database;
 pub mod encryption_key;
 pub mod events;
 pub mod http;
