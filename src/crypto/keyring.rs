@@ -225,6 +225,25 @@ impl Keyring {
         }
     }
 
+    /// WSO2 API Manager's two keys for this keyring: `key`, the primary, and `old_key`,
+    /// the one decrypt-only version (a rotation has at most one: the new version while
+    /// staged, the previous one once promoted), or the primary again when there is none.
+    /// WSO2 holds no more than two keys: a keyring with more decrypt-only versions is
+    /// refused, since guessing would leave values unreadable.
+    pub fn wso2_keys(&self) -> Result<(&KeyVersion, &KeyVersion), KeyError> {
+        let primary = self.primary()?;
+        let decrypt_only: Vec<&KeyVersion> = self
+            .versions
+            .iter()
+            .filter(|version| version.state == VersionState::DecryptOnly)
+            .collect();
+        match decrypt_only[..] {
+            [] => Ok((primary, primary)),
+            [old] => Ok((primary, old)),
+            _ => Err(KeyError::TooManyForWso2(decrypt_only.len())),
+        }
+    }
+
     /// Adds fresh `material` as the next version, `DecryptOnly` (staged: pods learn to
     /// decrypt with it before anything is written under it); returns its number.
     pub fn stage(&mut self, material: KeyMaterial, now: Timestamp) -> i64 {

@@ -39,6 +39,7 @@
 //!
 //! [`envelope_field`]: crate::crypto::hash::envelope_field
 
+pub mod databases;
 mod pacer;
 mod pages;
 mod progress;
@@ -64,7 +65,9 @@ use zeroize::Zeroize;
 use crate::crd::EncryptionKey;
 use crate::crypto::envelope::EnvelopeError;
 use crate::crypto::keyring::KeyError;
+use crate::database::{DatabaseError, RewriteOptions};
 use crate::store;
+use databases::Databases;
 use pages::Pager;
 use progress::{Cause, Failure, Progress, Tally};
 use rewrite::Target;
@@ -168,9 +171,27 @@ pub struct Report {
     pub writes: u64,
     /// How long the run took.
     pub elapsed: Duration,
+    /// What the run did in each database (counted in the totals above too).
+    pub databases: Databases,
 }
 
 impl Report {
+    /// This report with what the run did in its databases counted in.
+    fn with_databases(mut self, databases: &Databases) -> Self {
+        let (done, failed, contended, failures) = databases::report_share(databases);
+        self.done += done;
+        self.failed += failed;
+        self.contended += contended;
+        self.total += done + failed;
+        self.failures.extend(failures);
+        self.writes += databases
+            .values()
+            .map(|database| database.progress.writes)
+            .sum::<u64>();
+        self.databases = databases.clone();
+        self
+    }
+
     /// Values that do not decrypt: no retry will rewrite them.
     pub fn undecryptable(&self) -> u64 {
         self.failed - self.contended
@@ -236,12 +257,25 @@ pub enum Error {
         field: String,
         source: EnvelopeError,
     },
-    #[error("cannot write progress ConfigMap {namespace}/{name}: {source}")]
+    #[error("cannot read or write progress ConfigMap {namespace}/{name}: {source}")]
     Progress {
         namespace: String,
         name: String,
         source: kube::Error,
     },
+    #[error(
+        "cannot connect to database {database}: Secret {secret:?} (spec.reencryption.databases connectionSecretRef, key {key:?}) {reason}"
+    )]
+    ConnectionSecret {
+        database: String,
+        secret: String,
+        key: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Database(DatabaseError),
+    #[error("the keyring cannot be read as WSO2's two keys: {0}")]
+    Keys(KeyError),
 }
 
 /// Re-encrypts every value under EncryptionKey `options.key_namespace/key_name` that is
@@ -275,6 +309,15 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         .as_deref()
         .map(|name| Progress::new(client, namespace, name));
     let selector = options.selector();
+    // What an earlier pod of this Job did in the databases, read before anything is
+    // published over it.
+    let database_specs = &key.key.spec.reencryption.databases;
+    let mut databases_done = match (&progress, database_specs.is_empty()) {
+        (Some(progress), false) => {
+            databases::carried(progress.data().await?.as_ref(), target.version())
+        }
+        _ => Databases::new(),
+    };
     let run = Run {
         secrets: secrets.clone(),
         namespace,
@@ -283,8 +326,10 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         tally: Mutex::default(),
         in_flight: Semaphore::new(DATA_IN_FLIGHT_KIB as usize),
     };
-    let report = |run: &Run<'_>| run.report(started.elapsed());
-    publish(progress.as_ref(), &report(&run), false).await?;
+    let report = |run: &Run<'_>, databases: &Databases| {
+        run.report(started.elapsed()).with_databases(databases)
+    };
+    publish(progress.as_ref(), &report(&run, &databases_done), false).await?;
     tracing::info!(
         key = %format!("{namespace}/{key_name}"),
         target_version = run.target.version(),
@@ -309,7 +354,7 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
         let (settled, next) = tokio::join!(settled, pager.next(sorting()));
         settled?;
         listed = next.map_err(list_failed)?;
-        let so_far = report(&run);
+        let so_far = report(&run, &databases_done);
         publish(progress.as_ref(), &so_far, false).await?;
         tracing::info!(
             done = so_far.done,
@@ -318,7 +363,27 @@ pub async fn run(client: &Client, options: &Options) -> Result<Report, Error> {
             "page re-encrypted"
         );
     }
-    let report = report(&run);
+    if !database_specs.is_empty() {
+        let rewrite_options = RewriteOptions {
+            page_size: options.batch_size,
+            writes_per_second: options.writes_per_second,
+            ..RewriteOptions::default()
+        };
+        databases_done = databases::rewrite_all(
+            &secrets,
+            database_specs,
+            &key.keyring,
+            &rewrite_options,
+            databases_done,
+            |so_far| {
+                let report = report(&run, &so_far);
+                let progress = progress.as_ref();
+                async move { publish(progress, &report, false).await }
+            },
+        )
+        .await?;
+    }
+    let report = report(&run, &databases_done);
     publish(progress.as_ref(), &report, true).await?;
     Ok(report)
 }

@@ -84,6 +84,7 @@ impl Tally {
             failures,
             writes: self.writes,
             elapsed,
+            databases: super::Databases::new(),
         }
     }
 }
@@ -116,6 +117,12 @@ pub fn config_map_data(report: &Report, finished: bool) -> BTreeMap<String, Stri
     ]
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value))
+    .chain(
+        (!report.databases.is_empty())
+            .then(|| serde_json::to_string(&report.databases).ok())
+            .flatten()
+            .map(|databases| (super::databases::CONFIG_MAP_KEY.to_owned(), databases)),
+    )
     .collect()
 }
 
@@ -134,6 +141,20 @@ impl Progress {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
         }
+    }
+
+    /// The ConfigMap's data as it is now; `None` when it does not exist.
+    pub async fn data(&self) -> Result<Option<BTreeMap<String, String>>, Error> {
+        let found = self
+            .config_maps
+            .get_opt(&self.name)
+            .await
+            .map_err(|source| Error::Progress {
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+                source,
+            })?;
+        Ok(found.and_then(|config_map| config_map.data))
     }
 
     /// Writes `report` into the ConfigMap, creating it when absent. Server-side apply as

@@ -23,3 +23,4 @@ mod wso2_hash;
 mod wso2_interop;
 mod wso2_java;
 mod wso2_rollout;
+mod wso2_rotation;

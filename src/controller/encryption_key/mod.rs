@@ -341,7 +341,9 @@ impl Reconciling<'_> {
             return self.distribute_and_rotate(&keyring).await;
         };
         if matches!(change, Reshape::Retire { .. }) {
-            match rotation::before_retiring(self.context, self.key, recorded, self.now).await? {
+            match rotation::before_retiring(self.context, self.key, &keyring, recorded, self.now)
+                .await?
+            {
                 Retirement::Clear => {}
                 Retirement::Unrecorded => return Ok(Acted::again()),
                 // Recorded before anything is retired: the status write ends this

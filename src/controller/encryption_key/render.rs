@@ -37,7 +37,7 @@ pub fn render(keyring: &Keyring, format: KeyFormat) -> Result<Rendered, KeyError
     let hex_of = |version: &KeyVersion| Zeroizing::new(hex::encode(version.material.expose()));
     Ok(match format {
         KeyFormat::Wso2Toml => {
-            let old = wso2_old_key(keyring)?.unwrap_or(primary);
+            let (primary, old) = keyring.wso2_keys()?;
             let (key, old_key) = (hex_of(primary), hex_of(old));
             let table = Wso2DeploymentToml {
                 encryption: Wso2Encryption {
@@ -90,26 +90,6 @@ fn single(file_name: &'static str, content: Zeroizing<String>, version: i64) -> 
         file_name,
         entries: vec![(file_name, content)],
         versions: vec![version],
-    }
-}
-
-/// The version WSO2 holds as `old_key`: the keyring's one decrypt-only version. A
-/// rotation has at most one (the new version while staged, the previous one once
-/// promoted); more cannot be carried, and guessing would leave ciphertext unreadable.
-fn wso2_old_key(keyring: &Keyring) -> Result<Option<&KeyVersion>, KeyError> {
-    let mut decrypt_only = keyring
-        .versions
-        .iter()
-        .filter(|version| version.state == VersionState::DecryptOnly);
-    match (decrypt_only.next(), decrypt_only.next()) {
-        (old, None) => Ok(old),
-        _ => Err(KeyError::TooManyForWso2(
-            keyring
-                .versions
-                .iter()
-                .filter(|version| version.state == VersionState::DecryptOnly)
-                .count(),
-        )),
     }
 }
 

@@ -143,7 +143,7 @@ pub async fn rotate(
         in_sync: pods.in_sync,
         job,
         scan: None,
-        backfill: false,
+        backfill: !key.spec.reencryption.databases.is_empty(),
         now,
         settle: settle(key, pods),
     };
@@ -159,7 +159,7 @@ pub async fn rotate(
     let mut step = next(&observed);
     let census;
     if step == Step::Scan {
-        census = scan::scan(context, key).await?;
+        census = scan::scan(context, key, keyring).await?;
         observed.scan = Some(&census);
         step = next(&observed);
     }
@@ -624,13 +624,14 @@ pub enum Retirement {
 pub async fn before_retiring(
     context: &Context,
     key: &EncryptionKey,
+    keyring: &Keyring,
     rotation: Option<&RotationStatus>,
     now: Timestamp,
 ) -> Result<Retirement> {
     let Some(rotation) = rotation else {
         return Ok(Retirement::Unrecorded);
     };
-    let census = scan::scan(context, key).await?;
+    let census = scan::scan(context, key, keyring).await?;
     Ok(reencrypt_again(&key.name_any(), rotation, &census, now))
 }
 

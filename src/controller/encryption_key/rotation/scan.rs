@@ -13,6 +13,7 @@ use super::machine::Census;
 use crate::controller::context::Context;
 use crate::crd::oauth_client::SecretNames;
 use crate::crd::{EncryptionKey, OAuthClient};
+use crate::crypto::Keyring;
 use crate::store;
 use crate::{Error, Result};
 
@@ -21,7 +22,7 @@ use crate::{Error, Result};
 /// OAuthClients' verifiers) and the verifiers of the key's Encrypted OAuthClients that
 /// lost that label, so neither a narrow selector nor a removed label can hide what pods
 /// still need.
-pub async fn scan(context: &Context, key: &EncryptionKey) -> Result<Census> {
+pub async fn scan(context: &Context, key: &EncryptionKey, keyring: &Keyring) -> Result<Census> {
     let name = key.name_any();
     let namespace = key.namespace().unwrap_or_default();
     let scanned = |selector: Option<String>| {
@@ -40,11 +41,26 @@ pub async fn scan(context: &Context, key: &EncryptionKey) -> Result<Census> {
         }
     }
     unlabelled_verifiers(context, key, &mut counts).await?;
-    Ok(Census {
+    let mut census = Census {
         versions: counts,
         without_key_id: 0,
-    })
+    };
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+    for database in &key.spec.reencryption.databases {
+        let (versions, without_key_id) =
+            crate::reencrypt::databases::census(&secrets, database, keyring, CENSUS_PAGE_SIZE)
+                .await
+                .map_err(|error| Error::Scan(Box::new(error)))?;
+        for (version, count) in versions {
+            *census.versions.entry(version).or_default() += count;
+        }
+        census.without_key_id += without_key_id;
+    }
+    Ok(census)
 }
+
+/// Rows a database census reads per page.
+const CENSUS_PAGE_SIZE: u32 = crate::database::DEFAULT_PAGE_SIZE;
 
 /// Counts the ciphertext of `key` in the verifiers of its Encrypted OAuthClients that do
 /// not carry the key's label (anyone who may edit Secrets can remove it), found through
