@@ -15,6 +15,7 @@ use keyward::database::{Connection, ConnectionUrl, census};
 use serde_json::json;
 use sqlx::Row;
 
+use crate::support::api::keys;
 use crate::support::database::{TestDatabase, server};
 use crate::support::encryption_key::{
     apply_key, bump, key_until, stored_keyring, until_rotated, user_secret,
@@ -24,7 +25,7 @@ use crate::support::jobs;
 use crate::support::operator::operator_running_jobs;
 use crate::support::workload::deploy;
 use crate::support::wso2_java::Wso2Java;
-use crate::support::{self};
+use crate::support::{self, TestCluster, wait};
 
 /// Version 1 of the key, as the user supplies it (so Java can write under it first).
 const KEY_A: &str = "3f1c9a0b7e2d4c6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e1f";
@@ -55,6 +56,41 @@ async fn secrets_by_id(db: &TestDatabase) -> BTreeMap<i32, Option<String>> {
         .collect()
 }
 
+/// The key of a WSO2 deployment: version 1 is key A, pods get both keys by environment,
+/// and the database `db` is re-encrypted; applied and distributed. Returns its spec.
+async fn apply_wso2_key(cluster: &TestCluster, db: &TestDatabase) -> serde_json::Value {
+    user_secret(cluster, "apim-key", "key", KEY_A.as_bytes()).await;
+    user_secret(cluster, "apim-db", "url", db.url.as_bytes()).await;
+    deploy(cluster, "apim", 2).await;
+    let spec = json!({
+        "source": {"secretRef": {"name": "apim-key", "key": "key"}},
+        "targets": [{"kind": "Deployment", "name": "apim"}],
+        "distribution": {"format": "Wso2Toml", "projection": "Env"},
+        "reencryption": {
+            "batchSize": 5,
+            "databases": [{
+                "name": "apim-db",
+                "engine": "PostgreSQL",
+                "connectionSecretRef": {"name": "apim-db", "key": "url"},
+                "columns": [{"table": "IDN_OAUTH_CONSUMER_APPS", "column": "CONSUMER_SECRET"}],
+            }],
+        },
+    });
+    apply_key(cluster, "apim", spec.clone()).await;
+    key_until(cluster, "apim", "True", "KeyDistributed").await;
+
+    spec
+}
+
+/// WSO2's table of OAuth applications, with its width for the secret.
+async fn create_apps_table(db: &TestDatabase) {
+    db.execute(
+        "CREATE TABLE IDN_OAUTH_CONSUMER_APPS (ID INTEGER NOT NULL PRIMARY KEY, \
+         CONSUMER_KEY VARCHAR(255), CONSUMER_SECRET VARCHAR(2048))",
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_wso2_key_rotation_backfills_reencrypts_its_database_and_leaves_every_row_readable() {
     let cluster = support::cluster("wso2-rotation").await;
@@ -63,11 +99,7 @@ async fn a_wso2_key_rotation_backfills_reencrypts_its_database_and_leaves_every_
     let db = server(DatabaseEngine::PostgreSQL)
         .database("wso2_rotation")
         .await;
-    db.execute(
-        "CREATE TABLE IDN_OAUTH_CONSUMER_APPS (ID INTEGER NOT NULL PRIMARY KEY, \
-         CONSUMER_KEY VARCHAR(255), CONSUMER_SECRET VARCHAR(2048))",
-    )
-    .await;
+    create_apps_table(&db).await;
 
     // What API Manager has written over the years under key A.
     let mut java = Wso2Java::start();
@@ -85,25 +117,7 @@ async fn a_wso2_key_rotation_backfills_reencrypts_its_database_and_leaves_every_
     }
     insert(&db, 100, None).await;
 
-    user_secret(&cluster, "apim-key", "key", KEY_A.as_bytes()).await;
-    user_secret(&cluster, "apim-db", "url", db.url.as_bytes()).await;
-    deploy(&cluster, "apim", 2).await;
-    let spec = json!({
-        "source": {"secretRef": {"name": "apim-key", "key": "key"}},
-        "targets": [{"kind": "Deployment", "name": "apim"}],
-        "distribution": {"format": "Wso2Toml", "projection": "Env"},
-        "reencryption": {
-            "batchSize": 5,
-            "databases": [{
-                "name": "apim-db",
-                "engine": "PostgreSQL",
-                "connectionSecretRef": {"name": "apim-db", "key": "url"},
-                "columns": [{"table": "IDN_OAUTH_CONSUMER_APPS", "column": "CONSUMER_SECRET"}],
-            }],
-        },
-    });
-    apply_key(&cluster, "apim", spec.clone()).await;
-    key_until(&cluster, "apim", "True", "KeyDistributed").await;
+    let spec = apply_wso2_key(&cluster, &db).await;
 
     bump(&cluster, "apim", &spec, 1).await;
     let started = until_event(&cluster, "apim", Some("Normal"), "RotationStarted").await;
@@ -172,4 +186,80 @@ async fn a_wso2_key_rotation_backfills_reencrypts_its_database_and_leaves_every_
     assert_eq!(counted.rows_without_key_id(), 0);
     assert_eq!(counted.legacy_ecb_rows(), 0);
     assert_eq!(counted.rows_under(&b_id), 24);
+}
+
+#[tokio::test]
+async fn a_database_row_that_does_not_decrypt_is_named_and_keeps_the_old_key() {
+    let cluster = support::cluster("wso2-rotation-bad-row").await;
+    let _operator = operator_running_jobs(&cluster, &[]);
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    let db = server(DatabaseEngine::PostgreSQL)
+        .database("wso2_rotation_bad_row")
+        .await;
+    create_apps_table(&db).await;
+    let mut java = Wso2Java::start();
+    insert(&db, 1, Some(&java.encrypt(KEY_A, true, 128, b"fine"))).await;
+    // Under key A's key id, but written with another key: no key of any phase reads it.
+    let other = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    let foreign = java.encrypt(other, true, 128, b"lost");
+    let a = KeyMaterial::parse(KEY_A.as_bytes()).expect("key A");
+    let forged = with_key_id(&foreign, KeyId::of(&a).as_str());
+    insert(&db, 2, Some(&forged)).await;
+
+    let spec = apply_wso2_key(&cluster, &db).await;
+    bump(&cluster, "apim", &spec, 1).await;
+    let stuck = wait::until_within(
+        &keys(&cluster),
+        "apim",
+        "the rotation reports the row that does not decrypt",
+        crate::support::encryption_key::ROTATION,
+        |key| {
+            key.status
+                .as_ref()
+                .and_then(|status| status.rotation.as_ref())
+                .and_then(|rotation| rotation.failure.as_ref())
+                .is_some_and(|failure| failure.reason == "UndecryptableCiphertext")
+        },
+    )
+    .await;
+    let rotation = stuck
+        .status
+        .as_ref()
+        .and_then(|status| status.rotation.clone())
+        .expect("rotation");
+    let failures = rotation.progress.map(|p| p.failures).unwrap_or_default();
+    assert_eq!(
+        failures,
+        ["apim-db/IDN_OAUTH_CONSUMER_APPS.CONSUMER_SECRET/2"],
+        "the row is named by database, column and key"
+    );
+    // Nothing was retired: the old version stays for the row that still needs it.
+    let keyring = stored_keyring(&cluster, "apim").await;
+    assert!(
+        keyring
+            .versions
+            .iter()
+            .all(|version| version.state != keyward::crypto::keyring::VersionState::Retired)
+    );
+    let rows = secrets_by_id(&db).await;
+    assert_eq!(
+        rows[&2].as_deref(),
+        Some(forged.as_str()),
+        "the row is left as it was"
+    );
+}
+
+/// `value` (WSO2's Base64 of an outer JSON around the Base64 of an inner JSON) claiming
+/// `key_id` as its key id.
+fn with_key_id(value: &str, key_id: &str) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    let decode = |text: &str| -> serde_json::Value {
+        serde_json::from_slice(&STANDARD.decode(text).expect("Base64")).expect("JSON")
+    };
+    let mut outer = decode(value);
+    let mut inner = decode(outer["c"].as_str().expect("inner"));
+    inner["keyId"] = json!(key_id);
+    outer["c"] = json!(STANDARD.encode(inner.to_string()));
+    STANDARD.encode(outer.to_string())
 }
