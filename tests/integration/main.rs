@@ -19,6 +19,7 @@ mod rotation;
 mod status_races;
 mod support;
 mod watch_gaps;
+mod wso2_fleet;
 mod wso2_hash;
 mod wso2_interop;
 mod wso2_java;

@@ -28,9 +28,9 @@ use crate::support::wso2_java::Wso2Java;
 use crate::support::{self, TestCluster, wait};
 
 /// Version 1 of the key, as the user supplies it (so Java can write under it first).
-const KEY_A: &str = "3f1c9a0b7e2d4c6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e1f";
+pub const KEY_A: &str = "3f1c9a0b7e2d4c6f8a1b3c5d7e9f0a2b4c6d8e0f1a3b5c7d9e1f2a4b6c8d0e1f";
 
-async fn insert(db: &TestDatabase, id: i32, secret: Option<&str>) {
+pub async fn insert(db: &TestDatabase, id: i32, secret: Option<&str>) {
     sqlx::query(&db.placeholders(
         "INSERT INTO IDN_OAUTH_CONSUMER_APPS (ID, CONSUMER_KEY, CONSUMER_SECRET) VALUES (?, ?, ?)",
     ))
@@ -42,7 +42,7 @@ async fn insert(db: &TestDatabase, id: i32, secret: Option<&str>) {
     .expect("insert an app");
 }
 
-async fn secrets_by_id(db: &TestDatabase) -> BTreeMap<i32, Option<String>> {
+pub async fn secrets_by_id(db: &TestDatabase) -> BTreeMap<i32, Option<String>> {
     sqlx::query("SELECT ID, CONSUMER_SECRET FROM IDN_OAUTH_CONSUMER_APPS")
         .fetch_all(&db.pool)
         .await
@@ -58,7 +58,11 @@ async fn secrets_by_id(db: &TestDatabase) -> BTreeMap<i32, Option<String>> {
 
 /// The key of a WSO2 deployment: version 1 is key A, pods get both keys by environment,
 /// and the database `db` is re-encrypted; applied and distributed. Returns its spec.
-async fn apply_wso2_key(cluster: &TestCluster, db: &TestDatabase) -> serde_json::Value {
+pub async fn apply_wso2_key(
+    cluster: &TestCluster,
+    db: &TestDatabase,
+    columns: serde_json::Value,
+) -> serde_json::Value {
     user_secret(cluster, "apim-key", "key", KEY_A.as_bytes()).await;
     user_secret(cluster, "apim-db", "url", db.url.as_bytes()).await;
     deploy(cluster, "apim", 2).await;
@@ -72,7 +76,7 @@ async fn apply_wso2_key(cluster: &TestCluster, db: &TestDatabase) -> serde_json:
                 "name": "apim-db",
                 "engine": "PostgreSQL",
                 "connectionSecretRef": {"name": "apim-db", "key": "url"},
-                "columns": [{"table": "IDN_OAUTH_CONSUMER_APPS", "column": "CONSUMER_SECRET"}],
+                "columns": columns,
             }],
         },
     });
@@ -82,8 +86,13 @@ async fn apply_wso2_key(cluster: &TestCluster, db: &TestDatabase) -> serde_json:
     spec
 }
 
+/// The column of WSO2's OAuth applications' secrets, as the spec lists it.
+pub fn apps_column() -> serde_json::Value {
+    json!([{"table": "IDN_OAUTH_CONSUMER_APPS", "column": "CONSUMER_SECRET"}])
+}
+
 /// WSO2's table of OAuth applications, with its width for the secret.
-async fn create_apps_table(db: &TestDatabase) {
+pub async fn create_apps_table(db: &TestDatabase) {
     db.execute(
         "CREATE TABLE IDN_OAUTH_CONSUMER_APPS (ID INTEGER NOT NULL PRIMARY KEY, \
          CONSUMER_KEY VARCHAR(255), CONSUMER_SECRET VARCHAR(2048))",
@@ -117,7 +126,7 @@ async fn a_wso2_key_rotation_backfills_reencrypts_its_database_and_leaves_every_
     }
     insert(&db, 100, None).await;
 
-    let spec = apply_wso2_key(&cluster, &db).await;
+    let spec = apply_wso2_key(&cluster, &db, apps_column()).await;
 
     bump(&cluster, "apim", &spec, 1).await;
     let started = until_event(&cluster, "apim", Some("Normal"), "RotationStarted").await;
@@ -206,7 +215,7 @@ async fn a_database_row_that_does_not_decrypt_is_named_and_keeps_the_old_key() {
     let forged = with_key_id(&foreign, KeyId::of(&a).as_str());
     insert(&db, 2, Some(&forged)).await;
 
-    let spec = apply_wso2_key(&cluster, &db).await;
+    let spec = apply_wso2_key(&cluster, &db, apps_column()).await;
     bump(&cluster, "apim", &spec, 1).await;
     let stuck = wait::until_within(
         &keys(&cluster),
