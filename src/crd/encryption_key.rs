@@ -77,7 +77,7 @@ use super::{DNS_SUBDOMAIN, GO_DURATION, SecretKeyRef};
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(oldSelf.source) || (has(self.source) && self.source == oldSelf.source)")
     .message("spec.source is immutable: to use other key material, rotate or create a new EncryptionKey").field_path(".source"))]
-#[x_kube(validation = Rule::new("size(self.reencryption.databases) == 0 || self.distribution.format == 'Wso2Toml'")
+#[x_kube(validation = Rule::new("!has(self.reencryption) || !has(self.reencryption.databases) || size(self.reencryption.databases) == 0 || !has(self.distribution) || self.distribution.format == 'Wso2Toml'")
     .message("spec.distribution.format must be Wso2Toml when spec.reencryption.databases is set: databases hold WSO2's ciphertext, which needs WSO2's two keys").field_path(".distribution.format"))]
 #[x_kube(validation = Rule::new("has(oldSelf.source) || !has(self.source)")
     .message("spec.source can only be set when the EncryptionKey is created: to use other key material, rotate or create a new EncryptionKey").field_path(".source"))]
