@@ -5,6 +5,7 @@
 //! Identifiers are bounded and restricted by the schema, and the database layer quotes
 //! them anyway; filter values are always bound as parameters. No raw SQL is accepted.
 
+use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -21,7 +22,7 @@ pub const JSON_PATH: &str = r"^[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*$";
 const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 
 /// A database holding WSO2 ciphertext that re-encryption rewrites and the census counts.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Database {
     /// Names the database in status, logs and metrics: a DNS label, unique in the list.
@@ -38,7 +39,9 @@ pub struct Database {
     /// columns, those of its own key-rotation tool plus `IDN_OAUTH_CONSUMER_SECRETS`;
     /// tables the database does not have are skipped.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.table == c.table && d.column == c.column && (has(d.jsonPath) ? d.jsonPath : '') == (has(c.jsonPath) ? c.jsonPath : '')))")
+        .message("spec.reencryption.databases columns must each name a different table, column and jsonPath: one re-encryption pass per column"))]
     pub columns: Vec<EncryptedColumn>,
 }
 
@@ -119,7 +122,9 @@ impl EncryptedColumn {
 
 /// WSO2's known encrypted columns: those its own offline key-rotation tool re-encrypts
 /// (wso2/identity-tools `DBConstants.java`) and API Manager 4.7's
-/// `IDN_OAUTH_CONSUMER_SECRETS.SECRET_VALUE`.
+/// `IDN_OAUTH_CONSUMER_SECRETS.SECRET_VALUE`. Not `WF_REQUEST.REQUEST`: WSO2 keeps a
+/// Java-serialized workflow request there with the ciphertext inside it, which no column
+/// rule can reach (a `jobTemplate` must).
 pub fn wso2_default_columns() -> Vec<EncryptedColumn> {
     let mut columns: Vec<EncryptedColumn> = [
         ("IDN_IDENTITY_USER_DATA", "DATA_VALUE"),
@@ -129,7 +134,6 @@ pub fn wso2_default_columns() -> Vec<EncryptedColumn> {
         ("IDN_OAUTH_CONSUMER_APPS", "CONSUMER_SECRET"),
         ("IDN_OAUTH_CONSUMER_SECRETS", "SECRET_VALUE"),
         ("WF_BPS_PROFILE", "PASSWORD"),
-        ("WF_REQUEST", "REQUEST"),
     ]
     .into_iter()
     .map(|(table, column)| EncryptedColumn::whole(table, column))

@@ -26,6 +26,9 @@ pub(crate) struct ResolvedColumn {
     pub json_path: Option<Vec<String>>,
     /// The column's declared width in characters, when it has one.
     pub width: Option<u64>,
+    /// The column's declared width in bytes, when it has one (MySQL's TEXT and BLOB
+    /// types are bounded in bytes, not characters).
+    pub octets: Option<u64>,
 }
 
 impl ResolvedColumn {
@@ -60,10 +63,12 @@ pub(crate) async fn columns_or_defaults(
     Ok((resolved, skipped))
 }
 
-/// One column of the catalog: name, and declared width.
+/// One column of the catalog: name, declared widths, and whether it may be NULL.
 struct CatalogColumn {
     name: String,
     width: Option<u64>,
+    octets: Option<u64>,
+    nullable: bool,
 }
 
 async fn resolve(
@@ -102,10 +107,26 @@ async fn resolve(
         }
         primary
     } else {
-        spec.key_columns
+        let named: Vec<&CatalogColumn> = spec
+            .key_columns
             .iter()
-            .map(|name| column_named(name).map(|column| column.name.clone()))
-            .collect::<Result<_, _>>()?
+            .map(|name| column_named(name))
+            .collect::<Result<_, _>>()?;
+        let names: Vec<String> = named.iter().map(|column| column.name.clone()).collect();
+        // Rows are paged after the last key read: a key that two rows share, or that is
+        // NULL, would skip rows, and the census with them.
+        let unique = unique_keys(connection, &table)
+            .await?
+            .iter()
+            .any(|key| same_columns(key, &names));
+        if !unique || named.iter().any(|column| column.nullable) {
+            return Err(DatabaseError::KeyNotUnique {
+                database: database.clone(),
+                table,
+                columns: names,
+            });
+        }
+        names
     };
     let filter = match &spec.filter {
         Some(filter) => Some((
@@ -118,6 +139,7 @@ async fn resolve(
         label: spec.label(),
         column: value.name.clone(),
         width: value.width,
+        octets: value.octets,
         table,
         key_columns,
         filter,
@@ -171,11 +193,13 @@ async fn columns_of(
 ) -> Result<Vec<CatalogColumn>, DatabaseError> {
     let text = match connection.engine {
         DatabaseEngine::PostgreSQL => {
-            "SELECT CAST(column_name AS VARCHAR), CAST(character_maximum_length AS BIGINT) \
+            "SELECT CAST(column_name AS VARCHAR), CAST(character_maximum_length AS BIGINT), \
+             CAST(character_octet_length AS BIGINT), CAST(is_nullable AS VARCHAR) \
              FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = $1"
         }
         DatabaseEngine::MySQL => {
-            "SELECT CAST(column_name AS CHAR), CAST(character_maximum_length AS SIGNED) \
+            "SELECT CAST(column_name AS CHAR), CAST(character_maximum_length AS SIGNED), \
+             CAST(character_octet_length AS SIGNED), CAST(is_nullable AS CHAR) \
              FROM information_schema.columns WHERE table_schema = DATABASE() AND table_name = ?"
         }
     };
@@ -186,11 +210,21 @@ async fn columns_of(
         .map_err(sql(&connection.name, "read the catalog's columns"))?;
     rows.iter()
         .map(|row| {
+            let width = |index| -> Result<Option<u64>, sqlx::Error> {
+                Ok(row
+                    .try_get::<Option<i64>, _>(index)?
+                    .and_then(|width| u64::try_from(width).ok()))
+            };
             Ok(CatalogColumn {
                 name: row.try_get::<String, _>(0)?,
-                width: row
-                    .try_get::<Option<i64>, _>(1)?
-                    .and_then(|width| u64::try_from(width).ok()),
+                width: width(1)?,
+                // PostgreSQL's octet length is an upper bound it does not enforce (it
+                // limits characters); MySQL enforces bytes for its TEXT and BLOB types.
+                octets: match connection.engine {
+                    DatabaseEngine::MySQL => width(2)?,
+                    DatabaseEngine::PostgreSQL => None,
+                },
+                nullable: row.try_get::<String, _>(3)? != "NO",
             })
         })
         .collect::<Result<_, sqlx::Error>>()
@@ -223,4 +257,52 @@ async fn primary_key(connection: &Connection, table: &str) -> Result<Vec<String>
         .map(|row| row.try_get::<String, _>(0))
         .collect::<Result<_, _>>()
         .map_err(sql(&connection.name, "read the table's primary key"))
+}
+
+/// The column sets of `table`'s primary key and unique constraints.
+async fn unique_keys(
+    connection: &Connection,
+    table: &str,
+) -> Result<Vec<Vec<String>>, DatabaseError> {
+    let text = match connection.engine {
+        DatabaseEngine::PostgreSQL => {
+            "SELECT CAST(c.constraint_name AS VARCHAR), CAST(k.column_name AS VARCHAR) \
+             FROM information_schema.table_constraints c \
+             JOIN information_schema.key_column_usage k ON k.constraint_name = c.constraint_name \
+             AND k.constraint_schema = c.constraint_schema AND k.table_name = c.table_name \
+             WHERE c.constraint_type IN ('PRIMARY KEY', 'UNIQUE') \
+             AND c.table_schema = current_schema() AND c.table_name = $1"
+        }
+        DatabaseEngine::MySQL => {
+            "SELECT CAST(c.constraint_name AS CHAR), CAST(k.column_name AS CHAR) \
+             FROM information_schema.table_constraints c \
+             JOIN information_schema.key_column_usage k ON k.constraint_name = c.constraint_name \
+             AND k.constraint_schema = c.constraint_schema AND k.table_name = c.table_name \
+             WHERE c.constraint_type IN ('PRIMARY KEY', 'UNIQUE') \
+             AND c.table_schema = DATABASE() AND c.table_name = ?"
+        }
+    };
+    let rows = sqlx::query(text)
+        .bind(table.to_owned())
+        .fetch_all(&connection.pool)
+        .await
+        .map_err(sql(&connection.name, "read the table's unique keys"))?;
+    let mut keys: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for row in &rows {
+        let read = |index| row.try_get::<String, _>(index);
+        let (constraint, column) = read(0)
+            .and_then(|constraint| Ok((constraint, read(1)?)))
+            .map_err(sql(&connection.name, "read the table's unique keys"))?;
+        keys.entry(constraint).or_default().push(column);
+    }
+    Ok(keys.into_values().collect())
+}
+
+/// Whether `key` and `columns` name the same columns, in any order.
+fn same_columns(key: &[String], columns: &[String]) -> bool {
+    let mut key = key.to_vec();
+    let mut columns = columns.to_vec();
+    key.sort();
+    columns.sort();
+    key == columns
 }

@@ -17,6 +17,16 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections held open: one pages, one writes.
 const POOL_SIZE: u32 = 2;
 
+/// Every session's limits, so that a row lock an API-manager transaction holds, or a
+/// server that stops answering, fails a statement instead of hanging the Job or the
+/// operator's census; MySQL's strict mode makes a value too long for its column an error
+/// instead of a silent truncation.
+const POSTGRESQL_SESSION: &str = "SELECT set_config('statement_timeout', '120s', false), \
+     set_config('lock_timeout', '15s', false), \
+     set_config('idle_in_transaction_session_timeout', '60s', false)";
+const MYSQL_SESSION: &str = "SET SESSION innodb_lock_wait_timeout = 15, \
+     sql_mode = CONCAT_WS(',', @@SESSION.sql_mode, 'STRICT_ALL_TABLES')";
+
 /// A connection URL (`postgres://…`, `mysql://…`), with whatever password it holds.
 pub struct ConnectionUrl(Zeroizing<String>);
 
@@ -82,9 +92,19 @@ impl Connection {
             // Statements carry only placeholders, but nothing of a run needs to be logged
             // by the driver.
             .disable_statement_logging();
+        let session = match engine {
+            DatabaseEngine::PostgreSQL => POSTGRESQL_SESSION,
+            DatabaseEngine::MySQL => MYSQL_SESSION,
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(POOL_SIZE)
             .acquire_timeout(CONNECT_TIMEOUT)
+            .after_connect(move |connection, _| {
+                Box::pin(async move {
+                    sqlx::Executor::execute(&mut *connection, session).await?;
+                    Ok(())
+                })
+            })
             .connect_with(options)
             .await
             .map_err(sql(name, "connect"))?;

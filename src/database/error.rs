@@ -37,6 +37,14 @@ pub enum DatabaseError {
     #[error("database {database}: table {table} has no primary key; name its keyColumns")]
     NoPrimaryKey { database: String, table: String },
     #[error(
+        "database {database}: keyColumns {columns:?} of table {table} are not its primary key or a unique key of NOT NULL columns; rows would be skipped"
+    )]
+    KeyNotUnique {
+        database: String,
+        table: String,
+        columns: Vec<String>,
+    },
+    #[error(
         "database {database}: column {table}.{column} is NULL in a row, or of a type keyward does not read as a row key (integers and text are)"
     )]
     KeyType {

@@ -155,7 +155,7 @@ impl std::fmt::Display for Problem {
             Self::Undecryptable { reason } => write!(f, "does not decrypt: {reason}"),
             Self::TooWide { length, width } => write!(
                 f,
-                "the new value has {length} characters and the column holds {width}; widen the column"
+                "the new value is {length} long and the column holds {width} (characters, or bytes where the column is bounded in bytes); widen the column"
             ),
             Self::Rsa => f.write_str("RSA-encrypted: no symmetric key reads it"),
             Self::Contended => f.write_str("kept changing under the rewrite"),
@@ -302,6 +302,15 @@ impl Run<'_> {
             if let Some(width) = column.width.filter(|width| length > *width) {
                 self.progress
                     .report(database, name(), Problem::TooWide { length, width });
+                return Ok(());
+            }
+            let bytes = new_text.len() as u64;
+            if let Some(octets) = column.octets.filter(|octets| bytes > *octets) {
+                let problem = Problem::TooWide {
+                    length: bytes,
+                    width: octets,
+                };
+                self.progress.report(database, name(), problem);
                 return Ok(());
             }
             let new = current.with_text(new_text);

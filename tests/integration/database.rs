@@ -66,6 +66,7 @@ on_both_engines!(a_resumed_run_ends_where_an_uninterrupted_one_does);
 on_both_engines!(no_error_shows_the_connection_url_or_password);
 on_both_engines!(keyward_scan_database_runs_the_census_by_hand);
 on_both_engines!(logs_name_the_rows_left_and_never_show_a_value_or_the_password);
+on_both_engines!(key_columns_that_do_not_identify_a_row_are_refused);
 
 /// WSO2's tables as its scripts create them (unquoted, so PostgreSQL folds them to lower
 /// case), with WSO2's widths: `IDN_IDENTITY_USER_DATA.DATA_VALUE` is 255 characters.
@@ -367,7 +368,7 @@ async fn backfill_then_rotation_leaves_every_row_readable_by_wso2(
     );
     assert!(
         named[2]
-            .contains(r#"data_key="http://wso2.org/claims/identity/secretkey"] the new value has"#),
+            .contains(r#"data_key="http://wso2.org/claims/identity/secretkey"] the new value is"#),
         "{named:?}"
     );
     assert!(matches!(
@@ -897,4 +898,37 @@ async fn logs_name_the_rows_left_and_never_show_a_value_or_the_password(
     ] {
         assert!(!text.contains(secret), "the logs show a secret: {text}");
     }
+}
+
+/// Rows are paged after the last key read: a key two rows share, or one that may be
+/// NULL, would skip rows (and hide them from the census), so it is refused by name.
+async fn key_columns_that_do_not_identify_a_row_are_refused(engine: DatabaseEngine, test: &str) {
+    let db = server(engine).database(test).await;
+    db.execute(
+        "CREATE TABLE IDN_OAUTH_CONSUMER_APPS (ID INTEGER NOT NULL PRIMARY KEY, \
+           CONSUMER_KEY VARCHAR(255), APP_NAME VARCHAR(100) NOT NULL, CONSUMER_SECRET VARCHAR(2048), \
+           CONSTRAINT APP_NAME_UNIQUE UNIQUE (APP_NAME))",
+    )
+    .await;
+    let connection = connect(&db).await;
+    let keyed = |columns: &[&str]| EncryptedColumn {
+        key_columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        ..EncryptedColumn::whole("IDN_OAUTH_CONSUMER_APPS", "CONSUMER_SECRET")
+    };
+    // Not unique (and nullable): refused, naming the table and columns.
+    let refused = census(&connection, &[keyed(&["CONSUMER_KEY"])], 10)
+        .await
+        .expect_err("a key that does not identify a row");
+    let message = refused.to_string();
+    assert!(
+        message.contains("keyColumns") && message.to_lowercase().contains("consumer_key"),
+        "{message}"
+    );
+    // The primary key and a unique key of NOT NULL columns identify a row.
+    for columns in [&["ID"][..], &["app_name"][..]] {
+        census(&connection, &[keyed(columns)], 10)
+            .await
+            .unwrap_or_else(|error| panic!("{columns:?}: {error}"));
+    }
+    connection.close().await;
 }

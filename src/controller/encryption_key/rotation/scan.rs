@@ -47,10 +47,15 @@ pub async fn scan(context: &Context, key: &EncryptionKey, keyring: &Keyring) -> 
     };
     let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     for database in &key.spec.reencryption.databases {
-        let (versions, without_key_id) =
-            crate::reencrypt::databases::census(&secrets, database, keyring, CENSUS_PAGE_SIZE)
-                .await
-                .map_err(|error| Error::Scan(Box::new(error)))?;
+        let counted =
+            crate::reencrypt::databases::census(&secrets, database, keyring, CENSUS_PAGE_SIZE);
+        // A database that stops answering must not hold this key's reconciles forever.
+        let (versions, without_key_id) = tokio::time::timeout(CENSUS_TIMEOUT, counted)
+            .await
+            .map_err(|_| {
+                Error::Scan(format!("the census of database {} timed out", database.name).into())
+            })?
+            .map_err(|error| Error::Scan(Box::new(error)))?;
         for (version, count) in versions {
             *census.versions.entry(version).or_default() += count;
         }
@@ -58,6 +63,9 @@ pub async fn scan(context: &Context, key: &EncryptionKey, keyring: &Keyring) -> 
     }
     Ok(census)
 }
+
+/// The longest a database census may take before the scan fails (and is retried).
+const CENSUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Rows a database census reads per page.
 const CENSUS_PAGE_SIZE: u32 = crate::database::DEFAULT_PAGE_SIZE;
