@@ -272,6 +272,7 @@ impl Collector for CacheCollector {
             Family::<KeyLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let age = Family::<VersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
         let ciphertexts = Family::<VersionLabels, Gauge>::default();
+        let without_key_id = Family::<KeyLabels, Gauge>::default();
         for key in &keys {
             let labels = KeyLabels {
                 namespace: key.namespace().unwrap_or_default(),
@@ -310,6 +311,11 @@ impl Collector for CacheCollector {
                         .get_or_create(&version_labels(count.version))
                         .set(count.ciphertexts);
                 }
+                if !key.spec.reencryption.databases.is_empty() {
+                    without_key_id
+                        .get_or_create(&labels)
+                        .set(rotation.without_key_id);
+                }
             }
             if let Some(at) = next_scheduled(key) {
                 next_rotation
@@ -338,8 +344,14 @@ impl Collector for CacheCollector {
         emit(
             &mut encoder,
             "encryption_key_version_ciphertexts",
-            "Ciphertexts under each key version found by the last verification scan",
+            "Ciphertexts under each key version found by the last verification scan (Secrets, and database values by key id)",
             &ciphertexts,
+        )?;
+        emit(
+            &mut encoder,
+            "encryption_key_values_without_key_id",
+            "Database values the last scan found without a key id or in legacy AES/ECB (WSO2 reads them with old_key); absent for keys without databases",
+            &without_key_id,
         )?;
         emit(
             &mut encoder,

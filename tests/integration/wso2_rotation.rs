@@ -103,7 +103,7 @@ pub async fn create_apps_table(db: &TestDatabase) {
 #[tokio::test]
 async fn a_wso2_key_rotation_backfills_reencrypts_its_database_and_leaves_every_row_readable() {
     let cluster = support::cluster("wso2-rotation").await;
-    let _operator = operator_running_jobs(&cluster, &[]);
+    let operator = operator_running_jobs(&cluster, &[]);
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let db = server(DatabaseEngine::PostgreSQL)
         .database("wso2_rotation")
@@ -195,6 +195,25 @@ async fn a_wso2_key_rotation_backfills_reencrypts_its_database_and_leaves_every_
     assert_eq!(counted.rows_without_key_id(), 0);
     assert_eq!(counted.legacy_ecb_rows(), 0);
     assert_eq!(counted.rows_under(&b_id), 24);
+
+    // The census shows in the metrics by version, with no key id and no row data.
+    let (code, page) = crate::support::http::get(&format!("{}/metrics", operator.metrics_url()))
+        .expect("metrics answer");
+    assert_eq!(code, 200);
+    let labels = format!(r#"namespace="{}",encryption_key="apim""#, cluster.namespace);
+    let sample = |name: &str, labels: &str| crate::support::http::sample(&page, name, labels);
+    assert_eq!(
+        sample("keyward_encryption_key_values_without_key_id", &labels),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            "keyward_encryption_key_version_ciphertexts",
+            &format!(r#"{labels},version="2",state="Primary""#)
+        ),
+        Some(24.0)
+    );
+    assert!(!page.contains(b_id.as_str()), "no key id in the metrics");
 }
 
 #[tokio::test]
