@@ -18,6 +18,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use keyward::crd::database::{DatabaseEngine, EncryptedColumn};
+use keyward::crd::encryption_key::RotationPhase;
 use keyward::crypto::KeyMaterial;
 use keyward::crypto::wso2::KeyId;
 use keyward::database::{Connection, ConnectionUrl, census};
@@ -294,11 +295,28 @@ async fn seed(db: &TestDatabase, fleet: &Fleet) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_wso2_fleet_never_fails_a_read_through_a_whole_rotation() {
-    let cluster = support::cluster("wso2-fleet").await;
-    let _operator = operator_running_jobs(&cluster, &[]);
+    live_fleet("wso2-fleet", Chaos::None).await;
+}
+
+/// The same, with the operator SIGKILLed at every step it records and the Job's process
+/// killed mid-batch, while it backfills and while it re-encrypts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_wso2_fleet_never_fails_a_read_with_the_operator_and_the_job_killed() {
+    live_fleet("wso2-fleet-chaos", Chaos::KillEverything).await;
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Chaos {
+    None,
+    KillEverything,
+}
+
+async fn live_fleet(test: &str, chaos: Chaos) {
+    let cluster = support::cluster(test).await;
+    let mut operator = Some(operator_running_jobs(&cluster, &[]));
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
     let db = server(DatabaseEngine::PostgreSQL)
-        .database("wso2_fleet")
+        .database(&test.replace('-', "_"))
         .await;
     let fleet = Arc::new(Fleet::default());
     *fleet.phase.lock().expect("phase") = "Idle".to_owned();
@@ -380,7 +398,49 @@ async fn a_live_wso2_fleet_never_fails_a_read_through_a_whole_rotation() {
     })
     .await;
 
+    let mut spec = spec;
+    if chaos == Chaos::KillEverything {
+        // Slow enough that each Job is caught mid-batch.
+        spec["reencryption"]["writesPerSecond"] = json!(10);
+    }
     bump(&cluster, "apim", &spec, 1).await;
+    if chaos == Chaos::KillEverything {
+        let mut kills = 0;
+        let mut jobs_killed = Vec::new();
+        let mut last_phase = None;
+        let deadline = tokio::time::Instant::now() + crate::support::encryption_key::ROTATION;
+        loop {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the rotation did not finish in time"
+            );
+            let key = keys(&cluster).get("apim").await.expect("the key");
+            let Some(rotation) = key.status.and_then(|status| status.rotation) else {
+                continue;
+            };
+            if rotation.target_version == 2 && rotation.phase == RotationPhase::Succeeded {
+                break;
+            }
+            if rotation.target_version == 2 && last_phase != Some(rotation.phase) {
+                last_phase = Some(rotation.phase);
+                drop(operator.take());
+                kills += 1;
+                operator = Some(operator_running_jobs(&cluster, &[]));
+            }
+            let working = rotation.progress.as_ref().is_some_and(|p| p.done > 0);
+            if rotation.phase.runs_jobs() && working && !jobs_killed.contains(&rotation.phase) {
+                jobs_killed.push(rotation.phase);
+                jobs::runner().kill_jobs_in(&cluster.namespace);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("operator killed {kills} times; Jobs killed in {jobs_killed:?}");
+        assert!(kills >= 6, "the operator was killed at every step: {kills}");
+        assert!(
+            jobs_killed.contains(&RotationPhase::Reencrypting),
+            "a Job was killed mid-batch: {jobs_killed:?}"
+        );
+    }
     until_rotated(&cluster, "apim", 2).await;
     // A little longer on the final rendering alone.
     let settled = fleet
