@@ -18,6 +18,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod pacer;
 pub mod reencrypt;
 pub mod store;
 pub mod telemetry;

@@ -24,7 +24,7 @@ use super::value::{Decision, decide};
 use crate::crd::database::EncryptedColumn;
 use crate::crypto::KeyMaterial;
 use crate::crypto::wso2::{EncryptionSettings, KeyId};
-use crate::reencrypt::Pacer;
+use crate::pacer::Pacer;
 
 /// The most problem rows a progress report names; the counts stay complete.
 pub const MAX_PROBLEMS: usize = 100;

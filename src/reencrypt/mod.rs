@@ -40,12 +40,11 @@
 //! [`envelope_field`]: crate::crypto::hash::envelope_field
 
 pub mod databases;
-mod pacer;
 mod pages;
 mod progress;
 mod rewrite;
 
-pub use pacer::Pacer;
+use crate::pacer::Pacer;
 pub use rewrite::count_versions;
 
 use std::collections::BTreeMap;

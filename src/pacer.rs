@@ -1,5 +1,5 @@
-//! The write-rate limit of a re-encryption run: a token bucket that starts empty and
-//! holds at most one second's worth of writes.
+//! The write-rate limit of a re-encryption run (of Secrets and of database rows): a token
+//! bucket that starts empty and holds at most one second's worth of writes.
 //!
 //! It owns the arithmetic of when the next write may go (the generic cell rate
 //! algorithm: one theoretical arrival time, advanced by one interval per write) and
