@@ -4,7 +4,7 @@ use std::ops::Range;
 
 use super::json_path::{self, Found};
 use crate::crypto::KeyMaterial;
-use crate::crypto::wso2::{self, EncryptionSettings, KeyId, Kind, StoredValue, Wso2Error};
+use crate::crypto::wso2::{self, EncryptionSettings, Field, KeyId, Kind, StoredValue, Wso2Error};
 
 /// A cell's text, read for WSO2 ciphertext (whole, or at a JSON path).
 pub(crate) enum Classified {
@@ -60,8 +60,10 @@ pub(crate) fn decide(
         Located::Absent => return Decision::Absent,
         Located::NotAString => return Decision::NotCiphertext,
     };
-    let Ok(value) = StoredValue::parse(&ciphertext) else {
-        return Decision::NotCiphertext;
+    let value = match StoredValue::parse(&ciphertext) {
+        Ok(value) => value,
+        Err(error) if shaped_like_wso2(&error) => return Decision::Undecryptable(error),
+        Err(_) => return Decision::NotCiphertext,
     };
     match value.kind() {
         Kind::Empty => return Decision::Current,
@@ -84,6 +86,18 @@ pub(crate) fn decide(
             None => Decision::NotCiphertext,
         },
     }
+}
+
+/// Whether a value that does not parse is nevertheless WSO2's (Base64 of a JSON object):
+/// such a value is one WSO2 cannot read either, named rather than passed over as a
+/// plaintext, since a rotation that skipped it could retire the key it needs.
+fn shaped_like_wso2(error: &Wso2Error) -> bool {
+    !matches!(
+        error,
+        Wso2Error::Base64(Field::Value)
+            | Wso2Error::NotJson(Field::Outer)
+            | Wso2Error::TooLong { .. }
+    )
 }
 
 /// Where a cell's ciphertext text is.
@@ -175,6 +189,24 @@ mod tests {
         assert!(matches!(
             decide("plain", None, &rotation, &b, &KeyId::of(&b)),
             Decision::NotCiphertext
+        ));
+        // Base64 that is no JSON is a plaintext (a token, say); Base64 of a JSON object
+        // that is not a valid WSO2 value is WSO2's, broken, and named.
+        use base64::Engine;
+        let base64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text);
+        assert!(matches!(
+            decide(&base64("opaque-token"), None, &rotation, &b, &KeyId::of(&b)),
+            Decision::NotCiphertext
+        ));
+        assert!(matches!(
+            decide(
+                &base64(r#"{"c":"%%%","t":"AES/GCM/NoPadding"}"#),
+                None,
+                &rotation,
+                &b,
+                &KeyId::of(&b)
+            ),
+            Decision::Undecryptable(_)
         ));
         assert!(matches!(
             decide("", None, &rotation, &b, &KeyId::of(&b)),
