@@ -37,6 +37,10 @@
 //!   from the cluster is wiped once used (what the HTTP client buffered is beyond
 //!   reach).
 //!
+//! After the Secrets, a run rewrites the WSO2 ciphertext of the key's databases
+//! (`spec.reencryption.databases`, see [`databases`]); a backfill run (`--backfill`, a
+//! rotation's first step for a key with databases) does only that.
+//!
 //! [`envelope_field`]: crate::crypto::hash::envelope_field
 
 pub mod databases;
