@@ -83,13 +83,16 @@ impl Report {
             ),
             n: thousands(n),
             keyward: format!(
-                "{} / {} ({} reads, {} decrypt failures; the rewrite: {} rows in {})",
+                "{} / {} ({} reads, {} decrypt failures; the rewrite: {} rows in {}, {} rows/s)",
                 p(during, 0.5),
                 p(during, 0.99),
                 thousands(during.latencies.len()),
                 during.failures,
                 thousands(rewrite.rewritten as usize),
                 seconds(rewrite.elapsed),
+                thousands(
+                    (rewrite.rewritten as f64 / rewrite.elapsed.as_secs_f64()).round() as usize
+                ),
             ),
             baseline: format!(
                 "idle: {} / {} ({} reads, {} decrypt failures)",
