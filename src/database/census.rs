@@ -35,6 +35,9 @@ pub struct ColumnCensus {
     pub empty_plaintext: u64,
     /// Values that are not WSO2 ciphertext (plaintext): reported, never rewritten.
     pub not_ciphertext: u64,
+    /// Cells over the size any WSO2 value has, not read: what they hold is unknown, so
+    /// they count as needing every key (see [`DatabaseCensus::rows_unread`]).
+    pub oversized: u64,
     /// NULL or empty cells, or documents without the JSON path: skipped.
     pub absent: u64,
 }
@@ -83,6 +86,11 @@ impl DatabaseCensus {
     pub fn legacy_ecb_rows(&self) -> u64 {
         self.columns.iter().map(|column| column.legacy_ecb).sum()
     }
+
+    /// Cells too large to read: no key can be proved not to be needed by them.
+    pub fn rows_unread(&self) -> u64 {
+        self.columns.iter().map(|column| column.oversized).sum()
+    }
 }
 
 /// Counts what the columns of `spec` (WSO2's known columns when empty) hold, `page_size`
@@ -120,6 +128,10 @@ async fn count_column(
     loop {
         let rows = page(connection, column, after.as_deref(), page_size).await?;
         for row in &rows {
+            if row.oversized {
+                counts.oversized += 1;
+                continue;
+            }
             let text = row.cell.as_ref().map(|cell| cell.text());
             match text {
                 None => counts.absent += 1,

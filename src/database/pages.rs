@@ -7,11 +7,37 @@ use super::connect::Connection;
 use super::error::{DatabaseError, sql};
 use super::rows::{Cell, KeyValue, bind_key, cell_at, key_at};
 use super::sql::Statement;
+use crate::crd::database::DatabaseEngine;
 
-/// A row of a page: its key and its ciphertext cell (`None` for NULL).
+/// The largest cell read, in bytes: a larger one is only counted and named, never
+/// fetched, so a page costs at most its row count times this whatever the table holds
+/// (a cell may be a gigabyte, and the server is whoever the connection Secret names).
+/// WSO2's values are a few hundred bytes to a few kilobytes.
+pub(crate) const CELL_LIMIT: u64 = 256 * 1024;
+
+/// A row of a page: its key and its ciphertext cell (`None` for NULL, and for a cell
+/// over [`CELL_LIMIT`], which `oversized` tells apart).
 pub(crate) struct PageRow {
     pub key: Vec<KeyValue>,
     pub cell: Option<Cell>,
+    pub oversized: bool,
+}
+
+/// Pushes the ciphertext column, capped: the cell when it has at most [`CELL_LIMIT`]
+/// bytes (else NULL), then whether it has more.
+fn capped_cell(statement: &mut Statement, engine: DatabaseEngine, column: &str) {
+    let integer = match engine {
+        DatabaseEngine::PostgreSQL => "BIGINT",
+        DatabaseEngine::MySQL => "SIGNED",
+    };
+    statement
+        .push("CASE WHEN OCTET_LENGTH(")
+        .identifier(column)
+        .push(&format!(") <= {CELL_LIMIT} THEN "))
+        .identifier(column)
+        .push(" END, CAST(CASE WHEN OCTET_LENGTH(")
+        .identifier(column)
+        .push(&format!(") > {CELL_LIMIT} THEN 1 ELSE 0 END AS {integer})"));
 }
 
 /// Up to `size` rows after `after` (from the start when `None`), in key order.
@@ -25,10 +51,9 @@ pub(crate) async fn page(
     statement
         .push("SELECT ")
         .identifiers(&column.key_columns)
-        .push(", ")
-        .identifier(&column.column)
-        .push(" FROM ")
-        .identifier(&column.table);
+        .push(", ");
+    capped_cell(&mut statement, connection.engine, &column.column);
+    statement.push(" FROM ").identifier(&column.table);
     let mut conditions = 0;
     if let Some((filter, values)) = &column.filter {
         statement
@@ -68,18 +93,19 @@ pub(crate) async fn page(
         .collect()
 }
 
-/// The cell of the row with `key` now: `None` when the row is gone (or left the filter).
+/// The row with `key` now: `None` when it is gone (or left the filter).
 pub(crate) async fn reread(
     connection: &Connection,
     column: &ResolvedColumn,
     key: &[KeyValue],
-) -> Result<Option<Option<Cell>>, DatabaseError> {
+) -> Result<Option<PageRow>, DatabaseError> {
     let mut statement = Statement::new(connection.engine);
     statement
         .push("SELECT ")
         .identifiers(&column.key_columns)
-        .push(", ")
-        .identifier(&column.column)
+        .push(", ");
+    capped_cell(&mut statement, connection.engine, &column.column);
+    statement
         .push(" FROM ")
         .identifier(&column.table)
         .push(" WHERE ")
@@ -104,10 +130,8 @@ pub(crate) async fn reread(
         .fetch_optional(&connection.pool)
         .await
         .map_err(sql(&connection.name, "re-read a row"))?;
-    match row {
-        Some(row) => Ok(Some(read_row(connection, column, &row)?.cell)),
-        None => Ok(None),
-    }
+    row.map(|row| read_row(connection, column, &row))
+        .transpose()
 }
 
 /// Writes `new` into the row with `key` only if it still holds `old`, in one statement
@@ -160,10 +184,17 @@ fn read_row(
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let cell = cell_at(row, column.key_columns.len()).map_err(|_| DatabaseError::ValueType {
+    let unreadable = || DatabaseError::ValueType {
         database: connection.name.clone(),
         table: column.table.clone(),
         column: column.column.clone(),
-    })?;
-    Ok(PageRow { key, cell })
+    };
+    let index = column.key_columns.len();
+    let cell = cell_at(row, index).map_err(|_| unreadable())?;
+    let oversized = sqlx::Row::try_get::<i64, _>(row, index + 1).map_err(|_| unreadable())? != 0;
+    Ok(PageRow {
+        key,
+        cell,
+        oversized,
+    })
 }

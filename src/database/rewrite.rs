@@ -18,8 +18,8 @@ use tokio::time::Instant;
 use super::catalog::{ResolvedColumn, columns_or_defaults};
 use super::connect::Connection;
 use super::error::DatabaseError;
-use super::pages::{compare_and_swap, page, reread};
-use super::rows::{Cell, KeyValue, RowRef};
+use super::pages::{CELL_LIMIT, PageRow, compare_and_swap, page, reread};
+use super::rows::{KeyValue, RowRef};
 use super::value::{Decision, decide};
 use crate::crd::database::EncryptedColumn;
 use crate::crypto::KeyMaterial;
@@ -110,6 +110,7 @@ impl RewriteProgress {
             Problem::Undecryptable { .. } => self.failed += 1,
             Problem::TooWide { .. } => self.too_wide += 1,
             Problem::Rsa => self.rsa += 1,
+            Problem::TooLarge { .. } => self.failed += 1,
             Problem::Contended => self.contended += 1,
         }
         tracing::warn!(database, row = %row, problem = %problem, "row left as it is");
@@ -145,6 +146,8 @@ pub enum Problem {
     TooWide { length: u64, width: u64 },
     /// It is RSA-encrypted.
     Rsa,
+    /// Its cell has more than `limit` bytes, more than any WSO2 value: not read.
+    TooLarge { limit: u64 },
     /// A concurrent writer kept changing it.
     Contended,
 }
@@ -158,6 +161,10 @@ impl std::fmt::Display for Problem {
                 "the new value is {length} long and the column holds {width} (characters, or bytes where the column is bounded in bytes); widen the column"
             ),
             Self::Rsa => f.write_str("RSA-encrypted: no symmetric key reads it"),
+            Self::TooLarge { limit } => write!(
+                f,
+                "the cell has more than {limit} bytes, more than any WSO2 value; not read"
+            ),
             Self::Contended => f.write_str("kept changing under the rewrite"),
         }
     }
@@ -211,7 +218,7 @@ pub async fn rewrite(
                 .then(|| rows.last().map(|row| row.key.clone()))
                 .flatten();
             for row in rows {
-                run.row(column, &row.key, row.cell).await?;
+                run.row(column, row).await?;
             }
             let state = match last {
                 Some(last) => {
@@ -244,12 +251,9 @@ struct Run<'a> {
 
 impl Run<'_> {
     /// Decides and writes one row, re-reading it when a concurrent writer changed it.
-    async fn row(
-        &mut self,
-        column: &ResolvedColumn,
-        key: &[KeyValue],
-        mut cell: Option<Cell>,
-    ) -> Result<(), DatabaseError> {
+    async fn row(&mut self, column: &ResolvedColumn, row: PageRow) -> Result<(), DatabaseError> {
+        let key = row.key.as_slice();
+        let (mut cell, mut oversized) = (row.cell, row.oversized);
         self.progress.seen += 1;
         let path = column.path();
         let name = || RowRef {
@@ -264,6 +268,11 @@ impl Run<'_> {
         };
         let database = self.connection.name.as_str();
         for _ in 0..self.options.attempts.max(1) {
+            if oversized {
+                let problem = Problem::TooLarge { limit: CELL_LIMIT };
+                self.progress.report(database, name(), problem);
+                return Ok(());
+            }
             let Some(current) = cell.take() else {
                 self.progress.absent += 1;
                 return Ok(());
@@ -327,7 +336,7 @@ impl Run<'_> {
                 return Ok(());
             }
             match reread(self.connection, column, key).await? {
-                Some(now) => cell = now,
+                Some(now) => (cell, oversized) = (now.cell, now.oversized),
                 None => {
                     self.progress.absent += 1;
                     return Ok(());

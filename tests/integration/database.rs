@@ -67,6 +67,7 @@ on_both_engines!(no_error_shows_the_connection_url_or_password);
 on_both_engines!(keyward_scan_database_runs_the_census_by_hand);
 on_both_engines!(logs_name_the_rows_left_and_never_show_a_value_or_the_password);
 on_both_engines!(key_columns_that_do_not_identify_a_row_are_refused);
+on_both_engines!(a_cell_larger_than_any_wso2_value_is_counted_and_named_never_read);
 
 /// WSO2's tables as its scripts create them (unquoted, so PostgreSQL folds them to lower
 /// case), with WSO2's widths: `IDN_IDENTITY_USER_DATA.DATA_VALUE` is 255 characters.
@@ -930,5 +931,60 @@ async fn key_columns_that_do_not_identify_a_row_are_refused(engine: DatabaseEngi
             .await
             .unwrap_or_else(|error| panic!("{columns:?}: {error}"));
     }
+    connection.close().await;
+}
+
+/// A cell far larger than any WSO2 value (the server is whoever the Secret names) is
+/// never fetched: the census counts it as unread, which keeps every key, and the
+/// rewrite names it and leaves it.
+async fn a_cell_larger_than_any_wso2_value_is_counted_and_named_never_read(
+    engine: DatabaseEngine,
+    test: &str,
+) {
+    let db = server(engine).database(test).await;
+    let (text, _) = db.types();
+    db.execute(&format!(
+        "CREATE TABLE IDN_OAUTH_CONSUMER_APPS (ID INTEGER NOT NULL PRIMARY KEY, \
+           CONSUMER_KEY VARCHAR(255), CONSUMER_SECRET {text})"
+    ))
+    .await;
+    let (a, b) = (material(KEY_A), material(KEY_B));
+    let fine = keyward::crypto::wso2::encrypt(&a, b"fine").expect("encrypts");
+    insert_app(&db, 1, Some(&fine)).await;
+    insert_app(&db, 2, Some(&"A".repeat(4 * 1024 * 1024))).await;
+    let connection = connect(&db).await;
+    let spec = [EncryptedColumn::whole(
+        "IDN_OAUTH_CONSUMER_APPS",
+        "CONSUMER_SECRET",
+    )];
+    let counted = census(&connection, &spec, 10).await.expect("census");
+    assert_eq!(counted.rows_unread(), 1);
+    assert_eq!(counted.rows_under(&KeyId::of(&a)), 1);
+    let read = EncryptionSettings {
+        key: &b,
+        old_key: Some(&a),
+        enable_key_id: true,
+    };
+    let progress = rewrite(
+        &connection,
+        &spec,
+        &read,
+        &b,
+        &fast(),
+        Checkpoint::default(),
+        no_progress,
+    )
+    .await
+    .expect("rewrite");
+    assert_eq!((progress.rewritten, progress.failed), (1, 1));
+    assert!(matches!(
+        progress.problems[0].problem,
+        Problem::TooLarge { .. }
+    ));
+    assert_eq!(
+        apps(&db).await[&2].as_deref().map(str::len),
+        Some(4 * 1024 * 1024),
+        "left as it was"
+    );
     connection.close().await;
 }

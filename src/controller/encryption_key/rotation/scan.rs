@@ -67,8 +67,9 @@ pub async fn scan(context: &Context, key: &EncryptionKey, keyring: &Keyring) -> 
 /// The longest a database census may take before the scan fails (and is retried).
 const CENSUS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
-/// Rows a database census reads per page.
-const CENSUS_PAGE_SIZE: u32 = crate::database::DEFAULT_PAGE_SIZE;
+/// Rows a database census reads per page: with each cell capped
+/// (`database::CELL_LIMIT`), at most 25 MiB in the operator whatever the server sends.
+const CENSUS_PAGE_SIZE: u32 = 100;
 
 /// Counts the ciphertext of `key` in the verifiers of its Encrypted OAuthClients that do
 /// not carry the key's label (anyone who may edit Secrets can remove it), found through
