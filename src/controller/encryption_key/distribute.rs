@@ -24,6 +24,11 @@ use crate::{Error, Result};
 /// How often an undistributed key is looked at again, besides the workload watches.
 pub const DISTRIBUTION_RECHECK: Duration = Duration::from_secs(5);
 
+/// How often a settled key is looked at again all the same: what no watch event tells
+/// (a keyring Secret deleted while the watches were away, behind a compacted history)
+/// is then noticed within this long, whatever state the watches are in.
+pub const SETTLED_RECHECK: Duration = Duration::from_secs(120);
+
 /// How far distribution got in one reconcile.
 #[derive(Debug)]
 pub enum Distribution {

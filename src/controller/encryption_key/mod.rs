@@ -33,7 +33,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
 
 use self::decide::{Observed, Step};
-use self::distribute::{DISTRIBUTION_RECHECK, Distribution};
+use self::distribute::{DISTRIBUTION_RECHECK, Distribution, SETTLED_RECHECK};
 use self::rotation::{Pods, Reshape, Retirement, Turn};
 use self::status::{Findings, Found, Listed};
 use crate::controller::context::Context;
@@ -396,7 +396,7 @@ impl Reconciling<'_> {
         let outcome = distribute::outcome(&rollout, turn.problem.clone());
         let action = match turn.requeue {
             Some(delay) => Action::requeue(delay),
-            None if outcome.distributed => Action::await_change(),
+            None if outcome.distributed => Action::requeue(SETTLED_RECHECK),
             None => Action::requeue(DISTRIBUTION_RECHECK),
         };
         let findings = Findings {

@@ -39,8 +39,9 @@ const JOB_RECHECK: Duration = Duration::from_secs(2);
 /// How often a rotation waiting on pods, or stopped on a conflict, is looked at again.
 const ROLLOUT_RECHECK: Duration = Duration::from_secs(5);
 
-/// The longest a key waits for its next scheduled rotation before looking again.
-const SCHEDULE_RECHECK: Duration = Duration::from_secs(3600);
+/// The longest a key waits for its next scheduled rotation before looking again: no
+/// longer than a settled key without a schedule waits.
+const SCHEDULE_RECHECK: Duration = crate::controller::encryption_key::distribute::SETTLED_RECHECK;
 
 /// What one turn of the rotation decided: status to record, a problem to report, an
 /// event, and when to look again.
