@@ -40,13 +40,8 @@ fn capped_cell(statement: &mut Statement, engine: DatabaseEngine, column: &str) 
         .push(&format!(") > {CELL_LIMIT} THEN 1 ELSE 0 END AS {integer})"));
 }
 
-/// Up to `size` rows after `after` (from the start when `None`), in key order.
-pub(crate) async fn page(
-    connection: &Connection,
-    column: &ResolvedColumn,
-    after: Option<&[KeyValue]>,
-    size: u32,
-) -> Result<Vec<PageRow>, DatabaseError> {
+/// `SELECT keys, capped cell, oversized FROM table`, for [`read_row`].
+fn select(connection: &Connection, column: &ResolvedColumn) -> Statement {
     let mut statement = Statement::new(connection.engine);
     statement
         .push("SELECT ")
@@ -54,6 +49,17 @@ pub(crate) async fn page(
         .push(", ");
     capped_cell(&mut statement, connection.engine, &column.column);
     statement.push(" FROM ").identifier(&column.table);
+    statement
+}
+
+/// Up to `size` rows after `after` (from the start when `None`), in key order.
+pub(crate) async fn page(
+    connection: &Connection,
+    column: &ResolvedColumn,
+    after: Option<&[KeyValue]>,
+    size: u32,
+) -> Result<Vec<PageRow>, DatabaseError> {
+    let mut statement = select(connection, column);
     let mut conditions = 0;
     if let Some((filter, values)) = &column.filter {
         statement
@@ -99,17 +105,8 @@ pub(crate) async fn reread(
     column: &ResolvedColumn,
     key: &[KeyValue],
 ) -> Result<Option<PageRow>, DatabaseError> {
-    let mut statement = Statement::new(connection.engine);
-    statement
-        .push("SELECT ")
-        .identifiers(&column.key_columns)
-        .push(", ");
-    capped_cell(&mut statement, connection.engine, &column.column);
-    statement
-        .push(" FROM ")
-        .identifier(&column.table)
-        .push(" WHERE ")
-        .equal_each(&column.key_columns);
+    let mut statement = select(connection, column);
+    statement.push(" WHERE ").equal_each(&column.key_columns);
     if let Some((filter, values)) = &column.filter {
         statement
             .push(" AND ")

@@ -16,13 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
 use keyward::crd::database::{DatabaseEngine, EncryptedColumn};
 use keyward::crd::encryption_key::RotationPhase;
 use keyward::crypto::KeyMaterial;
 use keyward::crypto::wso2::KeyId;
 use keyward::database::{Connection, ConnectionUrl, census};
-use kube::runtime::watcher;
 use serde_json::json;
 use sqlx::Row as _;
 use sqlx::any::AnyPoolOptions;
@@ -33,15 +31,9 @@ use crate::support::encryption_key::{bump, stored_keyring, until_rotated};
 use crate::support::jobs;
 use crate::support::operator::operator_running_jobs;
 use crate::support::wso2_java::Wso2Java;
+use crate::support::wso2_rendering::{Pair, pair_of, renderings};
 use crate::support::{self, wait};
 use crate::wso2_rotation::{KEY_A, apply_wso2_key, apps_column, create_apps_table, insert};
-
-/// WSO2's two keys as one rendering gives them (64 hex characters each).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Pair {
-    key: String,
-    old_key: String,
-}
 
 /// A row of one of the two tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -248,15 +240,6 @@ async fn read(pool: &sqlx::AnyPool, row: Row) -> String {
     }
 }
 
-fn pair_of(secret: &Secret) -> Option<Pair> {
-    let data = secret.data.as_ref()?;
-    let entry = |name: &str| String::from_utf8(data.get(name)?.0.clone()).ok();
-    Some(Pair {
-        key: entry("key")?,
-        old_key: entry("old_key")?,
-    })
-}
-
 /// Seeds what API Manager wrote over the years under key A: rows with and without key
 /// ids, with both IV lengths, legacy AES/ECB, and secrets inside JSON documents.
 async fn seed(db: &TestDatabase, fleet: &Fleet) {
@@ -332,18 +315,10 @@ async fn live_fleet(test: &str, chaos: Chaos) {
     // stays on the other instance until the operator moves on.
     let renderings = {
         let fleet = Arc::clone(&fleet);
-        let config = watcher::Config::default().fields("metadata.name=apim-distribution");
-        let stream = watcher::watcher(secrets(&cluster), config);
+        let stream = renderings(&cluster, "apim-distribution");
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                let Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) = event
-                else {
-                    continue;
-                };
-                let Some(pair) = pair_of(&secret) else {
-                    continue;
-                };
+            while let Some(pair) = stream.next().await {
                 let mut renderings = fleet.renderings.lock().expect("renderings");
                 if renderings.1.as_ref() != Some(&pair) {
                     renderings.0 = renderings.1.take();
@@ -352,6 +327,7 @@ async fn live_fleet(test: &str, chaos: Chaos) {
             }
         })
     };
+
     let phases = {
         let fleet = Arc::clone(&fleet);
         let keys = keys(&cluster);

@@ -8,8 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::Secret;
-use kube::runtime::watcher;
 use serde_json::json;
 
 use crate::support::api::{deployments, secrets};
@@ -18,26 +16,11 @@ use crate::support::jobs;
 use crate::support::operator::operator_running_jobs;
 use crate::support::workload::deploy;
 use crate::support::wso2_java::Wso2Java;
+use crate::support::wso2_rendering::{Pair, pair_of, renderings};
 use crate::support::{self, wait};
 
 /// How long a watch may take to deliver what the API server already holds.
 const WATCHED: Duration = Duration::from_secs(30);
-
-/// WSO2's two keys as one rendering of the distribution Secret gives them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Pair {
-    key: String,
-    old_key: String,
-}
-
-fn pair_of(secret: &Secret) -> Option<Pair> {
-    let data = secret.data.as_ref()?;
-    let entry = |name: &str| String::from_utf8(data.get(name)?.0.clone()).ok();
-    Some(Pair {
-        key: entry("key")?,
-        old_key: entry("old_key")?,
-    })
-}
 
 #[tokio::test]
 async fn a_wso2_fleet_holds_both_keys_of_every_rotation_phase_through_its_environment() {
@@ -91,18 +74,10 @@ async fn a_wso2_fleet_holds_both_keys_of_every_rotation_phase_through_its_enviro
     let seen: Arc<Mutex<Vec<Pair>>> = Arc::default();
     let watch = {
         let seen = Arc::clone(&seen);
-        let config = watcher::Config::default().fields("metadata.name=apim-distribution");
-        let stream = watcher::watcher(secrets(&cluster), config);
+        let stream = renderings(&cluster, "apim-distribution");
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
-            while let Some(event) = stream.next().await {
-                let secret = match event {
-                    Ok(watcher::Event::Apply(secret) | watcher::Event::InitApply(secret)) => secret,
-                    _ => continue,
-                };
-                let Some(pair) = pair_of(&secret) else {
-                    continue;
-                };
+            while let Some(pair) = stream.next().await {
                 let mut seen = seen.lock().expect("not poisoned");
                 if seen.last() != Some(&pair) {
                     seen.push(pair);

@@ -28,6 +28,7 @@ pub mod operator;
 pub mod wait;
 pub mod workload;
 pub mod wso2_java;
+pub mod wso2_rendering;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
