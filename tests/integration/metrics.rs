@@ -55,7 +55,7 @@ async fn metrics_count_a_scenario_and_never_carry_a_secret() {
         &cluster,
         "OAuthClient",
         "portal",
-        json!({"rotation": {"generation": 1}}),
+        json!({"rotation": {"generation": 1, "gracePeriod": "1h"}}),
     )
     .await;
     until_client_ready(&cluster, "portal", "Issued", Some(2)).await;
@@ -86,28 +86,76 @@ async fn metrics_count_a_scenario_and_never_carry_a_secret() {
         assert!(value("keyward_reconciles_total", &labels) > 0.0);
         assert!(value("keyward_reconcile_duration_seconds_count", &labels) > 0.0);
     }
+    assert!(value("process_resident_memory_bytes", "") > 1_000_000.0);
+    assert!(value("process_open_fds", "") > 0.0);
+    let in_namespace = |labels: &str| format!("namespace=\"{namespace}\",{labels}");
     assert_eq!(
-        value("keyward_client_secrets_written_total", "reason=\"Issued\""),
+        value(
+            "keyward_client_secrets_written_total",
+            &in_namespace("reason=\"Issued\"")
+        ),
         3.0
     );
     assert_eq!(
-        value("keyward_client_secrets_written_total", "reason=\"Rotated\""),
+        value(
+            "keyward_client_secrets_written_total",
+            &in_namespace("reason=\"Rotated\"")
+        ),
+        1.0
+    );
+    let key = format!("namespace=\"{namespace}\",encryption_key=\"apim\"");
+    assert_eq!(
+        value(
+            "keyward_encryption_key_rotations_total",
+            &format!("{key},outcome=\"succeeded\",reason=\"\"")
+        ),
         1.0
     );
     assert_eq!(
         value(
-            "keyward_encryption_key_rotations_total",
-            "outcome=\"succeeded\",reason=\"\""
+            "keyward_encryption_keys",
+            &in_namespace("ready=\"True\",reason=\"KeyDistributed\"")
         ),
         1.0
+    );
+    assert_eq!(
+        value(
+            "keyward_encryption_key_rotation_phase",
+            &format!("{key},phase=\"Succeeded\"")
+        ),
+        1.0
+    );
+    // Nothing is in flight: no phase runs, no attempts or progress are counted.
+    for name in [
+        "keyward_encryption_key_rotation_phase_seconds",
+        "keyward_encryption_key_rotation_failed_attempts",
+        "keyward_encryption_key_rotation_values",
+    ] {
+        assert!(
+            !page.lines().any(|line| line.starts_with(name)),
+            "{name} is exported with no rotation in flight:\n{page}"
+        );
+    }
+    // portal's previous secret verifies for the hour after its rotation.
+    let namespace_only = format!("namespace=\"{namespace}\"");
+    assert_eq!(
+        value("keyward_oauth_clients_in_grace", &namespace_only),
+        1.0
+    );
+    let grace_left = value("keyward_oauth_client_grace_seconds_left", &namespace_only);
+    assert!(
+        grace_left > 3000.0 && grace_left <= 3600.0,
+        "portal's grace period ends within the hour: {grace_left}"
     );
     // The 30 Secrets written above, and the encrypted client's verifier record.
     assert_eq!(value("keyward_reencrypted_values_total", ""), 31.0);
     assert_eq!(
-        value("keyward_oauth_clients", "ready=\"True\",reason=\"Issued\""),
+        value(
+            "keyward_oauth_clients",
+            &in_namespace("ready=\"True\",reason=\"Issued\"")
+        ),
         3.0
     );
-    let key = format!("namespace=\"{namespace}\",encryption_key=\"apim\"");
     assert_eq!(value("keyward_encryption_key_pods_in_sync", &key), 2.0);
     assert_eq!(value("keyward_encryption_key_pods", &key), 2.0);
     let next = value("keyward_encryption_key_next_rotation_seconds", &key);

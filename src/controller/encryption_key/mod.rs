@@ -162,7 +162,7 @@ pub async fn reconcile(
     // A rotation's outcome is counted, and its Event published, once its record is
     // written.
     if let Some(turn) = acted.turn {
-        turn.counted.count(&context.metrics);
+        turn.counted.count(&context.metrics, &key);
         if let Some(notice) = turn.event {
             context.publish(key.as_ref(), notice).await;
         }

@@ -198,9 +198,10 @@ impl Actor<'_> {
         let note = format!(
             "stored the secret of Secret {source:?} as version {version} for client id {client_id}; the source Secret may now be deleted"
         );
-        self.context
-            .metrics
-            .client_secret_written(reasons::IMPORTED);
+        self.context.metrics.client_secret_written(
+            &self.client.namespace().unwrap_or_default(),
+            reasons::IMPORTED,
+        );
         self.context
             .publish(
                 self.client,
@@ -310,7 +311,9 @@ impl Actor<'_> {
     /// which replace a working secret, are always told.
     async fn announce_issue(&self, reason: &'static str, version: i64, client_id: &str) {
         let (context, client) = (self.context, self.client);
-        context.metrics.client_secret_written(reason);
+        context
+            .metrics
+            .client_secret_written(&client.namespace().unwrap_or_default(), reason);
         if reason != IssueCause::Initial.reason() {
             let note = format!("issued secret version {version} for client id {client_id}");
             context

@@ -93,13 +93,13 @@ pub enum Counted {
 }
 
 impl Counted {
-    /// Counts the outcome in `metrics`.
-    pub fn count(&self, metrics: &crate::metrics::Metrics) {
+    /// Counts the outcome of `key`'s rotation in `metrics`.
+    pub fn count(&self, metrics: &crate::metrics::Metrics, key: &EncryptionKey) {
         match *self {
             Self::Nothing => {}
             Self::Reencrypted(values) => metrics.reencrypted(u64::try_from(values).unwrap_or(0)),
-            Self::Succeeded => metrics.rotation_succeeded(),
-            Self::Failed(reason) => metrics.rotation_failed(reason),
+            Self::Succeeded => metrics.rotation_succeeded(key),
+            Self::Failed(reason) => metrics.rotation_failed(key, reason),
         }
     }
 }
