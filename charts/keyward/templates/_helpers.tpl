@@ -147,3 +147,16 @@ The rules the operator needs wherever it watches: exactly the API calls keyward 
   name: {{ include "keyward.serviceAccountName" . }}
   namespace: {{ .Release.Namespace }}
 {{- end }}
+
+{{/* An alert's `for` and labels: its severity, then `prometheusRule.alertLabels`.
+Called with (list .Values.prometheusRule "alertKey"). */}}
+{{- define "keyward.alertSettings" -}}
+{{- $rule := index . 0 }}
+{{- $key := index . 1 -}}
+for: {{ index $rule.for $key }}
+labels:
+  severity: {{ index $rule.severity $key | quote }}
+  {{- with $rule.alertLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- end }}
