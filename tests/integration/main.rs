@@ -3,6 +3,7 @@
 mod bad_manifests;
 mod chart;
 mod chart_rbac;
+mod dashboard;
 mod database;
 mod distribution;
 mod encryption_key;

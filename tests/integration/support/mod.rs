@@ -25,6 +25,7 @@ pub mod jobs;
 pub mod manifest;
 pub mod oauth_client;
 pub mod operator;
+pub mod prometheus;
 pub mod wait;
 pub mod workload;
 pub mod wso2_java;

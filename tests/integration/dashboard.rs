@@ -1,0 +1,240 @@
+//! The chart's Grafana dashboard and alert rules against a real Prometheus scraping the
+//! operator through a scenario that touches everything they show: a WSO2 key rotated with
+//! its database, a key held in re-encryption, clients issued, rotated into a grace period
+//! and refused. Every panel's query and every templating variable returns series for the
+//! test's namespace, every alert rule evaluates without error, and the alert for a
+//! rotation held in one phase fires for that key alone.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use keyward::crd::EncryptionKey;
+use keyward::crd::database::DatabaseEngine;
+use keyward::crd::encryption_key::RotationPhase;
+use serde_json::{Value, json};
+
+use crate::support::api::keys;
+use crate::support::ciphertext::write_ciphertexts;
+use crate::support::database::server;
+use crate::support::encryption_key::{bump, key_until, until_rotated};
+use crate::support::oauth_client::until_client_ready;
+use crate::support::operator::operator_running_jobs;
+use crate::support::prometheus::Prometheus;
+use crate::support::workload::deploy;
+use crate::support::{self, chart, jobs, manifest, wait};
+use crate::wso2_rotation::{apply_wso2_key, apps_column, create_apps_table};
+
+/// Seconds in one rotation phase after which the rules render `KeywardRotationStuck`
+/// firing: short, so the held re-encryption crosses it.
+const STUCK_AFTER_SECONDS: u32 = 5;
+
+/// How long Prometheus may take to scrape and evaluate what the cluster shows.
+const SCRAPE_PATIENCE: Duration = Duration::from_secs(90);
+
+#[tokio::test]
+async fn every_dashboard_panel_has_data_and_a_rotation_held_in_a_phase_alerts() {
+    let cluster = support::cluster("dashboard").await;
+    let _log = jobs::runner().log_on_failure(&cluster.namespace);
+    let operator = operator_running_jobs(&cluster, &[]);
+    let rules = rendered_rules(&[&format!(
+        "prometheusRule.thresholds.rotationPhaseSeconds={STUCK_AFTER_SECONDS}"
+    )]);
+    let prometheus = Prometheus::start(&operator.metrics_url(), &rules);
+
+    // A WSO2 key whose database is re-encrypted: its rotation succeeds, and the census
+    // of its database is counted.
+    let db = server(DatabaseEngine::PostgreSQL)
+        .database("dashboard")
+        .await;
+    create_apps_table(&db).await;
+    let wso2 = apply_wso2_key(&cluster, &db, apps_column()).await;
+    bump(&cluster, "apim", &wso2, 1).await;
+    until_rotated(&cluster, "apim", 2).await;
+
+    // A key whose re-encryption runs at one write a second over 60 Secrets: its rotation
+    // stays a minute in one phase, reporting progress as it goes.
+    deploy(&cluster, "billing", 1).await;
+    let held = json!({
+        "targets": [{"kind": "Deployment", "name": "billing"}],
+        "distribution": {"format": "Keyring"},
+        "rotation": {"period": "720h"},
+        "reencryption": {"batchSize": 5, "writesPerSecond": 1},
+    });
+    manifest::apply_keyward(&cluster, "EncryptionKey", "billing", held.clone()).await;
+    key_until(&cluster, "billing", "True", "KeyDistributed").await;
+    write_ciphertexts(&cluster, "billing", 60).await;
+    bump(&cluster, "billing", &held, 1).await;
+    wait::until(
+        &keys(&cluster),
+        "billing",
+        "billing's re-encryption reports progress",
+        |key: &EncryptionKey| {
+            let rotation = key.status.as_ref().and_then(|s| s.rotation.as_ref());
+            rotation.is_some_and(|r| r.phase == RotationPhase::Reencrypting && r.progress.is_some())
+        },
+    )
+    .await;
+
+    // Clients: one issued, one rotated with its previous secret in a grace period, one
+    // refused.
+    for name in ["portal", "partner"] {
+        manifest::apply_keyward(&cluster, "OAuthClient", name, json!({})).await;
+        until_client_ready(&cluster, name, "Issued", None).await;
+    }
+    manifest::apply_keyward(
+        &cluster,
+        "OAuthClient",
+        "partner",
+        json!({"rotation": {"generation": 1, "gracePeriod": "1h"}}),
+    )
+    .await;
+    until_client_ready(&cluster, "partner", "Issued", Some(2)).await;
+    manifest::apply_keyward(
+        &cluster,
+        "OAuthClient",
+        "legacy",
+        json!({"hashAlgorithm": "MD5"}),
+    )
+    .await;
+    until_client_ready(&cluster, "legacy", "LegacyAlgorithmNotAllowed", None).await;
+
+    // The held rotation's alert fires, for billing only.
+    let namespace = &cluster.namespace;
+    let firing = prometheus.until_series(
+        &format!(
+            "ALERTS{{alertname=\"KeywardRotationStuck\",alertstate=\"firing\",namespace=\"{namespace}\"}}"
+        ),
+        SCRAPE_PATIENCE,
+    );
+    let keys_alerted: BTreeSet<&str> = firing
+        .iter()
+        .filter_map(|series| series["metric"]["encryption_key"].as_str())
+        .collect();
+    assert_eq!(keys_alerted, BTreeSet::from(["billing"]), "{firing:#?}");
+    // Everything the scenario shows is scraped by now: the grace period too.
+    prometheus.until_series(
+        &format!("keyward_oauth_client_grace_seconds_left{{namespace=\"{namespace}\"}}"),
+        SCRAPE_PATIENCE,
+    );
+
+    // Every rule evaluates without error.
+    let rules = prometheus.rules();
+    assert!(!rules.is_empty(), "no rule loaded:\n{}", prometheus.log());
+    for rule in &rules {
+        assert_eq!(
+            rule["health"], "ok",
+            "{} does not evaluate: {}",
+            rule["name"], rule["lastError"]
+        );
+    }
+
+    // Every panel, and every variable Grafana fills from the data, shows this namespace.
+    let dashboard = dashboard();
+    for query in variable_queries(&dashboard) {
+        let (selector, label) = label_values(&query);
+        let series = prometheus
+            .query(&substitute(selector, namespace))
+            .unwrap_or_else(|e| panic!("variable query {query}: {e}"));
+        assert!(
+            series.iter().any(|s| s["metric"][label].is_string()),
+            "the variable query {query} finds no {label}: {series:#?}"
+        );
+    }
+    let panels = panel_queries(&dashboard);
+    assert!(
+        panels.len() > 10,
+        "the dashboard has {} queries",
+        panels.len()
+    );
+    for (title, expr) in panels {
+        let query = substitute(&expr, namespace);
+        let series = prometheus
+            .query(&query)
+            .unwrap_or_else(|e| panic!("panel {title:?}: {query}: {e}"));
+        assert!(!series.is_empty(), "panel {title:?} shows no data: {query}");
+    }
+}
+
+/// The rule groups of the chart's PrometheusRule, enabled, with `--set` values `sets`,
+/// as a Prometheus rule file (JSON, which is YAML).
+fn rendered_rules(sets: &[&str]) -> String {
+    let mut args = vec![
+        "--show-only",
+        "templates/prometheusrule.yaml",
+        "--set",
+        "prometheusRule.enabled=true",
+    ];
+    for set in sets {
+        args.extend(["--set", set]);
+    }
+    let rendered = chart::template("keyward", &args);
+    let rule = support::manifest::documents(&rendered)
+        .into_iter()
+        .find(|document| document["kind"] == "PrometheusRule")
+        .expect("the chart renders a PrometheusRule");
+    json!({"groups": rule["spec"]["groups"]}).to_string()
+}
+
+/// The chart's dashboard.
+fn dashboard() -> Value {
+    let path = chart::dir().join("files/keyward-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard JSON");
+    serde_json::from_str(&text).expect("the dashboard is JSON")
+}
+
+/// Every target's query of every panel (rows' panels too), with the panel's title.
+fn panel_queries(dashboard: &Value) -> Vec<(String, String)> {
+    fn walk(panels: &Value, into: &mut Vec<(String, String)>) {
+        for panel in panels.as_array().into_iter().flatten() {
+            let title = panel["title"].as_str().unwrap_or_default();
+            for target in panel["targets"].as_array().into_iter().flatten() {
+                if let Some(expr) = target["expr"].as_str() {
+                    into.push((title.to_owned(), expr.to_owned()));
+                }
+            }
+            walk(&panel["panels"], into);
+        }
+    }
+    let mut queries = Vec::new();
+    walk(&dashboard["panels"], &mut queries);
+    queries
+}
+
+/// The queries of the dashboard's query variables.
+fn variable_queries(dashboard: &Value) -> Vec<String> {
+    dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|variable| variable["type"] == "query")
+        .map(|variable| match &variable["query"] {
+            Value::String(query) => query.clone(),
+            query => query["query"].as_str().unwrap_or_default().to_owned(),
+        })
+        .collect()
+}
+
+/// `label_values(SELECTOR, LABEL)` as its selector and label.
+fn label_values(query: &str) -> (&str, &str) {
+    let inner = query
+        .strip_prefix("label_values(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{query} is not label_values(…)"));
+    let (selector, label) = inner
+        .rsplit_once(',')
+        .unwrap_or_else(|| panic!("{query} names no label"));
+    (selector.trim(), label.trim())
+}
+
+/// `expr` as Grafana sends it with this test's namespace selected and every key.
+fn substitute(expr: &str, namespace: &str) -> String {
+    let query = expr
+        .replace("$__rate_interval", "1m")
+        .replace("$namespace", namespace)
+        .replace("$encryption_key", ".*");
+    assert!(
+        !query.contains('$'),
+        "{expr} uses a variable the dashboard's conventions do not know"
+    );
+    query
+}
