@@ -4,6 +4,9 @@
 # `spec:`) into a Prometheus rules file, checks it with `promtool check rules`, then runs
 # the unit tests of tests/alerts/ against it with `promtool test rules`. Each test file
 # names the rules file `rules.yaml`, which this script writes beside copies of the tests.
+# It also checks that every query of the Grafana dashboard parses as PromQL, with its
+# variables as the dashboard's "All" gives them ($namespace, $encryption_key: .*) and
+# $__rate_interval as 1m (python3 reads the JSON).
 # promtool comes from PATH (Debian: the `prometheus` package); helm as hack/chart-lint.sh
 # finds it.
 set -euo pipefail
@@ -33,6 +36,27 @@ grep -q '^groups:$' "$work/rules.yaml" || {
 
 echo "alert-tests: promtool check rules"
 promtool check rules "$work/rules.yaml"
+
+echo "alert-tests: the dashboard's queries parse"
+python3 - charts/keyward/files/keyward-dashboard.json >"$work/dashboard-rules.yaml" <<'PYTHON'
+import json, sys
+
+def panels(listed):
+    for panel in listed:
+        yield panel
+        yield from panels(panel.get("panels", []))
+
+dashboard = json.load(open(sys.argv[1]))
+print("groups:\n  - name: dashboard\n    rules:")
+for panel in panels(dashboard["panels"]):
+    for target in panel.get("targets", []):
+        expr = target["expr"]
+        for variable, value in (("$namespace", ".*"), ("$encryption_key", ".*"), ("$__rate_interval", "1m")):
+            expr = expr.replace(variable, value)
+        print(f"      - record: dashboard_panel_{panel['id']}_{target['refId']}")
+        print(f"        expr: {json.dumps(expr)}")
+PYTHON
+promtool check rules "$work/dashboard-rules.yaml"
 
 cp tests/alerts/*.yaml "$work/"
 tests=()
