@@ -4,7 +4,8 @@
 # `spec:`) into a Prometheus rules file, checks it with `promtool check rules`, then runs
 # the unit tests of tests/alerts/ against it with `promtool test rules`. Each test file
 # names the rules file `rules.yaml`, which this script writes beside copies of the tests.
-# It also checks that every query of the Grafana dashboard parses as PromQL, with its
+# Every alert must have tests and a section in docs/operations.md, where its runbook_url
+# points. It also checks that every query of the Grafana dashboard parses as PromQL, with its
 # variables as the dashboard's "All" gives them ($namespace, $encryption_key: .*) and
 # $__rate_interval as 1m (python3 reads the JSON).
 # promtool comes from PATH (Debian: the `prometheus` package); helm as hack/chart-lint.sh
@@ -63,11 +64,21 @@ tests=()
 for test in tests/alerts/*.yaml; do tests+=("$work/$(basename "$test")"); done
 [ ${#tests[@]} -gt 0 ] || { echo "alert-tests: no tests in tests/alerts" >&2; exit 1; }
 
-# Every alert of the rules file has tests.
+# Every alert of the rules file has tests, and a section of docs/operations.md that its
+# runbook_url points at (GitHub's anchor of a heading is its lowercased text).
 mapfile -t alerts < <(sed -n 's/^ *- alert: //p' "$work/rules.yaml")
 for alert in "${alerts[@]}"; do
   grep -q "alertname: $alert\$" tests/alerts/*.yaml || {
     echo "alert-tests: $alert has no test in tests/alerts" >&2
+    exit 1
+  }
+  grep -q "^### $alert\$" docs/operations.md || {
+    echo "alert-tests: $alert has no section (### $alert) in docs/operations.md" >&2
+    exit 1
+  }
+  anchor=$(echo "$alert" | tr '[:upper:]' '[:lower:]')
+  grep -q "runbook_url: .*/docs/operations.md#$anchor\$" "$work/rules.yaml" || {
+    echo "alert-tests: the runbook_url of $alert does not point at docs/operations.md#$anchor" >&2
     exit 1
   }
 done
