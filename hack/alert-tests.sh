@@ -4,6 +4,10 @@
 # `spec:`) into a Prometheus rules file, checks it with `promtool check rules`, then runs
 # the unit tests of tests/alerts/ against it with `promtool test rules`. Each test file
 # names the rules file `rules.yaml`, which this script writes beside copies of the tests.
+# Every alert must have tests and a section in docs/operations.md, where its runbook_url
+# points. It also checks that every query of the Grafana dashboard parses as PromQL, with its
+# variables as the dashboard's "All" gives them ($namespace, $encryption_key: .*) and
+# $__rate_interval as 1m (python3 reads the JSON).
 # promtool comes from PATH (Debian: the `prometheus` package); helm as hack/chart-lint.sh
 # finds it.
 set -euo pipefail
@@ -34,16 +38,47 @@ grep -q '^groups:$' "$work/rules.yaml" || {
 echo "alert-tests: promtool check rules"
 promtool check rules "$work/rules.yaml"
 
+echo "alert-tests: the dashboard's queries parse"
+python3 - charts/keyward/files/keyward-dashboard.json >"$work/dashboard-rules.yaml" <<'PYTHON'
+import json, sys
+
+def panels(listed):
+    for panel in listed:
+        yield panel
+        yield from panels(panel.get("panels", []))
+
+dashboard = json.load(open(sys.argv[1]))
+print("groups:\n  - name: dashboard\n    rules:")
+for panel in panels(dashboard["panels"]):
+    for target in panel.get("targets", []):
+        expr = target["expr"]
+        for variable, value in (("$namespace", ".*"), ("$encryption_key", ".*"), ("$__rate_interval", "1m")):
+            expr = expr.replace(variable, value)
+        print(f"      - record: dashboard_panel_{panel['id']}_{target['refId']}")
+        print(f"        expr: {json.dumps(expr)}")
+PYTHON
+promtool check rules "$work/dashboard-rules.yaml"
+
 cp tests/alerts/*.yaml "$work/"
 tests=()
 for test in tests/alerts/*.yaml; do tests+=("$work/$(basename "$test")"); done
 [ ${#tests[@]} -gt 0 ] || { echo "alert-tests: no tests in tests/alerts" >&2; exit 1; }
 
-# Every alert of the rules file has tests.
+# Every alert of the rules file has tests, and a section of docs/operations.md that its
+# runbook_url points at (GitHub's anchor of a heading is its lowercased text).
 mapfile -t alerts < <(sed -n 's/^ *- alert: //p' "$work/rules.yaml")
 for alert in "${alerts[@]}"; do
   grep -q "alertname: $alert\$" tests/alerts/*.yaml || {
     echo "alert-tests: $alert has no test in tests/alerts" >&2
+    exit 1
+  }
+  grep -q "^### $alert\$" docs/operations.md || {
+    echo "alert-tests: $alert has no section (### $alert) in docs/operations.md" >&2
+    exit 1
+  }
+  anchor=$(echo "$alert" | tr '[:upper:]' '[:lower:]')
+  grep -q "runbook_url: .*/docs/operations.md#$anchor\$" "$work/rules.yaml" || {
+    echo "alert-tests: the runbook_url of $alert does not point at docs/operations.md#$anchor" >&2
     exit 1
   }
 done

@@ -5,7 +5,9 @@
 #   - Chart.yaml's appVersion (the default image tag) is Cargo.toml's version;
 #   - files/crds.yaml is the repository's crds/keyward.yaml, byte for byte;
 #   - every file of ci/bad-values/ makes `helm template` fail, and the message holds
-#     each of the file's `# expect:` lines (the value it names).
+#     each of the file's `# expect:` lines (the value it names);
+#   - the PrometheusRule's groups, rendered with ci/full-values.yaml (every threshold
+#     changed), pass `promtool check rules` (hack/alert-tests.sh tests the defaults).
 # helm and helm-docs come from $KUBEBUILDER_ASSETS when it has them, else from
 # hack/test-bins.sh, which builds them once into its cache.
 set -euo pipefail
@@ -62,6 +64,18 @@ for values in "$chart"/ci/bad-values/*.yaml; do
   done
 done
 [ "$count" -gt 0 ] || fail "no values files in $chart/ci/bad-values"
+
+echo "chart-lint: PrometheusRule (ci/full-values.yaml)"
+if ! command -v promtool >/dev/null 2>&1; then
+  fail "promtool not found: install Prometheus's promtool (Debian: apt-get install prometheus)"
+else
+  rules=$(mktemp)
+  # The template writes `spec:` as a top-level line and the groups two spaces under it.
+  "$helm" template keyward "$chart" --namespace keyward -f "$chart/ci/full-values.yaml" \
+    --show-only templates/prometheusrule.yaml | sed -n '/^spec:$/,$p' | sed '1d; s/^  //' >"$rules"
+  promtool check rules "$rules" >/dev/null || fail "promtool check rules refused the rendered PrometheusRule"
+  rm -f "$rules"
+fi
 
 [ "$failed" -eq 0 ] && echo "chart-lint: ok ($count bad values files refused)"
 exit "$failed"

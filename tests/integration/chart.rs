@@ -30,9 +30,11 @@ async fn the_chart_with_every_option_set_is_accepted_by_the_api_server() {
     for namespace in FULL_VALUES_NAMESPACES {
         create_namespace(&cluster.client, namespace).await;
     }
-    // The test control plane has no Prometheus Operator; its ServiceMonitor CRD, reduced
-    // to a schema that keeps any field, lets the chart's ServiceMonitor be checked too.
-    install_service_monitor_crd(&cluster.client).await;
+    // The test control plane has no Prometheus Operator; its ServiceMonitor and
+    // PrometheusRule CRDs, reduced to a schema that keeps any field, let the chart's
+    // objects of those kinds be checked too.
+    install_monitoring_crd(&cluster.client, "ServiceMonitor", "servicemonitors").await;
+    install_monitoring_crd(&cluster.client, "PrometheusRule", "prometheusrules").await;
     let full_values = chart::dir().join("ci/full-values.yaml");
     let manifests = chart::template(
         &cluster.namespace,
@@ -172,6 +174,64 @@ fn the_operator_runs_with_the_flags_the_values_ask_for() {
     );
 }
 
+/// The PrometheusRule and the dashboard's ConfigMap need the Prometheus operator and a
+/// Grafana sidecar: the chart renders them only when asked.
+#[test]
+fn the_alerts_and_the_dashboard_render_only_when_enabled() {
+    let kinds = |manifests: &str| -> Vec<String> {
+        manifest::documents(manifests)
+            .iter()
+            .map(|document| document["kind"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let default = kinds(&chart::template("keyward", &[]));
+    assert!(!default.iter().any(|kind| kind == "PrometheusRule"));
+    assert!(!default.iter().any(|kind| kind == "ConfigMap"));
+    let enabled = kinds(&chart::template(
+        "keyward",
+        &[
+            "--set",
+            "prometheusRule.enabled=true",
+            "--set",
+            "grafanaDashboard.enabled=true",
+        ],
+    ));
+    assert_eq!(enabled.iter().filter(|k| *k == "PrometheusRule").count(), 1);
+    assert_eq!(enabled.iter().filter(|k| *k == "ConfigMap").count(), 1);
+}
+
+/// The ConfigMap holds the dashboard file byte for byte, under the sidecar's label and
+/// with the labels and annotations the values add.
+#[test]
+fn the_dashboard_configmap_carries_the_dashboard_file_as_it_is() {
+    let manifests = chart::template(
+        "keyward",
+        &[
+            "--set",
+            "grafanaDashboard.enabled=true",
+            "--set",
+            "grafanaDashboard.namespace=monitoring",
+            "--set",
+            "grafanaDashboard.annotations.grafana_folder=Security",
+        ],
+    );
+    let documents = manifest::documents(&manifests);
+    let config_map = documents
+        .iter()
+        .find(|document| document["kind"] == "ConfigMap")
+        .expect("the dashboard's ConfigMap");
+    let file = std::fs::read_to_string(chart::dir().join("files/keyward-dashboard.json"))
+        .expect("the dashboard file");
+    assert!(
+        config_map["data"]["keyward-dashboard.json"].as_str() == Some(file.as_str()),
+        "the ConfigMap's keyward-dashboard.json is not files/keyward-dashboard.json as it is"
+    );
+    let metadata = &config_map["metadata"];
+    assert_eq!(metadata["namespace"], "monitoring");
+    assert_eq!(metadata["labels"]["grafana_dashboard"], "1");
+    assert_eq!(metadata["annotations"]["grafana_folder"], "Security");
+}
+
 /// Runs the real binary with `args` and no cluster to reach: it must get past parsing
 /// them (and their validation) and fail only when connecting.
 fn assert_the_binary_accepts(args: &[String]) {
@@ -254,19 +314,21 @@ async fn create_namespace(client: &kube::Client, name: &str) {
     }
 }
 
-async fn install_service_monitor_crd(client: &kube::Client) {
+/// A Prometheus Operator CRD of `kind` (plural `plural`) whose schema keeps any field.
+async fn install_monitoring_crd(client: &kube::Client, kind: &str, plural: &str) {
+    let name = format!("{plural}.monitoring.coreos.com");
     let crd: CustomResourceDefinition = serde_json::from_value(serde_json::json!({
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": "servicemonitors.monitoring.coreos.com"},
+        "metadata": {"name": name},
         "spec": {
             "group": "monitoring.coreos.com",
             "scope": "Namespaced",
             "names": {
-                "kind": "ServiceMonitor",
-                "listKind": "ServiceMonitorList",
-                "plural": "servicemonitors",
-                "singular": "servicemonitor",
+                "kind": kind,
+                "listKind": format!("{kind}List"),
+                "plural": plural,
+                "singular": kind.to_lowercase(),
             },
             "versions": [{
                 "name": "v1",
@@ -281,17 +343,16 @@ async fn install_service_monitor_crd(client: &kube::Client) {
     }))
     .expect("a CustomResourceDefinition");
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let name = "servicemonitors.monitoring.coreos.com";
     crds.patch(
-        name,
+        &name,
         &PatchParams::apply("keyward-tests").force(),
         &Patch::Apply(&crd),
     )
     .await
-    .expect("the ServiceMonitor CRD applies");
-    let established = await_condition(crds, name, conditions::is_crd_established());
+    .unwrap_or_else(|error| panic!("the {kind} CRD does not apply: {error}"));
+    let established = await_condition(crds, &name, conditions::is_crd_established());
     tokio::time::timeout(support::WAIT, established)
         .await
-        .expect("the ServiceMonitor CRD is established in time")
+        .unwrap_or_else(|_| panic!("the {kind} CRD is not established in time"))
         .expect("CRD watch works");
 }
