@@ -7,6 +7,8 @@ use std::fmt::Write;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::SignedDuration;
 
+use crate::crd::encryption_key::RotationPhase;
+
 use super::report::{
     ClientReport, ConditionReport, EventReport, Header, KeyReport, Report, age, progress_text,
 };
@@ -270,7 +272,12 @@ fn render_rotation(out: &mut String, key: &KeyReport) {
             line(out, "    failed", printable(failure));
         }
     }
-    if let Some(job) = &rotation.job_name {
+    // Status names the next Job ahead of time; it is worth a line only while one runs.
+    let runs_jobs = matches!(
+        rotation.phase,
+        RotationPhase::Backfilling | RotationPhase::Reencrypting
+    );
+    if let Some(job) = rotation.job_name.as_ref().filter(|_| runs_jobs) {
         line(out, "  Job", printable(job));
     }
     if let Some(failure) = &rotation.failure {
