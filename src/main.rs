@@ -848,6 +848,32 @@ mod tests {
     }
 
     #[test]
+    fn status_takes_a_kind_by_name_plural_or_short_name_in_any_case() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["keyward", "status"], args].concat());
+        for kind in [
+            "encryptionkey",
+            "EncryptionKey",
+            "encryptionkeys",
+            "ek",
+            "EK",
+        ] {
+            let Ok(Cli {
+                command: Command::Status(args),
+            }) = parse(&[kind, "apim"])
+            else {
+                panic!("{kind} is refused");
+            };
+            assert_eq!(args.kind, keyward::status_report::Kind::EncryptionKey);
+        }
+        for kind in ["oauthclient", "OAuthClients", "oac"] {
+            assert!(parse(&[kind, "portal", "-n", "wso2", "-o", "json"]).is_ok());
+        }
+        assert!(parse(&["secret", "portal"]).is_err());
+        assert!(parse(&["ek"]).is_err());
+        assert!(parse(&["ek", "apim", "-o", "yaml"]).is_err());
+    }
+
+    #[test]
     fn verify_takes_exactly_one_record_source() {
         let parse = |args: &[&str]| Cli::try_parse_from([&["keyward", "verify"], args].concat());
         assert!(parse(&["--wso2-record", "record.json"]).is_ok());

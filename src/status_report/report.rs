@@ -407,7 +407,8 @@ fn rotation_report(
     }
 }
 
-/// What a rotation waits on now, in one sentence; `None` once it has succeeded.
+/// What a rotation waits on now, as the object of "waiting on …"; `None` once it has
+/// succeeded.
 pub fn waiting_on(
     rotation: &RotationStatus,
     distribution: Option<&DistributionStatus>,
@@ -418,27 +419,29 @@ pub fn waiting_on(
         && retry_at.0 > now
     {
         return Some(format!(
-            "attempt {} failed ({}); the next starts in {}",
+            "the next attempt, in {}: attempt {} failed ({})",
+            age(retry_at.0.duration_since(now)),
             rotation.attempts,
-            failure.reason,
-            age(retry_at.0.duration_since(now))
+            failure.reason
         ));
     }
-    let pods = |what: &str| match distribution {
+    let pods = |what: &str| {
+        match distribution {
         Some(d) if d.pods_in_sync < d.pods_total => format!(
-            "waiting for {} of {} pods to {what}",
+            "{} of {} pods to {what}",
             d.pods_total - d.pods_in_sync,
             d.pods_total
         ),
         Some(d) if d.pods_total == 0 => {
-            "no ready pod of the targets to wait for; the phase ends at the operator's next look"
+            "the operator's next look, which ends the phase: no ready pod of the targets to wait for"
                 .to_owned()
         }
         Some(d) => format!(
-            "all {} pods are there; the phase ends at the operator's next look",
+            "the operator's next look, which ends the phase: all {} pods are there",
             d.pods_total
         ),
-        None => format!("waiting for the pods to {what}"),
+        None => format!("the pods to {what}"),
+    }
     };
     let job = rotation.job_name.as_deref().unwrap_or("(not yet created)");
     Some(match rotation.phase {
@@ -694,28 +697,28 @@ mod tests {
         let now = at(NOW);
         assert_eq!(
             waiting_on(&rotation, distribution.as_ref(), now).as_deref(),
-            Some("waiting for 2 of 3 pods to hold version 2 (decrypt-only)")
+            Some("2 of 3 pods to hold version 2 (decrypt-only)")
         );
         rotation.phase = RotationPhase::Promoting;
         assert_eq!(
             waiting_on(&rotation, distribution.as_ref(), now).as_deref(),
-            Some("waiting for 2 of 3 pods to hold version 2 as primary")
+            Some("2 of 3 pods to hold version 2 as primary")
         );
         rotation.phase = RotationPhase::Retiring;
         assert_eq!(
             waiting_on(&rotation, distribution.as_ref(), now).as_deref(),
-            Some("waiting for 2 of 3 pods to drop the versions older than 2")
+            Some("2 of 3 pods to drop the versions older than 2")
         );
         if let Some(distribution) = distribution.as_mut() {
             distribution.pods_in_sync = 3;
         }
         assert_eq!(
             waiting_on(&rotation, distribution.as_ref(), now).as_deref(),
-            Some("all 3 pods are there; the phase ends at the operator's next look")
+            Some("the operator's next look, which ends the phase: all 3 pods are there")
         );
         assert_eq!(
             waiting_on(&rotation, None, now).as_deref(),
-            Some("waiting for the pods to drop the versions older than 2")
+            Some("the pods to drop the versions older than 2")
         );
         rotation.phase = RotationPhase::Succeeded;
         assert_eq!(waiting_on(&rotation, distribution.as_ref(), now), None);
@@ -752,7 +755,7 @@ mod tests {
         rotation.retry_at = Some(Time(at("2026-12-05T12:00:30Z")));
         assert_eq!(
             waiting_on(&rotation, None, now).as_deref(),
-            Some("attempt 1 failed (ReencryptionFailed); the next starts in 30s")
+            Some("the next attempt, in 30s: attempt 1 failed (ReencryptionFailed)")
         );
         // Once the retry time has passed, the step itself is what waits.
         assert!(
@@ -798,7 +801,7 @@ mod tests {
                     "attempt": 1, "startedAt": "2026-12-05T11:55:00Z", "phaseStartedAt": "2026-12-05T11:56:40Z",
                     "secondsInPhase": 200, "finishedAt": null, "jobName": null, "progress": null,
                     "failure": null, "retryAt": null,
-                    "waitingOn": "waiting for 2 of 3 pods to hold version 2 (decrypt-only)",
+                    "waitingOn": "2 of 3 pods to hold version 2 (decrypt-only)",
                 },
                 "ciphertexts": {"byVersion": {"1": 1000}, "withoutKeyId": null},
                 "nextRotation": {"at": "2026-12-05T12:00:00Z", "inSeconds": 0},

@@ -122,13 +122,11 @@ async fn a_key_held_mid_rotation_shows_its_phase_versions_and_what_it_waits_on()
     assert_eq!(staging["rotation"]["phase"], "Staging");
     assert_eq!(
         staging["rotation"]["waitingOn"],
-        "waiting for 2 of 2 pods to hold version 2 (decrypt-only)"
+        "2 of 2 pods to hold version 2 (decrypt-only)"
     );
     let text = status(&["encryptionkey", "apim", "--namespace", ns]);
     assert!(
-        text.contains(
-            "  waiting on:     waiting for 2 of 2 pods to hold version 2 (decrypt-only)\n"
-        ),
+        text.contains("  waiting on:     2 of 2 pods to hold version 2 (decrypt-only)\n"),
         "{text}"
     );
     assert!(
