@@ -104,7 +104,9 @@ where
     let (kind, namespace, name) = (kind.as_str(), namespace.to_owned(), name.to_owned());
     match api.get(&name).await {
         Ok(object) => Ok(object),
-        Err(kube::Error::Api(status)) if status.is_not_found() => {
+        // By code: a path the API server does not serve answers a bare 404 whose reason
+        // is not `NotFound`.
+        Err(kube::Error::Api(status)) if status.code == 404 => {
             // A missing object's 404 names it; a missing resource type's does not.
             let names_object = status
                 .details
@@ -120,7 +122,7 @@ where
                 StatusError::KindNotServed { kind }
             })
         }
-        Err(kube::Error::Api(status)) if status.is_forbidden() => Err(StatusError::Forbidden {
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(StatusError::Forbidden {
             kind,
             namespace,
             name,

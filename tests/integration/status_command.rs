@@ -21,7 +21,7 @@ use crate::support::encryption_key::{
 use crate::support::oauth_client::{apply_client, delivered_secret, until_client_ready};
 use crate::support::operator::{operator, operator_with_args};
 use crate::support::workload::deploy;
-use crate::support::{self, TestCluster, wait};
+use crate::support::{self, ControlPlane, TestCluster, wait};
 
 /// Runs `keyward status` with `args`, authenticated as `kubeconfig` says.
 fn status_as(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -425,4 +425,19 @@ fn status_help_documents_every_argument_and_flag() {
     ] {
         assert!(help.contains(mention), "{mention:?} in:\n{help}");
     }
+}
+
+#[tokio::test]
+async fn status_on_a_cluster_without_keywards_crds_says_the_kind_is_not_served() {
+    // A control plane of its own, where the CRDs were never installed.
+    let control_plane = ControlPlane::start_private("status-no-crds");
+    let output = status_as(&control_plane.kubeconfig, &["ek", "apim", "-n", "default"]);
+    assert_eq!(output.status.code(), Some(2));
+    let message = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        message.starts_with(
+            "keyward: the API server does not serve EncryptionKey (keyward.io/v1alpha1): are keyward's CRDs installed?"
+        ),
+        "{message}"
+    );
 }
