@@ -131,6 +131,57 @@ enum Command {
     ///
     /// Uses the in-cluster service account, or the kubeconfig named by $KUBECONFIG.
     Scan(ScanArgs),
+    /// Show the state of an EncryptionKey or an OAuthClient, as the operator reports it.
+    ///
+    /// For an EncryptionKey: Ready and why; the key versions with their state, age and
+    /// non-secret fingerprint, and the primary; how many ready pods hold the current
+    /// keyring; the current or last rotation (phase, target and previous version, trigger,
+    /// attempt, time in the phase, what it waits on, re-encryption progress done / total
+    /// / failed, the last failure); the ciphertexts per version the last scan found (and,
+    /// for a key with databases, the values without key id); the next rotation
+    /// spec.rotation.period schedules; the conditions and the newest Events.
+    ///
+    /// For an OAuthClient: Ready and why; the client id, secret type, secret version,
+    /// hash algorithm and issue time; the grace period (until when the previous secret
+    /// still verifies, and how long is left); the delivery Secret (and whether it was
+    /// deleted after its TTL), the verifier Secret, the import source; the conditions and
+    /// the newest Events.
+    ///
+    /// Reads only the resource and the Events about it, never a Secret: it needs `get`
+    /// on the resource (and `list` on Events, which are left out without it). No client
+    /// secret or key material is ever shown.
+    ///
+    /// Uses the kubeconfig named by $KUBECONFIG (default ~/.kube/config), or the
+    /// in-cluster service account. Exits 0 when the report is shown, whatever the
+    /// resource's state; 2 when it cannot be (not found, forbidden, CRDs not installed).
+    Status(StatusArgs),
+}
+
+/// `keyward status KIND NAME`.
+#[derive(Args, Debug)]
+struct StatusArgs {
+    /// The kind: encryptionkey (or encryptionkeys, ek) or oauthclient (or oauthclients,
+    /// oac), in any case.
+    #[arg(value_enum, ignore_case = true)]
+    kind: keyward::status_report::Kind,
+    /// The name of the resource.
+    name: String,
+    /// The namespace of the resource [default: the kubeconfig context's namespace].
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = StatusOutput::Text)]
+    output: StatusOutput,
+}
+
+/// What `keyward status` prints.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum StatusOutput {
+    /// A summary for a person, on one screen.
+    Text,
+    /// The same summary as one JSON object, whose shape is documented in the README
+    /// (`reportVersion` 1; fields are only ever added).
+    Json,
 }
 
 /// An EncryptionKey named on the command line as NAMESPACE/NAME.
@@ -438,6 +489,7 @@ fn main() -> ExitCode {
             run_reencrypt(args)
         }
         Command::Scan(args) => scan(args),
+        Command::Status(args) => status(&args),
     };
     result.unwrap_or_else(|message| {
         eprintln!("keyward: {message}");
@@ -730,6 +782,31 @@ fn scan_database(args: ScanDatabaseArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `keyward status`: the report on one resource, as text or JSON.
+fn status(args: &StatusArgs) -> Result<ExitCode, String> {
+    use keyward::status_report;
+    let report = block_on(async {
+        let client = tools::cluster_client()
+            .await
+            .map_err(|error| error.to_string())?;
+        let namespace = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_owned());
+        status_report::fetch(&client, args.kind, &namespace, &args.name)
+            .await
+            .map_err(|error| error.to_string())
+    })?;
+    match args.output {
+        StatusOutput::Text => print!("{}", status_report::text::render(&report)),
+        StatusOutput::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).map_err(|error| error.to_string())?
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn block_on<T>(future: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -768,6 +845,32 @@ mod tests {
         );
         assert!(parse(&["database", "--url-file", "url"]).is_err());
         assert!(parse(&["--key", "apim/shared", "database", "--engine", "mysql"]).is_err());
+    }
+
+    #[test]
+    fn status_takes_a_kind_by_name_plural_or_short_name_in_any_case() {
+        let parse = |args: &[&str]| Cli::try_parse_from([&["keyward", "status"], args].concat());
+        for kind in [
+            "encryptionkey",
+            "EncryptionKey",
+            "encryptionkeys",
+            "ek",
+            "EK",
+        ] {
+            let Ok(Cli {
+                command: Command::Status(args),
+            }) = parse(&[kind, "apim"])
+            else {
+                panic!("{kind} is refused");
+            };
+            assert_eq!(args.kind, keyward::status_report::Kind::EncryptionKey);
+        }
+        for kind in ["oauthclient", "OAuthClients", "oac"] {
+            assert!(parse(&[kind, "portal", "-n", "wso2", "-o", "json"]).is_ok());
+        }
+        assert!(parse(&["secret", "portal"]).is_err());
+        assert!(parse(&["ek"]).is_err());
+        assert!(parse(&["ek", "apim", "-o", "yaml"]).is_err());
     }
 
     #[test]

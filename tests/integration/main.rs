@@ -17,6 +17,7 @@ mod operator_process;
 mod owned_objects;
 mod reencrypt;
 mod rotation;
+mod status_command;
 mod status_races;
 mod support;
 mod watch_gaps;

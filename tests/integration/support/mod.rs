@@ -9,11 +9,12 @@
 //! What more than one test file needs is here, once, in the module of what it works on:
 //! `api` (the test namespace's handles), `encryption_key` and `oauth_client` (applying
 //! the resources and waiting on them), `workload` (the Deployments keys reach),
-//! `events`, `operator`, `jobs` (the job runner and what runs on it), `ciphertext`,
-//! `manifest`, `chart`, `http`, `wait`, `wso2_java` (the Java stand-in for WSO2) and
-//! `database` (real PostgreSQL and MariaDB servers). A test file keeps only what its own
-//! tests share.
+//! `events`, `access` (acting as a ServiceAccount with narrower rights), `operator`,
+//! `jobs` (the job runner and what runs on it), `ciphertext`, `manifest`, `chart`,
+//! `http`, `wait`, `wso2_java` (the Java stand-in for WSO2) and `database` (real
+//! PostgreSQL and MariaDB servers). A test file keeps only what its own tests share.
 
+pub mod access;
 pub mod api;
 pub mod chart;
 pub mod ciphertext;
