@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use prometheus_client::collector::Collector;
@@ -453,7 +453,7 @@ fn encode_keys(
                 }
             }
         }
-        if let Some(at) = next_scheduled(key) {
+        if let Some(at) = key.next_scheduled_rotation() {
             next_rotation
                 .get_or_create(&labels)
                 .set(at.duration_since(now).as_secs_f64());
@@ -607,14 +607,4 @@ fn ready_state(namespace: &str, conditions: &[Condition]) -> ReadyLabels {
             "Other".to_owned()
         },
     }
-}
-
-/// When `key`'s period next rotates it: its primary version's creation plus the period.
-fn next_scheduled(key: &EncryptionKey) -> Option<Timestamp> {
-    let period = key.spec.rotation.period?;
-    let period = SignedDuration::try_from(Duration::from(period)).ok()?;
-    let status = key.status.as_ref()?;
-    let primary = status.primary_version?;
-    let version = status.versions.iter().find(|v| v.version == primary)?;
-    version.created_at.0.checked_add(period).ok()
 }

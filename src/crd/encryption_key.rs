@@ -558,3 +558,17 @@ pub struct DistributionStatus {
     /// Ready pods of all targets.
     pub pods_total: i32,
 }
+
+impl EncryptionKey {
+    /// When `spec.rotation.period` next rotates the key, as status tells it: the primary
+    /// version's creation plus the period. `None` without a period or a primary version.
+    pub fn next_scheduled_rotation(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        let period = self.spec.rotation.period?;
+        let period =
+            k8s_openapi::jiff::SignedDuration::try_from(std::time::Duration::from(period)).ok()?;
+        let status = self.status.as_ref()?;
+        let primary = status.primary_version?;
+        let version = status.versions.iter().find(|v| v.version == primary)?;
+        version.created_at.0.checked_add(period).ok()
+    }
+}

@@ -484,15 +484,9 @@ pub fn progress_text(done: i64, total: i64, failed: i64) -> String {
     format!("{done} of {total} done{share}, {failed} failed")
 }
 
-/// When `spec.rotation.period` rotates `key` next: its primary version's creation plus
-/// the period.
+/// When `spec.rotation.period` rotates `key` next, and how soon.
 fn next_rotation(key: &EncryptionKey, now: Timestamp) -> Option<NextRotation> {
-    let period = key.spec.rotation.period?;
-    let period = SignedDuration::try_from(std::time::Duration::from(period)).ok()?;
-    let status = key.status.as_ref()?;
-    let primary = status.primary_version?;
-    let version = status.versions.iter().find(|v| v.version == primary)?;
-    let at = version.created_at.0.checked_add(period).ok()?;
+    let at = key.next_scheduled_rotation()?;
     Some(NextRotation {
         at: Time(at),
         in_seconds: seconds_between(at, now),
