@@ -236,12 +236,14 @@ NODE
     fi
     sleep 1 &
     tick=$!
-    wait -n "${pids[@]}" "${watcher[@]}" "$tick" || true
-    kill -0 "$tick" 2>/dev/null || continue
+    wait -n "${pids[@]}" "${watcher[@]}" "$tick" 2>/dev/null || true
     kill "$tick" 2>/dev/null || true
     wait "$tick" 2>/dev/null || true
-    # Woken by a signal to handle, else by a component or standard input ending.
-    [ "$stop_apiserver" = 1 ] || [ "$start_apiserver" = 1 ] || break
+    # Woken by a signal to handle, by the tick, or by a component or standard input
+    # ending. Which one is asked of the processes themselves: one wait may collect the
+    # tick and the watcher together, and a later wait would no longer know the watcher.
+    [ "$stop_apiserver" = 1 ] || [ "$start_apiserver" = 1 ] && continue
+    for i in "${pids[@]}" "${watcher[@]}"; do kill -0 "$i" 2>/dev/null || break 2; done
   done
   check_alive
   [ ${#watcher[@]} -eq 0 ] || kill "${watcher[@]}" 2>/dev/null || true
