@@ -192,6 +192,7 @@ async fn a_refused_spec_is_failed_and_a_wait_for_a_secret_that_may_still_come_is
     let ready = key_until(&cluster, "supplied", "True", "KeyDistributed").await;
     let verdict = kstatus(&ready);
     assert_eq!(verdict.status, "Current", "{verdict:?}");
+    // A secret of this test's own: other tests look for theirs in every namespace.
     let source = Secret {
         metadata: ObjectMeta {
             name: Some("imported-source".into()),
@@ -201,7 +202,7 @@ async fn a_refused_spec_is_failed_and_a_wait_for_a_secret_that_may_still_come_is
             ("clientId".into(), "imported-0001".into()),
             (
                 "clientSecret".into(),
-                "imported-secret-0123456789abcdef".into(),
+                "kstatus-imported-5c1e0f2a9b7d4e63".into(),
             ),
         ])),
         ..Secret::default()
