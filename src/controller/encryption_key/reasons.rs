@@ -70,8 +70,10 @@ pub fn stalls(reason: &str) -> bool {
         // A Secret GitOps or a secrets tool may still create: waiting for it is progress.
         SOURCE_SECRET_MISSING | KEY_ENCRYPTION_KEY_SECRET_MISSING => false,
         // The Secret is there but holds no usable key: someone has to fix its content.
-        SOURCE_KEY_MISSING | SOURCE_KEY_INVALID => true,
-        KEY_ENCRYPTION_KEY_MISSING | KEY_ENCRYPTION_KEY_INVALID => true,
+        SOURCE_KEY_MISSING
+        | SOURCE_KEY_INVALID
+        | KEY_ENCRYPTION_KEY_MISSING
+        | KEY_ENCRYPTION_KEY_INVALID => true,
         // A Job, Role or ServiceAccount of the rotation's name is someone else's.
         OBJECT_CONFLICT => true,
         // Pods have not taken the keyring within the deadline: they need looking at
@@ -100,8 +102,9 @@ pub fn stalls(reason: &str) -> bool {
         // `workload::Blocked::reason`: a container the spec names is not in the workload,
         // or a volume or mount of the workload's own is in the way; its spec must change.
         "ContainerNotFound" | "DistributionConflict" => true,
-        // Reasons of other conditions, never of `Ready=False`.
-        KEY_DISTRIBUTED | IN_SYNC | ROLLING_OUT | AS_EXPECTED | IDLE | ROTATION_REQUESTED => false,
+        // Reasons of other conditions and of Events, never of `Ready=False`.
+        KEY_DISTRIBUTED | IN_SYNC | ROLLING_OUT | AS_EXPECTED | IDLE | ROTATION_REQUESTED
+        | KEY_CREATED | KEYRING_WRAPPED | DISTRIBUTED | ROTATION_STARTED => false,
         // A reason added without a decision here: better a failed wait than an endless one.
         _ => true,
     }
