@@ -31,7 +31,7 @@ bins: ## Build (or find cached) etcd, Kubernetes, kwok, helm and sealed-secrets 
 	@hack/test-bins.sh --with-helm --with-sealed-secrets
 
 .PHONY: test
-test: argocd alerts ## Argo CD health checks, alert rule tests, unit tests, integration tests, and the quick benchmark.
+test: argocd kstatus alerts ## Argo CD health checks, the kstatus probe, alert rule tests, unit tests, integration tests, and the quick benchmark.
 	@assets="$(ASSETS)"; test -n "$$assets" || { echo "no control-plane binaries" >&2; exit 1; }; \
 	  KUBEBUILDER_ASSETS="$$assets" cargo test --all-targets
 
@@ -58,6 +58,10 @@ bench-database: ## The WSO2 database benchmark alone (release, 100,000 and 1,000
 .PHONY: argocd
 argocd: ## Run the Argo CD health checks in docs/argocd/ on their sample objects (Go).
 	cd docs/argocd && go test ./...
+
+.PHONY: kstatus
+kstatus: ## Test the kstatus probe in docs/kstatus/ (Go, cli-utils), which the integration tests run.
+	cd docs/kstatus && go vet ./... && go test ./...
 
 .PHONY: alerts
 alerts: ## The chart's Prometheus alerts: promtool checks them and runs tests/alerts/ against them.

@@ -20,6 +20,12 @@ pub enum ConditionType {
     Rotating,
     /// Something went wrong that needs attention; the reason says what.
     Degraded,
+    /// keyward is still working towards what the spec asks, and will get there by
+    /// itself (kstatus: `InProgress`); present only while true.
+    Reconciling,
+    /// keyward cannot go on until a person changes something (kstatus: `Failed`);
+    /// present only while true.
+    Stalled,
 }
 
 impl ConditionType {
@@ -32,6 +38,8 @@ impl ConditionType {
             Self::Distributed => "Distributed",
             Self::Rotating => "Rotating",
             Self::Degraded => "Degraded",
+            Self::Reconciling => "Reconciling",
+            Self::Stalled => "Stalled",
         }
     }
 }
@@ -85,6 +93,54 @@ pub fn set_condition(
         Some(i) => conditions[i] = condition,
         None => conditions.push(condition),
     }
+}
+
+/// Where a resource stands for tools that follow the kstatus conventions (Flux, kpt,
+/// cli-utils): still on its way, stuck until a person acts, or neither.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Nothing is under way and nothing is stuck.
+    Settled,
+    /// Work that finishes by itself is under way.
+    Reconciling { reason: String, message: String },
+    /// Only a change by a person can help.
+    Stalled { reason: String, message: String },
+}
+
+/// Sets `Reconciling` or `Stalled` as `progress` says and drops the other, so that
+/// the two are never true at once (kstatus reads whichever comes first); `Settled`
+/// drops both, as the conventions want abnormal conditions absent when all is well.
+pub fn set_progress(
+    conditions: &mut Vec<Condition>,
+    progress: Progress,
+    observed_generation: Option<i64>,
+    now: Timestamp,
+) {
+    let (holds, reason, message) = match progress {
+        Progress::Settled => {
+            conditions.retain(|c| {
+                c.type_ != ConditionType::Reconciling.as_str()
+                    && c.type_ != ConditionType::Stalled.as_str()
+            });
+            return;
+        }
+        Progress::Reconciling { reason, message } => (ConditionType::Reconciling, reason, message),
+        Progress::Stalled { reason, message } => (ConditionType::Stalled, reason, message),
+    };
+    let other = match holds {
+        ConditionType::Reconciling => ConditionType::Stalled,
+        _ => ConditionType::Reconciling,
+    };
+    conditions.retain(|c| c.type_ != other.as_str());
+    set_condition(
+        conditions,
+        holds,
+        ConditionStatus::True,
+        &reason,
+        message,
+        observed_generation,
+        now,
+    );
 }
 
 /// The condition of `type_`, if present.
@@ -171,6 +227,39 @@ mod tests {
         );
         assert_eq!(conditions.len(), 2);
         assert!(find_condition(&conditions, ConditionType::Rotating).is_none());
+    }
+
+    #[test]
+    fn reconciling_and_stalled_are_never_true_together_and_gone_once_settled() {
+        let mut conditions = Vec::new();
+        let types = |conditions: &[Condition]| -> Vec<String> {
+            conditions.iter().map(|c| c.type_.clone()).collect()
+        };
+        let waiting = Progress::Reconciling {
+            reason: "Distributing".to_owned(),
+            message: "1/2 pods".to_owned(),
+        };
+        set_progress(&mut conditions, waiting, Some(1), at(10));
+        assert_eq!(types(&conditions), ["Reconciling"]);
+        assert!(is_true(&conditions[0]));
+        assert_eq!(conditions[0].reason, "Distributing");
+        // Still under way for another reason: the condition keeps its transition time.
+        let staging = Progress::Reconciling {
+            reason: "Staging".to_owned(),
+            message: String::new(),
+        };
+        set_progress(&mut conditions, staging, Some(1), at(20));
+        assert_eq!(conditions[0].last_transition_time, Time(at(10)));
+        assert_eq!(conditions[0].reason, "Staging");
+        let refused = Progress::Stalled {
+            reason: "InvalidDistribution".to_owned(),
+            message: "restart must be Rolling".to_owned(),
+        };
+        set_progress(&mut conditions, refused, Some(2), at(30));
+        assert_eq!(types(&conditions), ["Stalled"]);
+        assert_eq!(conditions[0].message, "restart must be Rolling");
+        set_progress(&mut conditions, Progress::Settled, Some(3), at(40));
+        assert!(conditions.is_empty());
     }
 
     #[test]

@@ -387,7 +387,9 @@ pub struct EncryptionKeyStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready`, `Distributed`, `Rotating` and `Degraded`.
+    /// `Ready`, `Distributed`, `Rotating` and `Degraded`; while keyward works on the key
+    /// (a rotation requested or running, the key reaching its pods, a Secret awaited)
+    /// `Reconciling`, and when only a person can help `Stalled` (the kstatus conventions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

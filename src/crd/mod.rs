@@ -10,7 +10,9 @@ pub mod database;
 pub mod encryption_key;
 pub mod oauth_client;
 
-pub use condition::{ConditionStatus, ConditionType, find_condition, is_true, set_condition};
+pub use condition::{
+    ConditionStatus, ConditionType, Progress, find_condition, is_true, set_condition, set_progress,
+};
 pub use encryption_key::{EncryptionKey, EncryptionKeySpec, EncryptionKeyStatus};
 pub use oauth_client::{OAuthClient, OAuthClientSpec, OAuthClientStatus};
 

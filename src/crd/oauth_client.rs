@@ -265,7 +265,9 @@ pub struct OAuthClientStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
 
-    /// `Ready`, `SecretIssued` and, for legacy algorithms, `LegacyAlgorithm`.
+    /// `Ready`, `SecretIssued` and, for legacy algorithms, `LegacyAlgorithm`; while
+    /// keyward works on the client `Reconciling`, and when only a person can help
+    /// `Stalled` (the kstatus conventions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -11,6 +11,7 @@ mod gitops;
 mod high_availability;
 mod job_runner;
 mod key_safety;
+mod kstatus;
 mod metrics;
 mod oauth_client;
 mod operator_process;

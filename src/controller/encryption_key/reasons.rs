@@ -56,6 +56,60 @@ pub const INVALID_DISTRIBUTION: &str = "InvalidDistribution";
 /// A target named in `spec.targets` does not exist (`Ready` and `Distributed`).
 pub const TARGET_NOT_FOUND: &str = "TargetNotFound";
 
+/// Whether a `Ready=False` of `reason` stalls the key: only a change by a person ends it
+/// (`Stalled`, kstatus `Failed`), where otherwise keyward waits or retries until it
+/// passes (`Reconciling`, kstatus `InProgress`).
+pub fn stalls(reason: &str) -> bool {
+    match reason {
+        // Someone else's Secret: keyward never takes it over.
+        SECRET_CONFLICT => true,
+        // The keyring must be restored from backup; keyward never replaces one.
+        KEYRING_UNREADABLE | KEYRING_MISSING => true,
+        // Two sources of truth disagree about the key material: a person picks one.
+        SOURCE_MISMATCH | KEYRING_MISMATCH => true,
+        // A Secret GitOps or a secrets tool may still create: waiting for it is progress.
+        SOURCE_SECRET_MISSING | KEY_ENCRYPTION_KEY_SECRET_MISSING => false,
+        // The Secret is there but holds no usable key: someone has to fix its content.
+        SOURCE_KEY_MISSING
+        | SOURCE_KEY_INVALID
+        | KEY_ENCRYPTION_KEY_MISSING
+        | KEY_ENCRYPTION_KEY_INVALID => true,
+        // A Job, Role or ServiceAccount of the rotation's name is someone else's.
+        OBJECT_CONFLICT => true,
+        // Pods have not taken the keyring within the deadline: they need looking at
+        // (the rotation goes on, and the condition goes, once they do).
+        ROLLOUT_TIMEOUT => true,
+        // The API server refused the Job (quota, admission): retrying will not change that.
+        REENCRYPTION_JOB_REFUSED => true,
+        // The user's job template cannot run as written.
+        INVALID_JOB_TEMPLATE => true,
+        // The progress ConfigMap was written by something other than the Job.
+        PROGRESS_INVALID => true,
+        // Values no key version decrypts: no retry makes them readable.
+        UNDECRYPTABLE_CIPHERTEXT => true,
+        // Ciphertext written under an old version meanwhile: keyward re-encrypts it again.
+        CIPHERTEXT_REMAINS => false,
+        // Backfilling left values without a key id: something keeps writing them.
+        KEY_IDS_MISSING => true,
+        // The Job failed; the retries run, but its log says what a person must fix.
+        REENCRYPTION_FAILED => true,
+        // A spec the schema now refuses: it must be edited.
+        INVALID_DISTRIBUTION => true,
+        // A workload GitOps may still create, e.g. later in the same sync.
+        TARGET_NOT_FOUND => false,
+        // Pods are taking the keyring.
+        DISTRIBUTING => false,
+        // `workload::Blocked::reason`: a container the spec names is not in the workload,
+        // or a volume or mount of the workload's own is in the way; its spec must change.
+        "ContainerNotFound" | "DistributionConflict" => true,
+        // Reasons of other conditions and of Events, never of `Ready=False`.
+        KEY_DISTRIBUTED | IN_SYNC | ROLLING_OUT | AS_EXPECTED | IDLE | ROTATION_REQUESTED
+        | KEY_CREATED | KEYRING_WRAPPED | DISTRIBUTED | ROTATION_STARTED => false,
+        // A reason added without a decision here: better a failed wait than an endless one.
+        _ => true,
+    }
+}
+
 // How far distribution got (`Ready`, `Distributed`).
 
 /// The key is being rolled out to the targets (`Ready` false).
@@ -70,6 +124,9 @@ pub const ROLLING_OUT: &str = "RollingOut";
 pub const AS_EXPECTED: &str = "AsExpected";
 /// No rotation runs (`Rotating` false); a running one gives its phase as the reason.
 pub const IDLE: &str = "Idle";
+/// `spec.rotation.generation` asks for a rotation that has not started yet
+/// (`Reconciling`); a running one gives its phase as the reason.
+pub const ROTATION_REQUESTED: &str = "RotationRequested";
 
 // Events of what keyward did.
 

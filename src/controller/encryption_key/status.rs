@@ -18,7 +18,8 @@ use crate::crd::encryption_key::{
     DistributionStatus, EncryptionKeyStatus, KeyVersionStatus, RotationPhase, RotationStatus,
 };
 use crate::crd::{
-    ConditionStatus, ConditionType, EncryptionKey, find_condition, is_true, set_condition,
+    ConditionStatus, ConditionType, EncryptionKey, Progress, find_condition, is_true,
+    set_condition, set_progress,
 };
 use crate::crypto::Keyring;
 use crate::crypto::keyring::KeyVersion;
@@ -152,7 +153,48 @@ pub fn next(
         conditions.problem(&problem);
         notices.extend(newly_a_problem(&previous, problem));
     }
+    let progress = progress(conditions.status, key.spec.rotation.generation);
+    set_progress(&mut status.conditions, progress, generation, now);
     Next { status, notices }
+}
+
+/// Where the key stands for kstatus: stalled while `Ready` is false for a reason only a
+/// person ends; else reconciling while a rotation runs or `requested` (the spec's
+/// counter) asks for one not yet started — so the very status write that first sees a
+/// bump already says so — or while `Ready` is false for what passes by itself.
+fn progress(status: &EncryptionKeyStatus, requested: i64) -> Progress {
+    let ready = find_condition(&status.conditions, ConditionType::Ready);
+    let not_ready = ready.filter(|ready| !is_true(ready));
+    if let Some(ready) = not_ready.filter(|ready| reasons::stalls(&ready.reason)) {
+        return Progress::Stalled {
+            reason: ready.reason.clone(),
+            message: ready.message.clone(),
+        };
+    }
+    if let Some(rotating) =
+        find_condition(&status.conditions, ConditionType::Rotating).filter(|r| is_true(r))
+    {
+        return Progress::Reconciling {
+            reason: rotating.reason.clone(),
+            message: rotating.message.clone(),
+        };
+    }
+    let answered = status.rotation_generation.unwrap_or(requested);
+    if requested > answered {
+        return Progress::Reconciling {
+            reason: reasons::ROTATION_REQUESTED.to_owned(),
+            message: format!(
+                "spec.rotation.generation is {requested} and the last rotation answered {answered}: a rotation is about to start"
+            ),
+        };
+    }
+    match not_ready {
+        Some(ready) => Progress::Reconciling {
+            reason: ready.reason.clone(),
+            message: ready.message.clone(),
+        },
+        None => Progress::Settled,
+    }
 }
 
 /// Records `rotation`, when the reconcile has one to record: a rotation that starts
@@ -682,5 +724,162 @@ mod tests {
             "Idle"
         );
         assert!(finished.status.rotation.is_some());
+    }
+
+    /// The kstatus conditions of `status`: which of `Reconciling` and `Stalled` holds,
+    /// with its reason.
+    fn standing(status: &EncryptionKeyStatus) -> Vec<(String, String)> {
+        status
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == "Reconciling" || c.type_ == "Stalled")
+            .map(|c| {
+                assert_eq!(c.status, "True", "{c:?}");
+                (c.type_.clone(), c.reason.clone())
+            })
+            .collect()
+    }
+
+    fn pair(type_: &str, reason: &str) -> Vec<(String, String)> {
+        vec![(type_.to_owned(), reason.to_owned())]
+    }
+
+    #[test]
+    fn a_key_on_its_way_is_reconciling_and_a_ready_one_neither() {
+        let key = key(1, 0);
+        let keyring = keyring();
+        let created = next(
+            &key,
+            None,
+            Found::Created(Listed::of(&keyring)).into(),
+            at(1000),
+        );
+        assert_eq!(
+            standing(&created.status),
+            pair("Reconciling", "Distributing")
+        );
+        let rolling = next(&key, None, distribution(&keyring, 1, 2), at(1000)).status;
+        assert_eq!(standing(&rolling), pair("Reconciling", "Distributing"));
+        let ready = next(&key, Some(&rolling), distribution(&keyring, 2, 2), at(2000)).status;
+        assert_eq!(standing(&ready), []);
+        assert!(find_condition(&ready.conditions, ConditionType::Reconciling).is_none());
+    }
+
+    #[test]
+    fn a_problem_only_a_person_ends_stalls_and_a_secret_that_may_come_does_not() {
+        let key = key(1, 0);
+        let report = |previous: Option<&EncryptionKeyStatus>, reason, degraded| {
+            next(
+                &key,
+                previous,
+                Found::Problem {
+                    problem: problem(reason, degraded),
+                    keyring: None,
+                }
+                .into(),
+                at(1000),
+            )
+            .status
+        };
+        let waiting = report(None, "SourceSecretMissing", false);
+        assert_eq!(
+            standing(&waiting),
+            pair("Reconciling", "SourceSecretMissing")
+        );
+        let refused = report(Some(&waiting), "InvalidDistribution", true);
+        assert_eq!(standing(&refused), pair("Stalled", "InvalidDistribution"));
+        let stalled = find_condition(&refused.conditions, ConditionType::Stalled).expect("stalled");
+        assert_eq!(stalled.message, "InvalidDistribution happened");
+        // A Secret that is there but holds no usable key needs a person, too.
+        let unusable = report(None, "SourceKeyMissing", false);
+        assert_eq!(standing(&unusable), pair("Stalled", "SourceKeyMissing"));
+        for reason in [
+            "TargetNotFound",
+            "KeyEncryptionKeySecretMissing",
+            "CiphertextRemains",
+        ] {
+            assert!(!reasons::stalls(reason), "{reason}");
+        }
+        for reason in [
+            "SecretConflict",
+            "KeyringMissing",
+            "ObjectConflict",
+            "InvalidJobTemplate",
+            "ReencryptionFailed",
+            "ContainerNotFound",
+            "DistributionConflict",
+            "SomethingNew",
+        ] {
+            assert!(reasons::stalls(reason), "{reason}");
+        }
+    }
+
+    #[test]
+    fn a_rotation_is_reconciling_from_the_status_that_first_sees_the_bump_until_it_succeeds() {
+        let keyring = keyring();
+        let settled = next(&key(1, 7), None, distribution(&keyring, 2, 2), at(1000)).status;
+        assert_eq!(standing(&settled), []);
+        // The counter was bumped; this write has not started the rotation yet.
+        let bumped = key(2, 8);
+        let noticed = next(
+            &bumped,
+            Some(&settled),
+            distribution(&keyring, 2, 2),
+            at(2000),
+        );
+        assert_eq!(noticed.status.observed_generation, Some(2));
+        assert_eq!(
+            standing(&noticed.status),
+            pair("Reconciling", "RotationRequested")
+        );
+        let mut previous = noticed.status;
+        for phase in [
+            RotationPhase::Staging,
+            RotationPhase::Promoting,
+            RotationPhase::Reencrypting,
+            RotationPhase::Verifying,
+            RotationPhase::Retiring,
+        ] {
+            let status = next(
+                &bumped,
+                Some(&previous),
+                Findings {
+                    rotation: Some(rotation(phase, 8)),
+                    ..distribution(&keyring, 2, 2)
+                },
+                at(3000),
+            )
+            .status;
+            assert_eq!(standing(&status), pair("Reconciling", phase.as_str()));
+            assert_eq!(condition(&status, ConditionType::Ready).0, "True");
+            previous = status;
+        }
+        let finished = next(
+            &bumped,
+            Some(&previous),
+            Findings {
+                rotation: Some(rotation(RotationPhase::Succeeded, 8)),
+                ..distribution(&keyring, 2, 2)
+            },
+            at(4000),
+        )
+        .status;
+        assert_eq!(standing(&finished), []);
+        // A failed attempt that needs a person stalls the rotation instead.
+        let failed = next(
+            &bumped,
+            Some(&previous),
+            Findings {
+                rotation: Some(rotation(RotationPhase::Reencrypting, 8)),
+                ..Found::Problem {
+                    problem: problem("ReencryptionFailed", true),
+                    keyring: Some(Listed::of(&keyring)),
+                }
+                .into()
+            },
+            at(5000),
+        )
+        .status;
+        assert_eq!(standing(&failed), pair("Stalled", "ReencryptionFailed"));
     }
 }

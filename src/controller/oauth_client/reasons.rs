@@ -57,6 +57,50 @@ pub const IMPORT_CLIENT_ID_INVALID: &str = "ImportClientIdInvalid";
 /// The record is sealed under a key version not every pod of its key's targets holds.
 pub const KEY_NOT_DISTRIBUTED: &str = "KeyNotDistributed";
 
+/// `Reconciling=True` of a client whose first secret is being issued.
+pub const ISSUING: &str = "Issuing";
+
+/// Whether a `Ready=False` of `reason` stalls the client: only a change by a person ends
+/// it (`Stalled`, kstatus `Failed`), where otherwise keyward waits until it passes
+/// (`Reconciling`, kstatus `InProgress`).
+pub fn stalls(reason: &str) -> bool {
+    match reason {
+        // Someone else's Secret: keyward never takes it over.
+        SECRET_CONFLICT => true,
+        // The spec names one Secret for two jobs, or one key for two values: edit it.
+        SECRET_NAME_CONFLICT | IMPORT_KEYS_CONFLICT => true,
+        // The policy refuses what the spec asks: the spec (or the policy) must change.
+        LEGACY_ALGORITHM_NOT_ALLOWED | PLAINTEXT_NOT_ALLOWED => true,
+        // A length the schema refuses, stored before the rule: edit the spec.
+        SECRET_LENGTH_INVALID => true,
+        // Secrets keyward did not write as they are: a person restores or removes them.
+        ANNOTATION_INVALID | VERIFIER_RECORD_INVALID => true,
+        // The record is sealed under another key than the spec's: fix the reference.
+        RECORD_UNDECRYPTABLE => true,
+        // The EncryptionKey is on its way (its own status says whether it is stuck).
+        ENCRYPTION_KEY_NOT_READY => false,
+        // A Secret GitOps or a secrets tool may still create.
+        IMPORT_SOURCE_MISSING => false,
+        // The import source is there but lacks what it must hold: fix its content.
+        IMPORT_SOURCE_KEY_MISSING | IMPORT_CLIENT_ID_INVALID => true,
+        // The key version is reaching the pods of the key's targets.
+        KEY_NOT_DISTRIBUTED => false,
+        // Reasons of a ready client or of Events, never of `Ready=False`.
+        ISSUED
+        | REISSUED
+        | ROTATED
+        | IMPORTED
+        | PREVIOUS_SECRET_EXPIRED
+        | DELIVERY_SECRET_DELETED
+        | LEGACY_ALGORITHM
+        | LEGACY_ALGORITHM_IN_USE
+        | MODERN_ALGORITHM
+        | ISSUING => false,
+        // A reason added without a decision here: better a failed wait than an endless one.
+        _ => true,
+    }
+}
+
 /// What keyward did or tried, as its Events name it.
 pub mod action {
     /// A secret was issued.

@@ -18,7 +18,8 @@ use crate::controller::context::{Context, Notice};
 use crate::controller::kit::{StatusWritten, apply_status, latest, namespaced_api};
 use crate::crd::oauth_client::SecretNames;
 use crate::crd::{
-    ConditionStatus, ConditionType, OAuthClient, OAuthClientStatus, find_condition, set_condition,
+    ConditionStatus, ConditionType, OAuthClient, OAuthClientStatus, Progress, find_condition,
+    set_condition, set_progress,
 };
 use crate::store::OAUTH_CLIENT_MANAGER;
 
@@ -217,7 +218,34 @@ fn status(
         }
     }
     set_legacy_algorithm(conditions, issued, generation, now);
+    set_progress(
+        conditions,
+        progress(problem, issued.is_some()),
+        generation,
+        now,
+    );
     status
+}
+
+/// Where the client stands for kstatus: stalled on a problem only a person ends,
+/// reconciling on one that passes by itself or while its first secret is not `issued`
+/// yet, settled otherwise.
+fn progress(problem: Option<&Problem>, issued: bool) -> Progress {
+    match problem {
+        Some(problem) if reasons::stalls(problem.reason) => Progress::Stalled {
+            reason: problem.reason.to_owned(),
+            message: problem.message.clone(),
+        },
+        Some(problem) => Progress::Reconciling {
+            reason: problem.reason.to_owned(),
+            message: problem.message.clone(),
+        },
+        None if !issued => Progress::Reconciling {
+            reason: reasons::ISSUING.to_owned(),
+            message: "issuing the client's first secret".to_owned(),
+        },
+        None => Progress::Settled,
+    }
 }
 
 /// Shows in `status` what the verifier record says: the client id, the versions and
@@ -597,5 +625,105 @@ mod tests {
             Written::after(Some(3), Some(3), wrote("9", 4)),
             Written::FromNewerSpec
         );
+    }
+
+    /// Which of `Reconciling` and `Stalled` holds, with its reason.
+    fn standing(status: &OAuthClientStatus) -> Option<(&str, &str)> {
+        let reconciling = condition(status, ConditionType::Reconciling);
+        let stalled = condition(status, ConditionType::Stalled);
+        assert!(reconciling.is_none() || stalled.is_none(), "{status:?}");
+        reconciling
+            .map(|(state, reason, ..)| (state, "Reconciling", reason))
+            .or(stalled.map(|(state, reason, ..)| (state, "Stalled", reason)))
+            .map(|(state, type_, reason)| {
+                assert_eq!(state, "True");
+                (type_, reason)
+            })
+    }
+
+    #[test]
+    fn a_refused_spec_stalls_a_wait_reconciles_and_a_ready_client_is_neither() {
+        let legacy = client(serde_json::json!({"hashAlgorithm": "SHA-1"}), None);
+        let refused = Problem::warning("LegacyAlgorithmNotAllowed", "SHA-1 is not allowed".into());
+        let (status, _) = computed(
+            &legacy,
+            &observed(Verifier::Absent),
+            &names(&legacy),
+            Some(refused),
+            at(10),
+        );
+        assert_eq!(
+            standing(&status),
+            Some(("Stalled", "LegacyAlgorithmNotAllowed"))
+        );
+        assert_eq!(
+            condition(&status, ConditionType::Stalled).map(|(.., message, _)| message),
+            Some("SHA-1 is not allowed")
+        );
+        let imported = client_with_import();
+        let missing = Problem::normal("ImportSourceMissing", "waiting".into());
+        let (status, _) = computed(
+            &imported,
+            &observed(Verifier::Absent),
+            &names(&imported),
+            Some(missing),
+            at(20),
+        );
+        assert_eq!(
+            standing(&status),
+            Some(("Reconciling", "ImportSourceMissing"))
+        );
+        // Once issued: neither, and the Reconciling of before is gone.
+        let later = client(serde_json::json!({}), Some(status));
+        let (status, _) = computed(
+            &later,
+            &present(issued(1, 0, 100)),
+            &names(&later),
+            None,
+            at(30),
+        );
+        assert_eq!(standing(&status), None);
+        // Nothing refused and nothing issued yet: on its way.
+        let (status, _) = computed(
+            &later,
+            &observed(Verifier::Absent),
+            &names(&later),
+            None,
+            at(40),
+        );
+        assert_eq!(standing(&status), Some(("Reconciling", "Issuing")));
+    }
+
+    #[test]
+    fn every_refusal_stalls_and_every_wait_for_what_may_still_come_does_not() {
+        for reason in [
+            "SecretConflict",
+            "SecretNameConflict",
+            "ImportKeysConflict",
+            "LegacyAlgorithmNotAllowed",
+            "SecretLengthInvalid",
+            "PlaintextNotAllowed",
+            "AnnotationInvalid",
+            "VerifierRecordInvalid",
+            "RecordUndecryptable",
+            "ImportSourceKeyMissing",
+            "ImportClientIdInvalid",
+        ] {
+            assert!(reasons::stalls(reason), "{reason}");
+        }
+        for reason in [
+            "EncryptionKeyNotReady",
+            "ImportSourceMissing",
+            "KeyNotDistributed",
+        ] {
+            assert!(!reasons::stalls(reason), "{reason}");
+        }
+    }
+
+    fn client_with_import() -> OAuthClient {
+        client(
+            serde_json::json!({"importFrom": {"secretName": "source"}}),
+            None,
+        )
     }
 }

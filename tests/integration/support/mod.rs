@@ -196,7 +196,7 @@ pub fn kubectl<S: AsRef<std::ffi::OsStr>>(args: &[S], stdin: &[u8]) -> std::proc
 }
 
 /// Runs `command` to its end with `stdin` piped in; returns its exit status and output.
-fn run_with_stdin(mut command: Command, stdin: &[u8]) -> std::process::Output {
+pub fn run_with_stdin(mut command: Command, stdin: &[u8]) -> std::process::Output {
     let program = command.get_program().to_string_lossy().into_owned();
     let mut child = command
         .stdin(Stdio::piped())

@@ -1,8 +1,10 @@
 -- Argo CD health of a keyward.io/EncryptionKey, from what keyward reports in status.
--- Healthy: Ready=True for the current generation and no rotation running.
--- Progressing: keyward has not yet seen the current generation, the key is still
--- reaching the pods, a rotation runs, or keyward waits for something that arrives by
--- itself. Degraded: keyward will not go on until a person resolves the Ready reason.
+-- It reads what kstatus reads (Flux, kpt): Degraded while Stalled (keyward will not go
+-- on until a person acts), Progressing while Reconciling (a rotation requested or
+-- running, the key reaching the pods, a Secret that may still come) or while keyward
+-- has not yet seen the current generation, Healthy once Ready.
+-- A status written before keyward reported Stalled and Reconciling is read as before:
+-- by its Ready reason and the Rotating condition.
 
 -- Ready=False reasons that resolve without a person.
 local waits = {
@@ -22,17 +24,32 @@ if status == nil or status.observedGeneration == nil or status.observedGeneratio
   return hs
 end
 
-local ready = nil
-local rotating = nil
+local conditions = {}
 if status.conditions ~= nil then
   for _, condition in ipairs(status.conditions) do
-    if condition.type == "Ready" then
-      ready = condition
-    elseif condition.type == "Rotating" then
-      rotating = condition
-    end
+    conditions[condition.type] = condition
   end
 end
+local function holds(condition)
+  return condition ~= nil and condition.status == "True"
+end
+local function said(condition)
+  return tostring(condition.reason) .. ": " .. (condition.message or "")
+end
+
+if holds(conditions.Stalled) then
+  hs.status = "Degraded"
+  hs.message = said(conditions.Stalled)
+  return hs
+end
+if holds(conditions.Reconciling) then
+  hs.status = "Progressing"
+  hs.message = said(conditions.Reconciling)
+  return hs
+end
+
+local ready = conditions.Ready
+local rotating = conditions.Rotating
 if ready == nil or ready.status == "Unknown"
     or (ready.observedGeneration ~= nil and ready.observedGeneration ~= generation) then
   hs.status = "Progressing"
@@ -43,15 +60,15 @@ end
 local message = ready.message or ""
 if ready.status == "False" and not waits[ready.reason] then
   hs.status = "Degraded"
-  hs.message = tostring(ready.reason) .. ": " .. message
-elseif rotating ~= nil and rotating.status == "True" then
+  hs.message = said(ready)
+elseif holds(rotating) then
   hs.status = "Progressing"
-  hs.message = "rotation " .. tostring(rotating.reason) .. ": " .. (rotating.message or "")
+  hs.message = "rotation " .. said(rotating)
 elseif ready.status == "True" then
   hs.status = "Healthy"
   hs.message = message
 else
   hs.status = "Progressing"
-  hs.message = tostring(ready.reason) .. ": " .. message
+  hs.message = said(ready)
 end
 return hs

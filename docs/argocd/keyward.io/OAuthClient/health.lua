@@ -1,7 +1,10 @@
 -- Argo CD health of a keyward.io/OAuthClient, from what keyward reports in status.
--- Healthy: Ready=True for the current generation. Progressing: keyward has not yet
--- seen the current generation, or waits for something that arrives by itself.
--- Degraded: keyward refuses to act until a person resolves the Ready reason.
+-- It reads what kstatus reads (Flux, kpt): Degraded while Stalled (keyward refuses to
+-- act until a person changes something), Progressing while Reconciling (a secret being
+-- issued, a key or a Secret that may still come) or while keyward has not yet seen the
+-- current generation, Healthy once Ready.
+-- A status written before keyward reported Stalled and Reconciling is read as before:
+-- by its Ready reason.
 
 -- Ready=False reasons that resolve without a person.
 local waits = {
@@ -19,14 +22,31 @@ if status == nil or status.observedGeneration == nil or status.observedGeneratio
   return hs
 end
 
-local ready = nil
+local conditions = {}
 if status.conditions ~= nil then
   for _, condition in ipairs(status.conditions) do
-    if condition.type == "Ready" then
-      ready = condition
-    end
+    conditions[condition.type] = condition
   end
 end
+local function holds(condition)
+  return condition ~= nil and condition.status == "True"
+end
+local function said(condition)
+  return tostring(condition.reason) .. ": " .. (condition.message or "")
+end
+
+if holds(conditions.Stalled) then
+  hs.status = "Degraded"
+  hs.message = said(conditions.Stalled)
+  return hs
+end
+if holds(conditions.Reconciling) then
+  hs.status = "Progressing"
+  hs.message = said(conditions.Reconciling)
+  return hs
+end
+
+local ready = conditions.Ready
 if ready == nil or ready.status == "Unknown"
     or (ready.observedGeneration ~= nil and ready.observedGeneration ~= generation) then
   hs.status = "Progressing"
@@ -34,15 +54,14 @@ if ready == nil or ready.status == "Unknown"
   return hs
 end
 
-local message = ready.message or ""
 if ready.status == "True" then
   hs.status = "Healthy"
-  hs.message = message
+  hs.message = ready.message or ""
 elseif waits[ready.reason] then
   hs.status = "Progressing"
-  hs.message = tostring(ready.reason) .. ": " .. message
+  hs.message = said(ready)
 else
   hs.status = "Degraded"
-  hs.message = tostring(ready.reason) .. ": " .. message
+  hs.message = said(ready)
 end
 return hs
