@@ -117,7 +117,7 @@ async fn every_dashboard_panel_has_data_and_a_rotation_held_in_a_phase_alerts() 
         SCRAPE_PATIENCE,
     );
 
-    // Every rule evaluates without error.
+    // Every rule evaluates without error, in the rule manager and asked as a query.
     let rules = prometheus.rules();
     assert!(!rules.is_empty(), "no rule loaded:\n{}", prometheus.log());
     for rule in &rules {
@@ -126,6 +126,10 @@ async fn every_dashboard_panel_has_data_and_a_rotation_held_in_a_phase_alerts() 
             "{} does not evaluate: {}",
             rule["name"], rule["lastError"]
         );
+        let expr = rule["query"].as_str().expect("a rule's query");
+        if let Err(error) = prometheus.query(expr) {
+            panic!("{}: {expr}: {error}", rule["name"]);
+        }
     }
 
     // Every panel, and every variable Grafana fills from the data, shows this namespace.
