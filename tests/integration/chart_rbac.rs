@@ -10,23 +10,19 @@
 use std::path::PathBuf;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use keyward::crd::EncryptionKey;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::config::Kubeconfig;
 use serde_json::json;
 
+use crate::support::access::{service_account_token, write_kubeconfig};
 use crate::support::ciphertext::write_ciphertexts;
 use crate::support::encryption_key::{bump, until_distributed, until_rotated};
 use crate::support::oauth_client::{client_until, delivered_secret, keyward_verify};
 use crate::support::workload::deploy;
 use crate::support::{self, Operator, TestCluster, chart, jobs, manifest};
-
-/// How long the operator's token lives: longer than any test here runs.
-const TOKEN_SECONDS: i64 = 3600;
 
 /// The chart installed as a release of its own, and how to run the operator as it would.
 struct Install {
@@ -152,7 +148,7 @@ async fn install(cluster: &TestCluster, namespace: &str, values: &[&str]) -> Ins
         .to_owned();
 
     let token = service_account_token(cluster, namespace, &service_account).await;
-    let kubeconfig = write_kubeconfig(namespace, &token);
+    let kubeconfig = write_kubeconfig(namespace, "operator", &token);
     let install = Install {
         namespace: namespace.to_owned(),
         service_account,
@@ -193,53 +189,6 @@ fn kubectl_apply(manifests: &str) {
         "the chart's RBAC does not apply: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-}
-
-/// A token of `namespace/name` from the TokenRequest API, as a kubelet gets one for a
-/// pod's projected volume.
-async fn service_account_token(cluster: &TestCluster, namespace: &str, name: &str) -> String {
-    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), namespace);
-    let request = TokenRequest {
-        spec: TokenRequestSpec {
-            audiences: Vec::new(),
-            expiration_seconds: Some(TOKEN_SECONDS),
-            bound_object_ref: None,
-        },
-        ..TokenRequest::default()
-    };
-    accounts
-        .create_token_request(name, &PostParams::default(), &request)
-        .await
-        .expect("the API server issues a token for the chart's ServiceAccount")
-        .status
-        .expect("a TokenRequest status")
-        .token
-}
-
-/// A kubeconfig for the admin kubeconfig's server and CA that authenticates with `token`.
-fn write_kubeconfig(namespace: &str, token: &str) -> PathBuf {
-    let admin = Kubeconfig::read_from(&support::control_plane().kubeconfig)
-        .expect("the admin kubeconfig parses");
-    let cluster = admin
-        .clusters
-        .first()
-        .and_then(|cluster| cluster.cluster.clone())
-        .expect("the admin kubeconfig names a cluster");
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "test", "cluster": {
-            "server": cluster.server,
-            "certificate-authority-data": cluster.certificate_authority_data,
-        }}],
-        "users": [{"name": "operator", "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {
-            "cluster": "test", "user": "operator", "namespace": namespace,
-        }}],
-        "current-context": "operator",
-    });
-    let path = std::env::temp_dir().join(format!("keyward-test-{namespace}-operator.kubeconfig"));
-    std::fs::write(&path, config.to_string()).expect("kubeconfig written");
-    path
 }
 
 /// The lines of `log` that tell of a request the API server refused.

@@ -57,6 +57,18 @@ pub async fn kubeconfig_as(
         .create(&params, &binding)
         .await
         .expect("RoleBinding created");
+    let token = service_account_token(cluster, namespace, account).await;
+    write_kubeconfig(namespace, account, &token)
+}
+
+/// A token of `namespace/account` from the TokenRequest API, as a kubelet gets one for a
+/// pod's projected volume.
+pub async fn service_account_token(
+    cluster: &TestCluster,
+    namespace: &str,
+    account: &str,
+) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(cluster.client.clone(), namespace);
     let request = TokenRequest {
         spec: TokenRequestSpec {
             audiences: Vec::new(),
@@ -65,18 +77,18 @@ pub async fn kubeconfig_as(
         },
         ..TokenRequest::default()
     };
-    let token = accounts
-        .create_token_request(account, &params, &request)
+    accounts
+        .create_token_request(account, &PostParams::default(), &request)
         .await
-        .expect("the API server issues a token")
+        .unwrap_or_else(|e| panic!("the API server issues a token for {namespace}/{account}: {e}"))
         .status
         .expect("a TokenRequest status")
-        .token;
-    write_kubeconfig(namespace, account, &token)
+        .token
 }
 
-/// A kubeconfig for the admin kubeconfig's server and CA that authenticates with `token`.
-fn write_kubeconfig(namespace: &str, account: &str, token: &str) -> PathBuf {
+/// A kubeconfig for the admin kubeconfig's server and CA that authenticates as `account`
+/// with `token`, its context's namespace `namespace`.
+pub fn write_kubeconfig(namespace: &str, account: &str, token: &str) -> PathBuf {
     let admin =
         Kubeconfig::read_from(&control_plane().kubeconfig).expect("the admin kubeconfig parses");
     let cluster = admin
