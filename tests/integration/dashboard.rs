@@ -1,32 +1,38 @@
 //! The chart's Grafana dashboard and alert rules against a real Prometheus scraping the
 //! operator through a scenario that touches everything they show: a WSO2 key rotated with
-//! its database, a key held in re-encryption, clients issued, rotated into a grace period
-//! and refused. Every panel's query and every templating variable returns series for the
-//! test's namespace, every alert rule evaluates without error, and the alert for a
-//! rotation held in one phase fires for that key alone.
+//! its database, a key whose re-encryption Job never gets anywhere, a key re-encrypting
+//! slowly, clients issued, rotated into a grace period and refused. Every panel's query
+//! and every templating variable returns series for the test's namespace, every alert
+//! rule evaluates without error, and the alert for a stuck rotation fires for the stuck
+//! key alone, not for the slow one.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
 
 use keyward::crd::EncryptionKey;
 use keyward::crd::database::DatabaseEngine;
-use keyward::crd::encryption_key::RotationPhase;
+use keyward::crd::encryption_key::{ReencryptionProgress, RotationPhase};
 use serde_json::{Value, json};
 
 use crate::support::api::keys;
 use crate::support::ciphertext::write_ciphertexts;
 use crate::support::database::server;
 use crate::support::encryption_key::{bump, key_until, until_rotated};
+use crate::support::jobs::external_template;
 use crate::support::oauth_client::until_client_ready;
 use crate::support::operator::operator_running_jobs;
 use crate::support::prometheus::Prometheus;
 use crate::support::workload::deploy;
-use crate::support::{self, chart, jobs, manifest, wait};
+use crate::support::{self, TestCluster, chart, jobs, manifest, wait};
 use crate::wso2_rotation::{apply_wso2_key, apps_column, create_apps_table};
 
 /// Seconds in one rotation phase after which the rules render `KeywardRotationStuck`
-/// firing: short, so the held re-encryption crosses it.
+/// firing: short, so that both rotations held in re-encryption cross it.
 const STUCK_AFTER_SECONDS: u32 = 5;
+
+/// Seconds within which a re-encryption Job's progress must move for its rotation to be
+/// slow rather than stuck: a few of the slow key's batches.
+const PROGRESS_WITHIN_SECONDS: u32 = 30;
 
 /// How long Prometheus may take to scrape and evaluate what the cluster shows.
 const SCRAPE_PATIENCE: Duration = Duration::from_secs(90);
@@ -35,10 +41,11 @@ const SCRAPE_PATIENCE: Duration = Duration::from_secs(90);
 async fn every_dashboard_panel_has_data_and_a_rotation_held_in_a_phase_alerts() {
     let cluster = support::cluster("dashboard").await;
     let _log = jobs::runner().log_on_failure(&cluster.namespace);
-    let operator = operator_running_jobs(&cluster, &[]);
-    let rules = rendered_rules(&[&format!(
-        "prometheusRule.thresholds.rotationPhaseSeconds={STUCK_AFTER_SECONDS}"
-    )]);
+    let operator = operator_running_jobs(&cluster, &["--allow-job-templates"]);
+    let rules = rendered_rules(&[
+        &format!("prometheusRule.thresholds.rotationPhaseSeconds={STUCK_AFTER_SECONDS}"),
+        &format!("prometheusRule.thresholds.rotationProgressSeconds={PROGRESS_WITHIN_SECONDS}"),
+    ]);
     let prometheus = Prometheus::start(&operator.metrics_url(), &rules);
 
     // A WSO2 key whose database is re-encrypted: its rotation succeeds, and the census
@@ -51,27 +58,36 @@ async fn every_dashboard_panel_has_data_and_a_rotation_held_in_a_phase_alerts() 
     bump(&cluster, "apim", &wso2, 1).await;
     until_rotated(&cluster, "apim", 2).await;
 
-    // A key whose re-encryption runs at one write a second over 60 Secrets: its rotation
-    // stays a minute in one phase, reporting progress as it goes.
+    // A key whose re-encryption Job (a template of the user's) never reports progress:
+    // it waits for a ConfigMap the test creates at the end.
+    let wait_for_go = r#"until "$KUBECTL" get configmap go >/dev/null 2>&1; do sleep 1; done"#;
+    let stuck = json!({
+        "distribution": {"format": "Keyring"},
+        "reencryption": {"jobTemplate": external_template(&cluster, wait_for_go).await},
+    });
+    manifest::apply_keyward(&cluster, "EncryptionKey", "ledger", stuck.clone()).await;
+    key_until(&cluster, "ledger", "True", "KeyDistributed").await;
+    bump(&cluster, "ledger", &stuck, 1).await;
+    until_phase(&cluster, "ledger", "its Job runs", |_| true).await;
+
+    // A key whose re-encryption runs at one write a second over 90 Secrets: its rotation
+    // stays a minute and a half in one phase, reporting progress every five values.
     deploy(&cluster, "billing", 1).await;
-    let held = json!({
+    let slow = json!({
         "targets": [{"kind": "Deployment", "name": "billing"}],
         "distribution": {"format": "Keyring"},
         "rotation": {"period": "720h"},
         "reencryption": {"batchSize": 5, "writesPerSecond": 1},
     });
-    manifest::apply_keyward(&cluster, "EncryptionKey", "billing", held.clone()).await;
+    manifest::apply_keyward(&cluster, "EncryptionKey", "billing", slow.clone()).await;
     key_until(&cluster, "billing", "True", "KeyDistributed").await;
-    write_ciphertexts(&cluster, "billing", 60).await;
-    bump(&cluster, "billing", &held, 1).await;
-    wait::until(
-        &keys(&cluster),
+    write_ciphertexts(&cluster, "billing", 90).await;
+    bump(&cluster, "billing", &slow, 1).await;
+    until_phase(
+        &cluster,
         "billing",
-        "billing's re-encryption reports progress",
-        |key: &EncryptionKey| {
-            let rotation = key.status.as_ref().and_then(|s| s.rotation.as_ref());
-            rotation.is_some_and(|r| r.phase == RotationPhase::Reencrypting && r.progress.is_some())
-        },
+        "its Job reports progress",
+        |progress| progress.is_some_and(|p| p.done > 0),
     )
     .await;
 
@@ -98,19 +114,36 @@ async fn every_dashboard_panel_has_data_and_a_rotation_held_in_a_phase_alerts() 
     .await;
     until_client_ready(&cluster, "legacy", "LegacyAlgorithmNotAllowed", None).await;
 
-    // The held rotation's alert fires, for billing only.
+    // The stuck rotation alerts; the slow one, past the phase threshold as well, does not
+    // once its progress is seen moving.
     let namespace = &cluster.namespace;
-    let firing = prometheus.until_series(
-        &format!(
-            "ALERTS{{alertname=\"KeywardRotationStuck\",alertstate=\"firing\",namespace=\"{namespace}\"}}"
-        ),
-        SCRAPE_PATIENCE,
+    let firing = format!(
+        "ALERTS{{alertname=\"KeywardRotationStuck\",alertstate=\"firing\",namespace=\"{namespace}\"}}"
     );
-    let keys_alerted: BTreeSet<&str> = firing
-        .iter()
-        .filter_map(|series| series["metric"]["encryption_key"].as_str())
-        .collect();
-    assert_eq!(keys_alerted, BTreeSet::from(["billing"]), "{firing:#?}");
+    let slow_past_threshold = format!(
+        "keyward_encryption_key_rotation_phase_seconds{{namespace=\"{namespace}\",encryption_key=\"billing\",phase=\"Reencrypting\"}} > {STUCK_AFTER_SECONDS}"
+    );
+    prometheus.until(
+        "KeywardRotationStuck fires for ledger alone while billing re-encrypts past the threshold",
+        SCRAPE_PATIENCE,
+        |prometheus| {
+            let alerted: BTreeSet<String> = prometheus
+                .query(&firing)
+                .expect("ALERTS answers")
+                .iter()
+                .filter_map(|series| {
+                    series["metric"]["encryption_key"]
+                        .as_str()
+                        .map(str::to_owned)
+                })
+                .collect();
+            alerted == BTreeSet::from(["ledger".to_owned()])
+                && !prometheus
+                    .query(&slow_past_threshold)
+                    .expect("answers")
+                    .is_empty()
+        },
+    );
     // Everything the scenario shows is scraped by now: the grace period too.
     prometheus.until_series(
         &format!("keyward_oauth_client_grace_seconds_left{{namespace=\"{namespace}\"}}"),
@@ -157,6 +190,37 @@ async fn every_dashboard_panel_has_data_and_a_rotation_held_in_a_phase_alerts() 
             .unwrap_or_else(|e| panic!("panel {title:?}: {query}: {e}"));
         assert!(!series.is_empty(), "panel {title:?} shows no data: {query}");
     }
+
+    // The stuck Job may end.
+    manifest::apply(
+        &cluster.client,
+        namespace,
+        "test",
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "go"}}),
+    )
+    .await
+    .expect("the ConfigMap go applies");
+}
+
+/// Waits until `key`'s rotation is re-encrypting with `progress` as `test` wants it.
+async fn until_phase(
+    cluster: &TestCluster,
+    key: &str,
+    what: &str,
+    test: impl Fn(Option<&ReencryptionProgress>) -> bool,
+) {
+    wait::until(
+        &keys(cluster),
+        key,
+        &format!("{key} re-encrypts and {what}"),
+        |key: &EncryptionKey| {
+            let rotation = key.status.as_ref().and_then(|s| s.rotation.as_ref());
+            rotation.is_some_and(|r| {
+                r.phase == RotationPhase::Reencrypting && test(r.progress.as_ref())
+            })
+        },
+    )
+    .await;
 }
 
 /// The rule groups of the chart's PrometheusRule, enabled, with `--set` values `sets`,

@@ -111,6 +111,15 @@ impl Prometheus {
         }
     }
 
+    /// Waits until `condition` holds of what Prometheus answers, polling every half second.
+    pub fn until(&self, what: &str, timeout: Duration, condition: impl Fn(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !condition(self) {
+            assert!(Instant::now() < deadline, "not within {timeout:?}: {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
     /// The rule groups Prometheus loaded (`/api/v1/rules`), each rule with its `health`
     /// and `lastError` after evaluation.
     pub fn rules(&self) -> Vec<Value> {
