@@ -64,12 +64,17 @@ tests=()
 for test in tests/alerts/*.yaml; do tests+=("$work/$(basename "$test")"); done
 [ ${#tests[@]} -gt 0 ] || { echo "alert-tests: no tests in tests/alerts" >&2; exit 1; }
 
-# Every alert of the rules file has tests, and a section of docs/operations.md that its
-# runbook_url points at (GitHub's anchor of a heading is its lowercased text).
+# Every alert of the rules file has tests, a row in the README's table, and a section of
+# docs/operations.md that its runbook_url points at (GitHub's anchor of a heading is its
+# lowercased text).
 mapfile -t alerts < <(sed -n 's/^ *- alert: //p' "$work/rules.yaml")
 for alert in "${alerts[@]}"; do
   grep -q "alertname: $alert\$" tests/alerts/*.yaml || {
     echo "alert-tests: $alert has no test in tests/alerts" >&2
+    exit 1
+  }
+  grep -q "^| \`$alert\` |" README.md || {
+    echo "alert-tests: $alert has no row in the README's table of alerts" >&2
     exit 1
   }
   grep -q "^### $alert\$" docs/operations.md || {

@@ -308,3 +308,27 @@ fn every_variable_used_is_defined() {
         }
     }
 }
+
+#[test]
+fn every_panel_and_row_is_described_in_the_operations_guide() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/operations.md");
+    let guide = std::fs::read_to_string(&path).expect("docs/operations.md exists");
+    let section = guide
+        .split_once("\n## The dashboard\n")
+        .map(|(_, rest)| rest.split("\n## ").next().unwrap_or_default())
+        .expect("docs/operations.md has a section \"## The dashboard\"");
+    let dashboard = dashboard();
+    for panel in panels(&dashboard) {
+        let title = panel["title"].as_str().unwrap_or_default();
+        // Rows are the section's bold headings; panels are in italics in its lists.
+        let mark = if is_row(panel) {
+            format!("**{title}**")
+        } else {
+            format!("*{title}*")
+        };
+        assert!(
+            section.contains(&mark),
+            "docs/operations.md's \"The dashboard\" does not describe {title:?} (as {mark})"
+        );
+    }
+}
