@@ -225,6 +225,11 @@ async fn a_user_supplied_key_is_used_verbatim_and_a_malformed_or_missing_one_is_
         !message.contains("0011223344"),
         "the message never echoes key material"
     );
+    assert_eq!(
+        wait::condition(&refused, "Degraded"),
+        Some(("True".to_owned(), "SourceKeyInvalid".to_owned())),
+        "a Secret holding no usable key needs a person"
+    );
 
     apply_key(
         &cluster,
@@ -232,7 +237,12 @@ async fn a_user_supplied_key_is_used_verbatim_and_a_malformed_or_missing_one_is_
         json!({"source": {"secretRef": {"name": "not-there", "key": "key"}}}),
     )
     .await;
-    key_until(&cluster, "missing", "False", "SourceSecretMissing").await;
+    let waiting = key_until(&cluster, "missing", "False", "SourceSecretMissing").await;
+    assert_eq!(
+        wait::condition(&waiting, "Degraded").map(|(status, _)| status),
+        Some("False".to_owned()),
+        "a Secret that may still come is waited for"
+    );
     for name in ["malformed-keyring", "missing-keyring"] {
         assert!(
             secrets(&cluster)

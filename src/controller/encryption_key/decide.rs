@@ -215,26 +215,31 @@ fn named(problem: KeyProblem, secret: Secret) -> Problem {
             reasons::KEY_ENCRYPTION_KEY_INVALID,
         ),
     };
-    let (reason, message) = match problem {
+    // A Secret that is not there yet may still come (GitOps, a secrets tool); one that
+    // is there without a usable key waits for a person to fix its content.
+    let (reason, message, degraded) = match problem {
         KeyProblem::Missing(name) => (
             missing,
             format!(
                 "waiting for Secret {name:?} named in {field}; no key is generated in its place"
             ),
+            false,
         ),
         KeyProblem::MissingKey(name, key) => (
             no_key,
             format!("Secret {name:?} named in {field} has no key {key:?}"),
+            true,
         ),
         KeyProblem::Invalid(name, error) => (
             invalid,
             format!("Secret {name:?} named in {field}: {error}"),
+            true,
         ),
     };
     Problem {
         reason,
         message,
-        degraded: false,
+        degraded,
     }
 }
 
@@ -325,6 +330,35 @@ mod tests {
             reason(next_step("apim", None, waiting)),
             "SourceSecretMissing"
         );
+    }
+
+    #[test]
+    fn a_source_without_a_usable_key_is_degraded_and_one_not_there_yet_is_not() {
+        let invalid = KeyMaterial::parse(b"0011").expect_err("too short");
+        for (problem, reason, degraded) in [
+            (
+                KeyProblem::Missing("k".into()),
+                "SourceSecretMissing",
+                false,
+            ),
+            (
+                KeyProblem::MissingKey("k".into(), "key".into()),
+                "SourceKeyMissing",
+                true,
+            ),
+            (
+                KeyProblem::Invalid("k".into(), invalid),
+                "SourceKeyInvalid",
+                true,
+            ),
+        ] {
+            let mut source = observed(Stored::Absent);
+            source.source = Some(Err(problem));
+            let Step::Report(reported) = next_step("apim", None, source) else {
+                panic!("{reason} is reported");
+            };
+            assert_eq!((reported.reason, reported.degraded), (reason, degraded));
+        }
     }
 
     #[test]
