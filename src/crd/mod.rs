@@ -16,7 +16,9 @@ pub use condition::{
 pub use encryption_key::{EncryptionKey, EncryptionKeySpec, EncryptionKeyStatus};
 pub use oauth_client::{OAuthClient, OAuthClientSpec, OAuthClientStatus};
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSON,
+};
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,7 +60,30 @@ pub struct SecretKeyRef {
 
 /// Every CustomResourceDefinition keyward serves, in a stable order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![EncryptionKey::crd(), OAuthClient::crd()]
+    let mut crds = vec![EncryptionKey::crd(), OAuthClient::crd()];
+    crds.iter_mut().for_each(unobserved_until_reported);
+    crds
+}
+
+/// A resource keyward has not reported on yet reads as `status.observedGeneration: 0`
+/// (the API server defaults it): to kstatus (Flux, kpt) and Argo CD a generation not yet
+/// observed is in progress, where no status at all would read as current, and a `wait`
+/// right after the first apply would pass before keyward has looked.
+fn unobserved_until_reported(crd: &mut CustomResourceDefinition) {
+    let schemas = crd
+        .spec
+        .versions
+        .iter_mut()
+        .filter_map(|version| version.schema.as_mut()?.open_api_v3_schema.as_mut());
+    for schema in schemas {
+        if let Some(status) = schema
+            .properties
+            .as_mut()
+            .and_then(|properties| properties.get_mut("status"))
+        {
+            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+        }
+    }
 }
 
 /// The CEL rule that bounds a resource's `metadata.name`, as `<kind>.rs` writes it.
@@ -93,6 +118,34 @@ pub fn crds_yaml() -> Result<String, serde_yaml::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_not_yet_reported_defaults_to_an_unobserved_generation() {
+        for crd in crds() {
+            for version in &crd.spec.versions {
+                let schema = version
+                    .schema
+                    .as_ref()
+                    .and_then(|s| s.open_api_v3_schema.as_ref());
+                let status = schema
+                    .and_then(|schema| schema.properties.as_ref()?.get("status"))
+                    .unwrap_or_else(|| panic!("{} has a status", crd.spec.names.kind));
+                assert_eq!(
+                    status.default,
+                    Some(JSON(serde_json::json!({"observedGeneration": 0}))),
+                    "{}",
+                    crd.spec.names.kind
+                );
+                assert!(
+                    status
+                        .properties
+                        .as_ref()
+                        .is_some_and(|fields| fields.contains_key("observedGeneration")),
+                    "the default names a field the schema keeps"
+                );
+            }
+        }
+    }
 
     #[test]
     fn the_longest_admitted_names_are_those_the_crds_rules_say() {

@@ -97,14 +97,15 @@ fn render_header(out: &mut String, header: &Header) {
     };
     line(out, "Ready", ready);
     if header.observed_generation != header.generation {
+        // The API server defaults a status keyward has not written to generation 0.
+        let described = match header.observed_generation {
+            None | Some(0) => "keyward has not looked at it yet".to_owned(),
+            Some(observed) => format!("status describes {observed}"),
+        };
         line(
             out,
             "Generation",
-            format!(
-                "{} (status describes {})",
-                optional(header.generation),
-                optional(header.observed_generation)
-            ),
+            format!("{} ({described})", optional(header.generation)),
         );
     }
 }
@@ -395,6 +396,28 @@ mod tests {
     fn control_characters_from_the_cluster_are_escaped() {
         assert_eq!(printable("a\nb\u{1b}[31mc"), "a\\nb\\u{1b}[31mc");
         assert_eq!(printable("plain é text"), "plain é text");
+    }
+
+    #[test]
+    fn a_resource_not_yet_reported_on_says_so() {
+        let key: EncryptionKey = serde_json::from_value(json!({
+            "apiVersion": "keyward.io/v1alpha1",
+            "kind": "EncryptionKey",
+            "metadata": {"name": "apim", "namespace": "wso2", "generation": 1},
+            "spec": {},
+            "status": {"observedGeneration": 0},
+        }))
+        .expect("an EncryptionKey");
+        let text = render(&Report::EncryptionKey(Box::new(key_report(
+            &key,
+            None,
+            now(),
+        ))));
+        assert!(
+            text.contains("Ready:            unknown: the operator has not reported yet\n")
+                && text.contains("Generation:       1 (keyward has not looked at it yet)\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! What GitOps tools make of keyward's status: cli-utils' kstatus (the library Flux,
 //! kpt and `cli-utils` apply decide health with), run as the Go program in
-//! `docs/kstatus/` on live objects. A ready resource is `Current`, one on its way —
-//! a rotation from the moment it is requested, a Secret that may still come — is
-//! `InProgress`, and one only a person can help is `Failed`, so a `wait` ends.
+//! `docs/kstatus/` on live objects. A ready resource is `Current`, one on its way — not
+//! yet looked at by keyward, a rotation from the moment it is requested, a Secret that
+//! may still come — is `InProgress`, and one only a person can help is `Failed`, so a
+//! `wait` ends.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -17,7 +18,7 @@ use kube::runtime::watcher::watch_object;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::support::api::{keys, secrets};
+use crate::support::api::{clients, keys, secrets};
 use crate::support::ciphertext::write_ciphertexts;
 use crate::support::encryption_key::{
     ROTATION, apply_key, key_until, until_distributed, user_secret,
@@ -214,4 +215,39 @@ async fn a_refused_spec_is_failed_and_a_wait_for_a_secret_that_may_still_come_is
     let imported = until_client_ready(&cluster, "imported", "Imported", Some(1)).await;
     let verdict = kstatus(&imported);
     assert_eq!(verdict.status, "Current", "{verdict:?}");
+}
+
+#[tokio::test]
+async fn a_resource_keyward_has_not_reported_on_yet_is_in_progress_and_current_once_ready() {
+    let cluster = support::cluster("kstatus-unobserved").await;
+    // No operator yet: what a `wait` right after the first apply sees.
+    apply_key(&cluster, "fresh", json!({})).await;
+    apply_client(&cluster, "fresh", json!({})).await;
+    let key = keys(&cluster).get("fresh").await.expect("key");
+    let client = clients(&cluster).get("fresh").await.expect("client");
+    for (kind, observed, verdict) in [
+        (
+            "EncryptionKey",
+            key.status.as_ref().and_then(|s| s.observed_generation),
+            kstatus(&key),
+        ),
+        (
+            "OAuthClient",
+            client.status.as_ref().and_then(|s| s.observed_generation),
+            kstatus(&client),
+        ),
+    ] {
+        assert_eq!(
+            observed,
+            Some(0),
+            "{kind}: the API server defaults the status"
+        );
+        assert_eq!(verdict.status, "InProgress", "{kind}: {verdict:?}");
+    }
+
+    let _operator = operator(&cluster);
+    let key = key_until(&cluster, "fresh", "True", "KeyDistributed").await;
+    assert_eq!(kstatus(&key).status, "Current");
+    let client = until_client_ready(&cluster, "fresh", "Issued", Some(1)).await;
+    assert_eq!(kstatus(&client).status, "Current");
 }
