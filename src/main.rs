@@ -154,6 +154,10 @@ enum Command {
     /// Uses the kubeconfig named by $KUBECONFIG (default ~/.kube/config), or the
     /// in-cluster service account. Exits 0 when the report is shown, whatever the
     /// resource's state; 2 when it cannot be (not found, forbidden, CRDs not installed).
+    #[command(after_long_help = "Examples:
+  keyward status ek apim -n wso2                  a key: versions, rotation, pods in sync
+  keyward status oauthclient developer-portal     a client, in the kubeconfig's namespace
+  keyward status ek apim -n wso2 -o json | jq .rotation.waitingOn")]
     Status(StatusArgs),
 }
 

@@ -422,6 +422,8 @@ fn status_help_documents_every_argument_and_flag() {
         "reportVersion",
         "never a Secret",
         "Exits 0",
+        "Examples:",
+        "keyward status ek apim -n wso2",
     ] {
         assert!(help.contains(mention), "{mention:?} in:\n{help}");
     }
