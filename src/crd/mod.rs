@@ -65,6 +65,10 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     crds
 }
 
+/// The `status.observedGeneration` of a resource keyward has not reported on yet: the
+/// API server defaults a missing status to it (a real generation starts at 1).
+pub const UNOBSERVED_GENERATION: i64 = 0;
+
 /// A resource keyward has not reported on yet reads as `status.observedGeneration: 0`
 /// (the API server defaults it): to kstatus (Flux, kpt) and Argo CD a generation not yet
 /// observed is in progress, where no status at all would read as current, and a `wait`
@@ -81,7 +85,9 @@ fn unobserved_until_reported(crd: &mut CustomResourceDefinition) {
             .as_mut()
             .and_then(|properties| properties.get_mut("status"))
         {
-            status.default = Some(JSON(serde_json::json!({"observedGeneration": 0})));
+            status.default = Some(JSON(
+                serde_json::json!({"observedGeneration": UNOBSERVED_GENERATION}),
+            ));
         }
     }
 }

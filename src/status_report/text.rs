@@ -97,9 +97,10 @@ fn render_header(out: &mut String, header: &Header) {
     };
     line(out, "Ready", ready);
     if header.observed_generation != header.generation {
-        // The API server defaults a status keyward has not written to generation 0.
         let described = match header.observed_generation {
-            None | Some(0) => "keyward has not looked at it yet".to_owned(),
+            None | Some(crate::crd::UNOBSERVED_GENERATION) => {
+                "keyward has not looked at it yet".to_owned()
+            }
             Some(observed) => format!("status describes {observed}"),
         };
         line(
